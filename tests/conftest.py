@@ -59,3 +59,50 @@ def cpu_model():
     from refrag_lib.model import load_refrag
 
     return load_refrag(get_preset("cpu")).eval()
+
+
+class NotebookRunner:
+    """Runs the course's notebooks once per test session, in order, with SMOKE parameters."""
+
+    def __init__(self, root):
+        self.root = root
+        self.done = {}
+
+    def run(self, stem: str) -> dict:
+        """Execute every notebook up to `stem` not yet run; return the executed notebook as JSON."""
+        import json
+
+        from refrag_lib.notebooks import notebook_paths, run_notebook
+
+        for path in notebook_paths():
+            if path.stem not in self.done:
+                out = run_notebook(path, self.root / "executed", {"PRESET": "cpu", "RUN_DIR": str(self.root), "SMOKE": True})
+                self.done[path.stem] = json.loads(out.read_text())
+            if path.stem == stem:
+                return self.done[stem]
+        raise KeyError(f"no notebook named {stem}")
+
+    def metrics(self, stage: str) -> dict:
+        import json
+
+        return json.loads((self.root / stage / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def notebooks(tmp_path_factory):
+    return NotebookRunner(tmp_path_factory.mktemp("smoke_run"))
+
+
+def notebook_errors(executed: dict) -> list[str]:
+    """Error outputs and tracebacks hidden in cell outputs or widget state (widget callbacks swallow them)."""
+    import json
+
+    found = []
+    for cell in executed.get("cells", []):
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error" or "Traceback (most recent call last)" in json.dumps(output):
+                found.append(json.dumps(output)[:400])
+    state = executed.get("metadata", {}).get("widgets", {})
+    if "Traceback" in json.dumps(state) or '"output_type": "error"' in json.dumps(state):
+        found.append("an error inside the saved widget state")
+    return found

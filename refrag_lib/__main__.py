@@ -1,0 +1,34 @@
+"""Command line: `python -m refrag_lib <command> ...`; each command lives in the module that owns it."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command -> ("module:function" taking the remaining arguments, one-line help)
+COMMANDS = {
+    "course": ("refrag_lib.cli:course", "run the notebooks headless under papermill"),
+    "notebooks": ("refrag_lib.cli:notebooks", "rebuild or check notebooks/*.ipynb from their .py sources"),
+    "load-time": ("refrag_lib.cli:load_time", "time a cold and a warm load of the preset's decoder"),
+    "data": ("refrag_lib.data:main", "regenerate the synthetic data set in data/"),
+    "index": ("refrag_lib.index:main", "build the retrieval index and chunk store for a run"),
+    "train": ("refrag_lib.train:main", "train a stage (recon | cpt) with the shared accelerate loop"),
+    "bench": ("refrag_lib.bench:main", "TTFT/TTIT/memory benchmark of REFRAG against ordinary RAG"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS:
+        parser = argparse.ArgumentParser(prog="python -m refrag_lib")
+        parser.add_argument("command", choices=sorted(COMMANDS))
+        parser.print_help()
+        print("\ncommands:\n" + "\n".join(f"  {name:10s} {text}" for name, (_, text) in COMMANDS.items()))
+        return 2
+    module, function = COMMANDS[argv[0]][0].split(":")
+    return getattr(importlib.import_module(module), function)(argv[1:]) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""The course-level commands: run the notebooks, keep them paired, time model loads."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from .config import PRESETS
+
+
+def course(argv: list[str]) -> int:
+    """`python -m refrag_lib course`: every notebook, in order, headless."""
+    from .notebooks import run_course
+
+    parser = argparse.ArgumentParser(prog="python -m refrag_lib course", description=course.__doc__)
+    parser.add_argument("--preset", default="cpu", choices=[*PRESETS, "auto"])
+    parser.add_argument("--run-dir", default="", help="artifacts folder (default runs/<preset>)")
+    parser.add_argument("--smoke", action="store_true", help="the notebooks' SMOKE parameters (minutes)")
+    parser.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 01 06")
+    args = parser.parse_args(argv)
+    timings = run_course(args.preset, args.run_dir, smoke=args.smoke, only=args.only)
+    print("notebook timings (s):", timings)
+    return 0
+
+
+def notebooks(argv: list[str]) -> int:
+    """`python -m refrag_lib notebooks --sync|--check`: the .ipynb files from their jupytext sources."""
+    from .notebooks import sync_notebooks
+
+    parser = argparse.ArgumentParser(prog="python -m refrag_lib notebooks", description=notebooks.__doc__)
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--sync", action="store_true", help="rewrite notebooks/*.ipynb from notebooks/*.py")
+    mode.add_argument("--check", action="store_true", help="fail if an .ipynb differs from its source")
+    args = parser.parse_args(argv)
+    stale = sync_notebooks(check=args.check)
+    if args.check and stale:
+        print("out of date with their .py sources (run `make notebooks`):", ", ".join(stale))
+        return 1
+    print("rewritten:" if stale else "all notebooks match their sources", ", ".join(stale))
+    return 0
+
+
+def load_time(argv: list[str]) -> int:
+    """`python -m refrag_lib load-time`: how long loading the preset's decoder takes (cold, then warm)."""
+    from .config import get_preset
+    from .hub import load_decoder
+
+    parser = argparse.ArgumentParser(prog="python -m refrag_lib load-time", description=load_time.__doc__)
+    parser.add_argument("--preset", default="cpu", choices=[*PRESETS, "auto"])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    preset = get_preset(args.preset)
+    for attempt in range(args.repeats):
+        start = time.perf_counter()
+        load_decoder(preset.decoder, preset.dtype, preset.device)
+        label = "first (may de-quantise)" if attempt == 0 else "warm"
+        print(f"decoder {preset.decoder} load {attempt + 1} [{label}]: {time.perf_counter() - start:.2f} s")
+    return 0

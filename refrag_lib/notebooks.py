@@ -1,0 +1,94 @@
+"""Run the course's notebooks headless (papermill) and keep them paired with their sources.
+
+Each notebook is written as a jupytext py:percent file (notebooks/NN_name.py, easy to diff and
+lint) and committed next to its .ipynb with outputs stripped. Executed copies are build outputs:
+they go to RUN_DIR/executed/, never over the sources.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from .runs import repo_root
+
+NOTEBOOK_DIR = repo_root() / "notebooks"
+
+
+def notebook_paths() -> list[Path]:
+    """The course's notebooks in order (NN_name.ipynb)."""
+    return sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+
+
+def run_notebook(path: Path, out_dir: Path, parameters: dict, timeout: int = 3600) -> Path:
+    """Execute one notebook top to bottom with papermill; returns the executed copy's path."""
+    import papermill
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / path.name
+    papermill.execute_notebook(
+        str(path), str(out), parameters=parameters, cwd=str(path.parent),
+        kernel_name="python3", progress_bar=False, execution_timeout=timeout,
+    )
+    return out
+
+
+def run_course(preset: str, run_dir: str, smoke: bool = False, only: list[str] | None = None) -> dict:
+    """Run every notebook (or those whose names start with one of `only`) and time each."""
+    root = Path(run_dir or repo_root() / "runs" / preset).resolve()
+    timings = {}
+    for path in notebook_paths():
+        if only and not any(path.stem.startswith(prefix) for prefix in only):
+            continue
+        start = time.perf_counter()
+        print(f"running {path.name} (preset={preset}, smoke={smoke}) -> {root / 'executed'}", flush=True)
+        run_notebook(path, root / "executed", {"PRESET": preset, "RUN_DIR": str(root), "SMOKE": smoke})
+        timings[path.stem] = round(time.perf_counter() - start, 1)
+        print(f"  done in {timings[path.stem]} s", flush=True)
+    return timings
+
+
+def _paired(source: Path) -> dict:
+    """The .ipynb JSON a jupytext source stands for, outputs empty."""
+    import jupytext
+
+    notebook = jupytext.read(source)
+    notebook.metadata.pop("jupytext", None)
+    return json.loads(jupytext.writes(notebook, fmt="ipynb"))
+
+
+def sync_notebooks(check: bool = False) -> list[str]:
+    """Write notebooks/NN.ipynb from notebooks/NN.py (check=True: only list those out of date)."""
+    stale = []
+    for source in sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.py")):
+        target = source.with_suffix(".ipynb")
+        expected = _paired(source)
+        if target.exists() and json.loads(target.read_text()) == expected:
+            continue
+        stale.append(target.name)
+        if not check:
+            target.write_text(json.dumps(expected, indent=1, ensure_ascii=False) + "\n")
+    return stale
+
+
+def start(preset: str = "cpu", run_dir: str = "", smoke: bool = False, k: int | None = None, seed: int = 0):
+    """A notebook's first step after its parameters: open the run folder, seed, say where we are."""
+    import platform
+
+    import torch
+
+    from .runs import open_run
+
+    run = open_run(preset, run_dir, smoke=smoke, k=k)
+    torch.manual_seed(seed)
+    device = run.preset.device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"Preset '{run.preset.name}' needs a CUDA GPU and none is visible. In Colab: Runtime > Change "
+            "runtime type > GPU; on a laptop use PRESET='cpu'."
+        )
+    where = torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({platform.processor() or platform.machine()})"
+    print(f"preset {run.preset.name} (k={run.preset.k}, {run.preset.dtype}) on {where}; SMOKE={smoke}")
+    print(f"artifacts in {run.root}")
+    return run

@@ -1,0 +1,72 @@
+"""Artifacts of a run: RUN_DIR/<stage>/ with metrics.json and safetensors weights.
+
+Each notebook reads what the previous ones wrote; a missing artifact names the notebook to run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Preset, get_preset
+from .errors import MissingArtifactError
+
+# Which notebook writes each stage's artifacts.
+STAGE_NOTEBOOKS = {
+    "index": "01_indexing",
+    "recon": "02_reconstruction",
+    "cpt": "03_cpt",
+    "policy": "04_policy_grpo",
+    "sft": "05_sft",
+    "bench": "06_ttft_benchmark",
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run folder (default runs/<preset>) and the preset it was made with."""
+
+    root: Path
+    preset: Preset
+    smoke: bool = False
+
+    def stage_dir(self, stage: str) -> Path:
+        """The folder of a stage's artifacts, created on first use."""
+        path = self.root / stage
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def write_metrics(self, stage: str, metrics: dict) -> Path:
+        """Write RUN_DIR/<stage>/metrics.json (the contract later notebooks and tests read)."""
+        path = self.stage_dir(stage) / "metrics.json"
+        payload = {"preset": self.preset.name, "k": self.preset.k, "smoke": self.smoke, **metrics}
+        path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        return path
+
+    def require(self, stage: str, name: str = "metrics.json") -> Path:
+        """The path of an artifact an earlier notebook wrote, or an error naming that notebook."""
+        path = self.root / stage / name
+        if not path.exists():
+            notebook = STAGE_NOTEBOOKS.get(stage, stage)
+            raise MissingArtifactError(
+                f"{path} is missing. Run notebooks/{notebook}.ipynb first with the same RUN_DIR "
+                f"({self.root}) and PRESET ({self.preset.name})."
+            )
+        return path
+
+    def read_metrics(self, stage: str) -> dict:
+        return json.loads(self.require(stage).read_text())
+
+
+def open_run(preset: str = "cpu", run_dir: str | Path = "", smoke: bool = False, k: int | None = None) -> Run:
+    """The run folder for a preset: RUN_DIR if given, else runs/<preset> under the repository."""
+    resolved = get_preset(preset, k=k)
+    root = Path(run_dir) if run_dir else repo_root() / "runs" / resolved.name
+    root.mkdir(parents=True, exist_ok=True)
+    return Run(root=root.resolve(), preset=resolved, smoke=smoke)
+
+
+def repo_root() -> Path:
+    """The course checkout (the folder that holds refrag_lib/)."""
+    return Path(__file__).resolve().parent.parent
