@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from refrag_lib.errors import MissingArtifactError
+from refrag_lib.errors import DataFormatError, MissingArtifactError
 
 REGENERATE_HINT = "run `python -m refrag_lib.data --out data` to generate the course data, or check the path"
 FILE_NAMES = ("corpus.jsonl", "corpus.txt", "documents.jsonl", "qa_train.jsonl", "qa_eval.jsonl")
@@ -81,7 +81,7 @@ def entity_name(kind: str, index: int) -> str:
 def type_counts(n_passages: int) -> dict[str, int]:
     """Split the passage budget evenly over the five types (the first types take the remainder)."""
     if n_passages < 2 * len(TYPES):
-        raise ValueError(f"n_passages must be at least {2 * len(TYPES)} (two entities per type), "
+        raise DataFormatError(f"n_passages must be at least {2 * len(TYPES)} (two entities per type), "
                          f"got {n_passages}")
     base, extra = divmod(n_passages, len(TYPES))
     return {kind: base + (i < extra) for i, kind in enumerate(TYPES)}
@@ -407,7 +407,7 @@ def build_qa(rng: random.Random, entities: list[Entity], ids: dict[str, str],
     order, fields = question_pool(rng, entities)
     capacity = (len(order) - n_eval) * len(FIELDS[TYPES[0]])
     if n_eval >= len(order) or n_train > capacity:
-        raise ValueError(f"{len(order)} passages cannot supply {n_eval} eval questions about distinct "
+        raise DataFormatError(f"{len(order)} passages cannot supply {n_eval} eval questions about distinct "
                          f"passages plus {n_train} train questions about the others; "
                          "generate more passages or ask for fewer questions")
     pairs = list(zip(order, fields, strict=True))
@@ -563,7 +563,9 @@ def generate(seed: int = 0, n_passages: int = 2000, n_documents: int = 300, n_qa
     every platform), so asking for more documents does not change the corpus or the questions.
     """
     if not 0 < doc_min_words <= doc_max_words:
-        raise ValueError(f"need 0 < doc_min_words <= doc_max_words, got {doc_min_words}, {doc_max_words}")
+        raise DataFormatError(
+            f"need 0 < doc_min_words <= doc_max_words, got {doc_min_words}, {doc_max_words}"
+        )
     counts = type_counts(n_passages)
     entities = build_entities(random.Random(f"refrag-data-{seed}-entities"), counts)
     ids = {entity.name: f"p{i:05d}" for i, entity in enumerate(entities)}
@@ -624,7 +626,7 @@ def _suffix(path: Path, allowed: tuple[str, ...]) -> str:
     """The file type, checked early so a wrong file fails with a clear message, not a JSON error."""
     suffix = path.suffix.lower()
     if suffix not in allowed:
-        raise ValueError(f"{path}: unsupported file type {suffix or '(none)'!r}; expected one of "
+        raise DataFormatError(f"{path}: unsupported file type {suffix or '(none)'!r}; expected one of "
                          f"{', '.join(allowed)}")
     return suffix
 
@@ -642,10 +644,10 @@ def _json_rows(path: Path) -> list[tuple[int, dict]]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path}, line {n}: invalid JSON ({err.msg}); expected one JSON object "
+            raise DataFormatError(f"{path}, line {n}: invalid JSON ({err.msg}); expected one JSON object "
                              "per line") from None
         if not isinstance(row, dict):
-            raise ValueError(f"{path}, line {n}: expected a JSON object, got {type(row).__name__}")
+            raise DataFormatError(f"{path}, line {n}: expected a JSON object, got {type(row).__name__}")
         rows.append((n, row))
     return rows
 
@@ -653,10 +655,10 @@ def _json_rows(path: Path) -> list[tuple[int, dict]]:
 def _field(path: Path, n: int, row: dict, name: str, expected: str, ok: Callable[[object], bool]) -> object:
     """A required field of a JSON line, with a message naming file, line, field and expected shape."""
     if name not in row:
-        raise ValueError(f"{path}, line {n}: missing field {name!r} (expected {expected})")
+        raise DataFormatError(f"{path}, line {n}: missing field {name!r} (expected {expected})")
     value = row[name]
     if not ok(value):
-        raise ValueError(f"{path}, line {n}: field {name!r} must be {expected}, got {value!r:.80}")
+        raise DataFormatError(f"{path}, line {n}: field {name!r} must be {expected}, got {value!r:.80}")
     return value
 
 
@@ -674,7 +676,7 @@ def _nonempty_str(value: object) -> bool:
 def _not_empty(path: Path, items: list, what: str) -> list:
     """Empty inputs are almost always a wrong path or a failed export: fail loudly."""
     if not items:
-        raise ValueError(f"{path} has no {what}; expected at least one non-blank line")
+        raise DataFormatError(f"{path} has no {what}; expected at least one non-blank line")
     return items
 
 
@@ -704,7 +706,7 @@ def load_passages(path: str | Path) -> list[Passage]:
     seen = set()
     for p in passages:
         if p.id in seen:
-            raise ValueError(f"{path}: passage id {p.id!r} appears more than once; ids must be unique")
+            raise DataFormatError(f"{path}: passage id {p.id!r} appears more than once; ids must be unique")
         seen.add(p.id)
     return _not_empty(path, passages, "passages")
 

@@ -11,3 +11,7 @@ class MissingArtifactError(CourseError, FileNotFoundError):
 
 class ModelUnavailableError(CourseError, OSError):
     """A model cannot be loaded here (package not installed, hub unreachable, gated id)."""
+
+
+class DataFormatError(CourseError, ValueError):
+    """A data file or argument is not in the expected shape (names the file, line and field)."""
