@@ -82,7 +82,7 @@ def _dequantise_gguf(folder: Path, gguf_file: str, target: Path) -> None:
     print(f"De-quantising {gguf_file} once (about 30 s); cached in {target}")
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
-    del model.config.quantization_config  # the cached weights are plain fp32
+    vars(model.config).pop("quantization_config", None)  # the cached weights are plain fp32
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
     try:

@@ -76,7 +76,8 @@ class NotebookRunner:
 
         for path in notebook_paths():
             if path.stem not in self.done:
-                out = run_notebook(path, self.root / "executed", {"PRESET": "cpu", "RUN_DIR": str(self.root), "SMOKE": True})
+                parameters = {"PRESET": "cpu", "RUN_DIR": str(self.root), "SMOKE": True}
+                out = run_notebook(path, self.root / "executed", parameters)
                 self.done[path.stem] = json.loads(out.read_text())
             if path.stem == stem:
                 return self.done[stem]

@@ -56,7 +56,8 @@ def test_compressed_input_shapes_masks_and_vector_positions(tiny):
         assert int(inputs.is_vector[row].sum()) == n_vec
         assert int(inputs.is_suffix[row].sum()) == len(ex.suffix)
         width = inputs.attention_mask.shape[1]
-        assert inputs.attention_mask[row, width - length :].all() and not inputs.attention_mask[row, : width - length].any()
+        assert inputs.attention_mask[row, width - length :].all()
+        assert not inputs.attention_mask[row, : width - length].any()
         assert inputs.position_ids[row, -1] == length - 1  # one ordinary position per slot
     # The vectors sit where the compressed chunks are, in chunk order.
     c = tiny.encode_chunks(tiny.compressed_chunks(batch, expand))
