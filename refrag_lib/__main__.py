@@ -15,6 +15,7 @@ COMMANDS = {
     "index": ("refrag_lib.index:main", "build the retrieval index and chunk store for a run"),
     "train": ("refrag_lib.train:main", "train a stage (recon | cpt) with the shared accelerate loop"),
     "bench": ("refrag_lib.bench:main", "TTFT/TTIT/memory benchmark of REFRAG against ordinary RAG"),
+    "regress": ("refrag_lib.regress:main", "compare a run's metrics with a committed baseline"),
 }
 
 
