@@ -50,12 +50,16 @@ def run_course(preset: str, run_dir: str, smoke: bool = False, only: list[str] |
 
 
 def _paired(source: Path) -> dict:
-    """The .ipynb JSON a jupytext source stands for, outputs empty."""
+    """The .ipynb JSON a jupytext source stands for: outputs empty, cell ids numbered as nbstripout does
+    (jupytext draws random ones, which would make every sync a change)."""
     import jupytext
 
     notebook = jupytext.read(source)
     notebook.metadata.pop("jupytext", None)
-    return json.loads(jupytext.writes(notebook, fmt="ipynb"))
+    paired = json.loads(jupytext.writes(notebook, fmt="ipynb"))
+    for number, cell in enumerate(paired["cells"]):
+        cell["id"] = str(number)
+    return paired
 
 
 def sync_notebooks(check: bool = False) -> list[str]:

@@ -1,0 +1,204 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 · Indexing: find the right passages, and cache their chunk vectors
+#
+# REFRAG speeds up retrieval-augmented generation (RAG), so we first need the "retrieval" part.
+# In this notebook we
+# 1. embed every passage of the course corpus with a small sentence encoder,
+# 2. put the vectors in a FAISS index and measure how often the right passage comes back (recall@k),
+# 3. cut every passage into chunks of k decoder tokens and cache one REFRAG encoder vector per chunk
+#    next to the index: the "chunk store" that later notebooks feed to the decoder.
+#
+# Everything is written to `RUN_DIR/index/`; notebooks 02-07 read it from there.
+
+# %%
+# Setup: in Colab install the course package; locally `make venv` already did.
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "refrag-course @ git+https://github.com/refrag-course/refrag-course"], check=True)  # noqa: E501
+
+# %% tags=["parameters"]
+SMOKE = False  # True: a 200-passage corpus and 80 questions (about a minute on a laptop CPU)
+PRESET = "cpu"
+RUN_DIR = ""
+PASSAGES = ""  # path of your own corpus (.jsonl, or .txt with one passage per line); empty: the course corpus
+QUESTIONS = ""  # path of questions with gold_passage_id (.jsonl); empty: the course evaluation questions
+BATCH_SIZE = 32
+TOP_K = 5
+PROGRESS = True
+
+# %%
+from refrag_lib.notebooks import start
+
+run = start(PRESET, RUN_DIR, SMOKE)
+
+import numpy as np
+
+from refrag_lib.data import default_data_dir, load_passages, load_qa
+from refrag_lib.index import (
+    build_run_index,
+    format_hits,
+    gold_ranks,
+    gold_rows,
+    load_chunk_store,
+    load_retriever,
+    load_run_index,
+    retrieve,
+    subset_with_gold,
+)
+from refrag_lib.model import load_refrag
+from refrag_lib.viz import plot_recall
+
+all_passages = load_passages(PASSAGES or default_data_dir() / "corpus.jsonl")
+all_questions = load_qa(QUESTIONS or default_data_dir() / "qa_eval.jsonl")
+n_passages, n_questions = (200, 80) if SMOKE else (len(all_passages), len(all_questions))
+# the smaller corpus still holds the gold passage of every question we keep
+passages, questions = subset_with_gold(all_passages, all_questions, n_passages, n_questions)
+print(f"{len(passages)} passages, {len(questions)} evaluation questions")
+
+# %% [markdown]
+# ## What retrieval does in RAG
+#
+# A decoder only knows what it saw in training. Our corpus is synthetic on purpose: every fact is an
+# arbitrary ID ("City_017 lies on River_033"), so the decoder cannot answer from memory. RAG looks up
+# the few passages that answer the question and puts them in front of it. Those retrieved passages are
+# the long context that REFRAG later compresses, so retrieval sets the ceiling: a passage that is not
+# retrieved cannot be read, compressed or not.
+#
+# One passage and one question from the data:
+
+# %%
+example = questions[0]
+gold_passage = next(p for p in passages if p.id == example.gold_passage_id)
+print("question:", example.question, "| answer:", example.answers[0])
+print("gold passage:", gold_passage.text)
+
+# %% [markdown]
+# ## Dense embeddings, and why inner product = cosine
+#
+# A bi-encoder (here all-MiniLM-L6-v2) maps any text to one vector: run the transformer, average the
+# token states (mean pooling), and scale the result to length 1. Questions and the passages that answer
+# them were trained to point in similar directions. The similarity of two directions is the cosine
+# `a·b / (|a| |b|)`; once every vector has length 1 the denominator is 1, so the plain inner product
+# *is* the cosine, and a FAISS inner-product index (`IndexFlatIP`) ranks by cosine similarity. The flat
+# index compares the question with every passage: exact, and fast enough for thousands of passages.
+
+# %%
+retriever = load_retriever(run.preset)
+sibling = next(p for p in passages if p.type == gold_passage.type and p != gold_passage)
+vectors = retriever.embed([example.question, gold_passage.text, sibling.text], progress=False)
+print("lengths:", np.linalg.norm(vectors, axis=1).round(4))
+print(f"cos(question, gold passage)      = {vectors[0] @ vectors[1]:.3f}")
+print(f"cos(question, another {gold_passage.type:9s}) = {vectors[0] @ vectors[2]:.3f}")
+
+# %% [markdown]
+# ## Build the index and the chunk store
+#
+# One call does what `python -m refrag_lib index` does from a terminal: embed all passages, build the
+# index (on a GPU when faiss has kernels for it, otherwise on the CPU; it prints which), measure
+# recall@1/5/10 on the evaluation questions, compute the chunk store, and write everything plus
+# `metrics.json` into `RUN_DIR/index/`. We load the REFRAG model first, because the chunk store needs
+# its encoder and its decoder's tokenizer.
+
+# %%
+model = load_refrag(run.preset).eval()
+metrics = build_run_index(run, passages, questions, retriever, model, batch_size=BATCH_SIZE, progress=PROGRESS)
+print(f"search runs on: {metrics['index_device']}; embedding took {metrics['embed_seconds']} s")
+
+# %% [markdown]
+# Later notebooks load the index back instead of rebuilding it, and so do we. Then we ask the question
+# from above and print its top-5: score (cosine), passage id, start of the text. `*` marks the gold
+# passage.
+
+# %%
+index = load_run_index(run)
+print(f"loaded {len(index)} passages; search runs on {index.device}")
+rows, scores = retrieve(retriever, index, [example.question], TOP_K)
+print("Q:", example.question)
+print(format_hits(index, rows[0], scores[0], gold=gold_rows(index, [example])[0], width=100))
+
+# %% [markdown]
+# ## Near-duplicate distractors
+#
+# The corpus comes in families of near duplicates: siblings share the sentence template, the filler
+# sentences and most facts, and differ in two or three IDs or numbers. Entity names such as
+# `Person_204` and `Person_240` also look alike to an encoder that never saw them (its tokenizer cuts
+# them into `person`, `_`, `204`). So the passage about the right entity competes with passages that
+# say almost the same thing, and the retriever must notice the one ID that matters. Here is a question
+# where it ranks a distractor first:
+
+# %%
+all_rows, all_scores = retrieve(retriever, index, [q.question for q in questions], TOP_K, BATCH_SIZE)
+gold = gold_rows(index, questions)
+ranks = gold_ranks(all_rows, gold)
+# prefer a near miss (gold in the top-5 but not first), else any miss, else the first question
+near, far = np.flatnonzero(ranks > 0), np.flatnonzero(ranks != 0)
+miss = int(near[0]) if len(near) else int(far[0]) if len(far) else 0
+print("Q:", questions[miss].question, "| answer:", questions[miss].answers[0])
+print(format_hits(index, all_rows[miss], all_scores[miss], gold=gold[miss], width=100))
+print("\nranked first:", index.passages[all_rows[miss, 0]].text)
+print("gold passage: ", index.passages[gold[miss]].text)
+print("gold rank:", ranks[miss] + 1 if ranks[miss] >= 0 else f"not in the top {TOP_K}")
+print(f"\ngold passage not in the top {TOP_K} for {np.mean(ranks < 0):.0%} of the questions")
+
+# %% [markdown]
+# ## Recall@k
+#
+# recall@k = the fraction of questions whose gold passage is among the first k results. It tells us
+# how many passages the decoder has to read: with recall@1 alone most answers would be missing; with
+# 10 passages more of them are in the context, but the context gets ten times longer. That trade-off
+# is exactly where REFRAG helps: compress the context, so reading more passages costs less time.
+
+# %%
+recall = {k: metrics[f"recall_at_{k}"] for k in (1, 5, 10)}
+print(f"{'k':>3} | recall@k | chance (k/{len(index)})")
+for k, value in recall.items():
+    print(f"{k:>3} | {value:8.3f} | {k / len(index):.3f}")
+fig = plot_recall(recall, len(index))
+
+# %% [markdown]
+# ## The REFRAG chunk store: embeddings to decode
+#
+# The retriever's vectors are *embeddings to search*: one per passage, only used to rank. REFRAG needs
+# different *embeddings to decode*: every passage is cut into chunks of k decoder tokens (k = 16 here),
+# and the REFRAG encoder turns each chunk into one vector c_i; the projector later maps c_i to a single
+# decoder input position instead of k tokens. Each passage is chunked on its own (its text plus a
+# newline), so its chunks and vectors do not depend on which other passages were retrieved with it.
+# That is why they can be computed once, here, and cached next to the index: at question time the
+# decoder gets them without running the encoder ("with cache" in the paper's time-to-first-token).
+# They depend on the encoder's weights, so notebooks 02-03 recompute the store after training the
+# encoder; `load_chunk_store` refuses a store made by other weights, another k or other models.
+#
+# The gold passage from above, as the decoder's tokenizer cuts it:
+
+# %%
+store = load_chunk_store(run.root / "index", model, index=index)
+row = gold_rows(index, [example])[0]
+chunks, chunk_vectors = store.chunks_for([row])
+for i, chunk in enumerate(chunks):
+    print(f"chunk {i} ({len(chunk):2d} tokens): {model.decoder_tokenizer.decode(chunk)!r}")
+print(f"\n{len(chunks)} chunk vectors of shape {tuple(chunk_vectors.shape)} for this passage; "
+      f"{store.n_chunks} in the store ({store.n_chunks / store.n_passages:.1f} per passage), "
+      f"encoder weights: {store.meta['encoder_weights']}")
+
+# %% [markdown]
+# Chunk boundaries ignore words: an ID such as `Institute_131` can be cut in two, with each half
+# landing in a different chunk. With k = 16 a ~115-token passage becomes ~7 vectors, so the decoder
+# reads 7 positions instead of 115. Whether those 7 vectors still carry the passage's facts depends on
+# training the encoder and projector: the next notebook (02 reconstruction).
+
+# %%
+print({name: metrics[name] for name in ("n_passages", "n_eval", "recall_at_1", "recall_at_5", "recall_at_10",
+                                        "index_device", "embed_seconds", "n_chunks", "chunk_store_seconds")})
+print("written:", sorted(p.name for p in (run.root / "index").iterdir()))

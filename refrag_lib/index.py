@@ -1,0 +1,536 @@
+"""Retrieval for the course: passage embeddings, a FAISS index, recall@k, and the REFRAG chunk store.
+
+RUN_DIR/index/ holds two kinds of embeddings, for two different jobs:
+- embeddings to SEARCH: one retriever vector per passage (mean-pooled, L2-normalised), in a FAISS
+  inner-product index; on unit vectors the inner product is the cosine similarity. They never change.
+- embeddings to DECODE: one REFRAG encoder vector c_i per chunk of k decoder tokens of every passage
+  (the chunk store). The decoder reads them through the projector instead of the k tokens. Computing
+  them once at indexing time is what makes REFRAG's "with cache" time-to-first-token possible; they
+  depend on the encoder's weights, so they are recomputed (build_chunk_store) after the encoder is
+  trained.
+
+Command line: ``python -m refrag_lib index --preset cpu --run-dir DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import time
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import Passage, QAExample, default_data_dir, load_passages, load_qa
+from .errors import CourseError, MissingArtifactError
+from .model import mean_pool
+
+INDEX_FILE = "passages.faiss"
+PASSAGES_FILE = "passages.jsonl"
+META_FILE = "meta.json"
+CHUNK_STORE_FILE = "chunk_store.safetensors"
+RECALL_KS = (1, 5, 10)
+BUILD_HINT = "Run notebooks/01_indexing.ipynb (or `python -m refrag_lib index --run-dir RUN_DIR`) first"
+
+
+# --------------------------------------------------------------------------------------------------
+# Embeddings to search: the retriever
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Retriever:
+    """A bi-encoder: questions and passages become unit vectors, and related texts point the same way."""
+
+    name: str
+    model: torch.nn.Module
+    tokenizer: object
+    max_length: int = 256  # all-MiniLM-L6-v2 was trained on inputs up to 256 word pieces
+
+    @torch.inference_mode()
+    def embed(self, texts: Sequence[str], batch_size: int = 32, progress: bool = True,
+              desc: str = "embedding") -> np.ndarray:
+        """float32 [len(texts), dim], L2-normalised, so that inner product = cosine similarity."""
+        from tqdm.auto import tqdm
+
+        if batch_size < 1:
+            raise CourseError(f"batch_size must be >= 1, got {batch_size}.")
+        self.model.eval()
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for start in tqdm(range(0, len(texts), batch_size), desc=desc, disable=not progress):
+            batch = list(texts[start : start + batch_size])
+            enc = self.tokenizer(batch, padding=True, truncation=True, max_length=self.max_length,
+                                 return_tensors="pt").to(self.model.device)
+            pooled = mean_pool(self.model(**enc).last_hidden_state, enc["attention_mask"])
+            unit = torch.nn.functional.normalize(pooled.float(), dim=-1)
+            out[start : start + len(batch)] = unit.cpu().numpy()
+        return out
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+
+def load_retriever(preset) -> Retriever:
+    """The preset's retriever model (preset.retriever_model) on the preset's device."""
+    from .hub import load_encoder
+
+    model, tokenizer = load_encoder(preset.retriever_model, preset.dtype, preset.device)
+    return Retriever(preset.retriever_model, model.eval(), tokenizer)
+
+
+# --------------------------------------------------------------------------------------------------
+# The FAISS index
+# --------------------------------------------------------------------------------------------------
+
+
+def place_index(cpu_index, probe: np.ndarray, use_gpu: bool = True):
+    """(index to search, device label, GPU resources or None): a GPU copy where faiss can run on this GPU.
+
+    faiss-gpu-cu12 wheels carry kernels for sm_70/sm_80 only, so on an H100/H200 the copy succeeds but
+    the first search fails with "no kernel image". One probe search inside try/except finds out; on
+    any failure the (exact, same results) CPU index is used.
+    """
+    import faiss
+
+    if not use_gpu or not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() < 1:
+        return cpu_index, "faiss-cpu", None
+    try:
+        resources = faiss.StandardGpuResources()
+        gpu_index = faiss.index_cpu_to_gpu(resources, 0, cpu_index)
+        gpu_index.search(np.ascontiguousarray(probe[:1], dtype=np.float32), 1)
+    except Exception as err:  # faiss raises RuntimeError, SWIG wrappers sometimes other types
+        reason = (str(err).splitlines() or [type(err).__name__])[0][:120]
+        print(f"faiss GPU index unavailable here ({reason}); using the CPU index")
+        return cpu_index, "faiss-cpu", None
+    name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "GPU 0"
+    return gpu_index, f"faiss-gpu ({name})", resources
+
+
+def passages_fingerprint(passages: Sequence[Passage]) -> str:
+    """A short hash of the passage ids and texts: ties an index and a chunk store to one passage list."""
+    digest = hashlib.sha256()
+    for p in passages:
+        digest.update(f"{p.id}\t{p.text}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class PassageIndex:
+    """Passages, their retriever vectors in a FAISS inner-product index, and where the search runs.
+
+    Rows (0..n-1) are the passages' positions in `passages`; search returns rows, and the chunk
+    store is addressed by the same rows.
+    """
+
+    cpu_index: object  # faiss.IndexFlatIP: exact search, the copy that gets saved
+    passages: list[Passage]
+    retriever: str
+    search_index: object = None  # the CPU index or a GPU copy of it
+    device: str = "faiss-cpu"
+    _gpu_resources: object = field(default=None, repr=False)  # must outlive the GPU index
+
+    @property
+    def dim(self) -> int:
+        return int(self.cpu_index.d)
+
+    def __len__(self) -> int:
+        return int(self.cpu_index.ntotal)
+
+    def search(self, query_vectors: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, scores), each [n_queries, top_k], best first; scores are cosine similarities."""
+        if not 1 <= top_k <= len(self):
+            raise CourseError(f"top_k must be between 1 and the number of indexed passages ({len(self)}), "
+                              f"got top_k={top_k}.")
+        queries = np.ascontiguousarray(np.atleast_2d(query_vectors), dtype=np.float32)
+        if queries.shape[1] != self.dim:
+            raise CourseError(f"query vectors have dimension {queries.shape[1]} but the index holds "
+                              f"{self.dim}-dimensional vectors of {self.retriever}; embed with that one.")
+        searcher = self.cpu_index if self.search_index is None else self.search_index
+        scores, rows = searcher.search(queries, top_k)
+        return rows, scores
+
+    def ids(self, rows: np.ndarray) -> list[list[str]]:
+        """The passage ids of search result rows."""
+        return [[self.passages[r].id for r in row] for row in np.atleast_2d(rows)]
+
+
+def build_index(vectors: np.ndarray, passages: Sequence[Passage], retriever: str,
+                use_gpu: bool = True) -> PassageIndex:
+    """An exact inner-product index (IndexFlatIP) over unit passage vectors."""
+    import faiss
+
+    if len(passages) == 0:
+        raise CourseError("No passages to index: pass a non-empty passage list (refrag_lib.data.load_passages).")
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[0] != len(passages):
+        raise CourseError(f"expected one vector per passage ({len(passages)}), got shape {vectors.shape}.")
+    cpu_index = faiss.IndexFlatIP(vectors.shape[1])
+    cpu_index.add(vectors)
+    search_index, device, resources = place_index(cpu_index, vectors, use_gpu)
+    return PassageIndex(cpu_index, list(passages), retriever, search_index, device, resources)
+
+
+def retrieve(retriever: Retriever, index: PassageIndex, questions: Sequence[str], top_k: int,
+             batch_size: int = 32, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Embed questions with the index's retriever and return the top_k (rows, scores) of each."""
+    if retriever.name != index.retriever:
+        raise CourseError(f"the index was built with retriever {index.retriever!r} but the questions are "
+                          f"embedded with {retriever.name!r}; use the same retriever for both.")
+    return index.search(retriever.embed(questions, batch_size, progress, desc="questions"), top_k)
+
+
+def save_index(index: PassageIndex, folder: str | Path) -> Path:
+    """Write the FAISS index, the passages (jsonl, row order) and meta.json into a folder."""
+    import faiss
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    faiss.write_index(index.cpu_index, str(folder / INDEX_FILE))
+    with open(folder / PASSAGES_FILE, "w", encoding="utf-8") as f:
+        for p in index.passages:
+            row = {"id": p.id, "type": p.type, "title": p.title, "text": p.text}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    meta = {"retriever": index.retriever, "dim": index.dim, "n_passages": len(index),
+            "metric": "inner_product", "normalised": True, "faiss_version": faiss.__version__,
+            "passages_fingerprint": passages_fingerprint(index.passages)}
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return folder
+
+
+def load_index(folder: str | Path, retriever: str | None = None, use_gpu: bool = True) -> PassageIndex:
+    """The index save_index wrote; `retriever` (the preset's) must be the one it was built with."""
+    import faiss
+
+    folder = Path(folder)
+    for name in (INDEX_FILE, PASSAGES_FILE, META_FILE):
+        if not (folder / name).is_file():
+            raise MissingArtifactError(f"{folder / name} is missing. {BUILD_HINT}.")
+    meta = json.loads((folder / META_FILE).read_text())
+    if retriever is not None and meta["retriever"] != retriever:
+        raise CourseError(f"The index in {folder} was built with retriever {meta['retriever']!r}, but this "
+                          f"preset retrieves with {retriever!r}. {BUILD_HINT} with this PRESET.")
+    cpu_index = faiss.read_index(str(folder / INDEX_FILE))
+    passages = load_passages(folder / PASSAGES_FILE)
+    if cpu_index.ntotal != len(passages) or meta["n_passages"] != len(passages):
+        raise CourseError(f"{folder}: the index holds {cpu_index.ntotal} vectors for {len(passages)} "
+                          f"passages (meta.json: {meta['n_passages']}); the folder is inconsistent. {BUILD_HINT}.")
+    probe = cpu_index.reconstruct(0)[None, :]
+    search_index, device, resources = place_index(cpu_index, probe, use_gpu)
+    return PassageIndex(cpu_index, passages, meta["retriever"], search_index, device, resources)
+
+
+def load_run_index(run, use_gpu: bool = True) -> PassageIndex:
+    """The index of a run folder (RUN_DIR/index), checked against the run's preset."""
+    for name in (INDEX_FILE, PASSAGES_FILE, META_FILE):
+        run.require("index", name)
+    return load_index(run.root / "index", run.preset.retriever_model, use_gpu)
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluation: recall@k of the gold passage
+# --------------------------------------------------------------------------------------------------
+
+
+def gold_rows(index: PassageIndex, questions: Sequence[QAExample]) -> np.ndarray:
+    """The index row of each question's gold passage (recall needs gold_passage_id in the QA file)."""
+    row_of = {p.id: i for i, p in enumerate(index.passages)}
+    rows = []
+    for q in questions:
+        if q.gold_passage_id is None:
+            raise CourseError(f"question {q.id!r} has no gold_passage_id: recall cannot be measured on it.")
+        if q.gold_passage_id not in row_of:
+            raise CourseError(f"question {q.id!r}: gold passage {q.gold_passage_id!r} is not in the index; "
+                              "index a passage list that contains every gold passage.")
+        rows.append(row_of[q.gold_passage_id])
+    return np.asarray(rows, dtype=np.int64)
+
+
+def gold_ranks(ranked_rows: np.ndarray, gold: Sequence[int]) -> np.ndarray:
+    """0-based rank of the gold row in each ranked list, or -1 where it was not retrieved."""
+    ranked_rows = np.atleast_2d(ranked_rows)
+    if len(ranked_rows) != len(gold):
+        raise CourseError(f"{len(ranked_rows)} ranked lists for {len(gold)} gold passages.")
+    hits = ranked_rows == np.asarray(gold)[:, None]
+    return np.where(hits.any(axis=1), hits.argmax(axis=1), -1)
+
+
+def recall_at_k(ranked_rows: np.ndarray, gold: Sequence[int],
+                ks: Sequence[int] = RECALL_KS) -> dict[int, float]:
+    """Fraction of questions whose gold passage is among the first k results, for each k."""
+    ranked_rows = np.atleast_2d(ranked_rows)
+    if len(gold) == 0:
+        raise CourseError("recall needs at least one question.")
+    if max(ks) > ranked_rows.shape[1]:
+        raise CourseError(f"recall@{max(ks)} needs {max(ks)} results per question, got {ranked_rows.shape[1]}.")
+    ranks = gold_ranks(ranked_rows, gold)
+    return {k: float(np.mean((ranks >= 0) & (ranks < k))) for k in ks}
+
+
+def format_hits(index: PassageIndex, rows: Sequence[int], scores: Sequence[float], gold: int | None = None,
+                width: int = 120) -> str:
+    """One line per hit: rank, cosine score, passage id and the start of its text; the gold one starred."""
+    lines = []
+    for rank, (row, score) in enumerate(zip(rows, scores, strict=True), start=1):
+        p = index.passages[int(row)]
+        mark = "*" if gold is not None and int(row) == int(gold) else " "
+        lines.append(f"{mark}{rank:2d}. {score:.3f}  {p.id}  {p.text[:width]}")
+    return "\n".join(lines)
+
+
+def subset_with_gold(passages: Sequence[Passage], questions: Sequence[QAExample], n_passages: int,
+                     n_questions: int, seed: int = 0) -> tuple[list[Passage], list[QAExample]]:
+    """A smaller corpus that still contains the gold passage of every kept question (corpus order kept)."""
+    if n_questions < 1 or n_passages < 1:
+        raise CourseError(f"n_passages and n_questions must be >= 1, got {n_passages} and {n_questions}.")
+    rng = random.Random(seed)
+    questions = list(questions[:n_questions])
+    keep = {q.gold_passage_id for q in questions}
+    if len(keep) > n_passages:
+        raise CourseError(f"{len(questions)} questions need {len(keep)} gold passages: more than "
+                          f"n_passages={n_passages}.")
+    others = [p.id for p in passages if p.id not in keep]
+    keep |= set(rng.sample(others, min(len(others), n_passages - len(keep))))
+    return [p for p in passages if p.id in keep], questions
+
+
+# --------------------------------------------------------------------------------------------------
+# Embeddings to decode: the REFRAG chunk store
+# --------------------------------------------------------------------------------------------------
+
+
+def context_text(passage_text: str) -> str:
+    """How a passage enters a prompt: its text and a newline, chunked on its own so its c_i can be cached."""
+    return passage_text + "\n"
+
+
+def model_signature(module) -> str:
+    """Architecture of a model, used to refuse a chunk store made for another encoder/decoder."""
+    cfg = module.config
+    return f"{cfg.model_type}, hidden {cfg.hidden_size}, {cfg.num_hidden_layers} layers, vocab {cfg.vocab_size}"
+
+
+def model_label(module) -> str:
+    """A readable model name: the hub id or the last two parts of the local folder."""
+    return "/".join(Path(str(module.config.name_or_path)).parts[-2:]) or module.config.model_type
+
+
+@dataclass
+class ChunkStore:
+    """c_i for every k-token chunk of every passage, with the chunk token ids, in index row order.
+
+    passage_offsets[r]:passage_offsets[r+1] are the chunks of passage row r; token_offsets[j]:
+    token_offsets[j+1] are the decoder token ids of chunk j inside token_ids.
+    """
+
+    vectors: torch.Tensor  # [n_chunks, enc_dim] float32
+    passage_offsets: torch.Tensor  # [n_passages + 1] int64
+    token_ids: torch.Tensor  # [n_tokens] int64
+    token_offsets: torch.Tensor  # [n_chunks + 1] int64
+    meta: dict
+
+    @property
+    def n_passages(self) -> int:
+        return len(self.passage_offsets) - 1
+
+    @property
+    def n_chunks(self) -> int:
+        return int(self.vectors.shape[0])
+
+    def chunk(self, j: int) -> list[int]:
+        return self.token_ids[self.token_offsets[j] : self.token_offsets[j + 1]].tolist()
+
+    def chunks_for(self, passage_rows: Sequence[int]) -> tuple[list[list[int]], torch.Tensor]:
+        """The chunks (decoder token ids) and their c_i for these passages, in the given order.
+
+        Ready for Segments(chunks=...) and build_inputs(chunk_vectors=...) when nothing is expanded.
+        """
+        chunks, parts = [], []
+        for row in passage_rows:
+            if not 0 <= int(row) < self.n_passages:
+                raise CourseError(f"passage row {row} is outside the chunk store (0..{self.n_passages - 1}).")
+            lo, hi = int(self.passage_offsets[row]), int(self.passage_offsets[row + 1])
+            chunks += [self.chunk(j) for j in range(lo, hi)]
+            parts.append(self.vectors[lo:hi])
+        vectors = torch.cat(parts) if parts else self.vectors[:0]
+        return chunks, vectors
+
+    def save(self, path: str | Path) -> Path:
+        """One safetensors file; the metadata says which models, k and encoder weights made it."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {"vectors": self.vectors.contiguous(), "passage_offsets": self.passage_offsets,
+                   "token_ids": self.token_ids, "token_offsets": self.token_offsets}
+        save_file(tensors, str(path), metadata={name: str(value) for name, value in self.meta.items()})
+        return path
+
+
+@contextmanager
+def encoder_eval_mode(model):
+    """Dropout off while computing c_i (a model in the middle of training is in train mode), then restore
+    every submodule's own mode."""
+    modes = [(m, m.training) for m in model.encoder.modules()]
+    model.encoder.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+@torch.inference_mode()
+def build_chunk_store(model, passages: Sequence[Passage | str], encoder_weights: str = "pretrained",
+                      batch_size: int = 256, progress: bool = True) -> ChunkStore:
+    """Chunk every passage into k decoder tokens and encode all chunks (one encoder call per batch).
+
+    encoder_weights records which encoder weights made the vectors ("pretrained", or the checkpoint
+    of a trained encoder): call this again after training the encoder, the old vectors are stale.
+    """
+    from tqdm.auto import tqdm
+
+    if len(passages) == 0:
+        raise CourseError("No passages to chunk: pass a non-empty passage list.")
+    if batch_size < 1:
+        raise CourseError(f"batch_size must be >= 1, got {batch_size}.")
+    texts = [p.text if isinstance(p, Passage) else p for p in passages]
+    per_passage = [model.chunk_text(context_text(t)) for t in texts]
+    chunks = [c for cs in per_passage for c in cs]
+    with encoder_eval_mode(model):
+        parts = [model.encode_chunks(chunks[i : i + batch_size]).float().cpu()
+                 for i in tqdm(range(0, len(chunks), batch_size), desc="chunk vectors", disable=not progress)]
+    meta = {"encoder": model_label(model.encoder), "decoder": model_label(model.decoder),
+            "encoder_signature": model_signature(model.encoder),
+            "decoder_signature": model_signature(model.decoder), "k": model.k,
+            "encoder_weights": encoder_weights, "n_passages": len(texts), "n_chunks": len(chunks)}
+    if all(isinstance(p, Passage) for p in passages):
+        meta["passages_fingerprint"] = passages_fingerprint(passages)
+    return ChunkStore(
+        vectors=torch.cat(parts),
+        passage_offsets=torch.tensor(np.cumsum([0] + [len(cs) for cs in per_passage]), dtype=torch.long),
+        token_ids=torch.tensor([t for c in chunks for t in c], dtype=torch.long),
+        token_offsets=torch.tensor(np.cumsum([0] + [len(c) for c in chunks]), dtype=torch.long),
+        meta=meta,
+    )
+
+
+def load_chunk_store(path: str | Path, model, index: PassageIndex | None = None,
+                     probe: int = 4) -> ChunkStore:
+    """A saved chunk store, refused when it was made for another k, encoder, decoder or passage list.
+
+    The first `probe` chunks are re-encoded with the model's encoder: if the vectors differ, the store
+    was computed with other encoder weights (e.g. before the encoder was trained).
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    path = path / CHUNK_STORE_FILE if path.is_dir() else path
+    if not path.is_file():
+        raise MissingArtifactError(f"{path} is missing. {BUILD_HINT}.")
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata())
+        tensors = {name: f.get_tensor(name) for name in f.keys()}
+    for name in ("k", "n_passages", "n_chunks"):
+        meta[name] = int(meta[name])
+    store = ChunkStore(tensors["vectors"], tensors["passage_offsets"], tensors["token_ids"],
+                       tensors["token_offsets"], meta)
+    rebuild = "Rebuild it with build_chunk_store(model, index.passages) and save it (notebook 01 does this)."
+    built = (meta["k"], meta["encoder_signature"], meta["decoder_signature"])
+    if built != (model.k, model_signature(model.encoder), model_signature(model.decoder)):
+        raise CourseError(
+            f"The chunk store {path} was built for k={meta['k']}, encoder {meta['encoder']} "
+            f"({meta['encoder_signature']}), decoder {meta['decoder']} ({meta['decoder_signature']}); the loaded "
+            f"model has k={model.k}, encoder {model_label(model.encoder)} ({model_signature(model.encoder)}), "
+            f"decoder {model_label(model.decoder)} ({model_signature(model.decoder)}). {rebuild}")
+    if index is not None and meta.get("passages_fingerprint") != passages_fingerprint(index.passages):
+        raise CourseError(f"The chunk store {path} was built for another passage list than the index "
+                          f"({meta['n_passages']} vs {len(index)} passages). {rebuild}")
+    _check_vectors(store, model, probe, f"The chunk store {path} was computed with other encoder weights "
+                   f"(it says encoder_weights={meta['encoder_weights']!r}). {rebuild}")
+    return store
+
+
+@torch.inference_mode()
+def _check_vectors(store: ChunkStore, model, probe: int, message: str) -> None:
+    """Re-encode a few stored chunks and compare: cosine below 0.999 means other encoder weights."""
+    n = min(probe, store.n_chunks)
+    if n == 0:
+        return
+    with encoder_eval_mode(model):
+        fresh = model.encode_chunks([store.chunk(j) for j in range(n)]).float().cpu()
+    if torch.nn.functional.cosine_similarity(fresh, store.vectors[:n], dim=-1).min() < 0.999:
+        raise CourseError(message)
+
+
+# --------------------------------------------------------------------------------------------------
+# A run's index: what notebook 01 and `python -m refrag_lib index` both call
+# --------------------------------------------------------------------------------------------------
+
+
+def build_run_index(run, passages: Sequence[Passage], questions: Sequence[QAExample],
+                    retriever: Retriever | None = None, model=None, batch_size: int = 32,
+                    chunk_batch_size: int = 256, progress: bool = True, use_gpu: bool = True) -> dict:
+    """Embed, index, evaluate recall@1/5/10 and build the chunk store into RUN_DIR/index; returns the metrics.
+
+    retriever/model default to the run preset's (pass them to reuse models already loaded).
+    """
+    from .model import load_refrag
+
+    folder = run.stage_dir("index")
+    retriever = retriever or load_retriever(run.preset)
+    start = time.perf_counter()
+    vectors = retriever.embed([p.text for p in passages], batch_size, progress, desc="passages")
+    embed_seconds = time.perf_counter() - start
+    index = build_index(vectors, passages, retriever.name, use_gpu)
+    print(f"embedded {len(index)} passages ({index.dim}-dim) in {embed_seconds:.1f} s; "
+          f"search runs on {index.device}")
+    save_index(index, folder)
+
+    top = min(max(RECALL_KS), len(index))
+    ranked, _ = retrieve(retriever, index, [q.question for q in questions], top, batch_size, progress)
+    recall = recall_at_k(ranked, gold_rows(index, questions), [k for k in RECALL_KS if k <= top])
+
+    model = model or load_refrag(run.preset).eval()
+    start = time.perf_counter()
+    store = build_chunk_store(model, index.passages, "pretrained", chunk_batch_size, progress)
+    chunk_store_seconds = time.perf_counter() - start
+    store.save(folder / CHUNK_STORE_FILE)
+    print(f"chunk store: {store.n_chunks} chunks of k={model.k} in {chunk_store_seconds:.1f} s")
+
+    metrics = {"n_passages": len(index), "n_eval": len(questions), "retriever": retriever.name,
+               "dim": index.dim, "index_device": index.device, "embed_seconds": round(embed_seconds, 2),
+               **{f"recall_at_{k}": value for k, value in recall.items()},
+               "chance_at_10": min(1.0, 10 / len(index)), "n_chunks": store.n_chunks,
+               "chunks_per_passage": round(store.n_chunks / len(index), 2),
+               "chunk_store_seconds": round(chunk_store_seconds, 2)}
+    run.write_metrics("index", metrics)
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m refrag_lib index`: RUN_DIR/index (FAISS index, passages, chunk store, metrics.json)."""
+    from .config import PRESETS
+    from .runs import open_run
+
+    data = default_data_dir()
+    parser = argparse.ArgumentParser(prog="python -m refrag_lib index", description=main.__doc__)
+    parser.add_argument("--preset", default="cpu", choices=[*PRESETS, "auto"])
+    parser.add_argument("--run-dir", default="", help="artifacts folder (default runs/<preset>)")
+    parser.add_argument("--passages", default=str(data / "corpus.jsonl"), help="corpus (.jsonl or .txt)")
+    parser.add_argument("--qa", default=str(data / "qa_eval.jsonl"), help="questions with gold_passage_id")
+    parser.add_argument("--k", type=int, default=None, help="decoder tokens per chunk (default: preset's)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    run = open_run(args.preset, args.run_dir, k=args.k)
+    metrics = build_run_index(run, load_passages(args.passages), load_qa(args.qa), batch_size=args.batch_size,
+                              progress=not args.no_progress)
+    print(json.dumps(metrics, indent=2))
+    return 0

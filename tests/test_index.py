@@ -1,0 +1,215 @@
+"""Retrieval and the chunk store: FAISS search on random unit vectors, recall, save/load, errors."""
+
+import json
+
+import faiss
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_TEXT, tiny_refrag
+
+from refrag_lib import index as ix
+from refrag_lib.data import Passage, QAExample
+from refrag_lib.errors import CourseError, MissingArtifactError
+from refrag_lib.runs import open_run
+
+RETRIEVER = "offline:all-MiniLM-L6-v2"
+
+
+def unit_vectors(n, dim=16, seed=0):
+    vectors = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def make_passages(n):
+    return [Passage(f"p{i:05d}", f"passage number {i}", f"title {i}", "city") for i in range(n)]
+
+
+@pytest.fixture
+def random_index():
+    vectors = unit_vectors(200)
+    return ix.build_index(vectors, make_passages(200), RETRIEVER, use_gpu=False), vectors
+
+
+def test_each_vector_retrieves_itself_first_with_cosine_one(random_index):
+    index, vectors = random_index
+    rows, scores = index.search(vectors, top_k=3)
+    assert rows.shape == scores.shape == (200, 3)
+    np.testing.assert_array_equal(rows[:, 0], np.arange(200))
+    np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)
+    assert (np.diff(scores, axis=1) <= 1e-6).all()  # best first
+
+
+def test_scores_are_cosine_similarities(random_index):
+    index, vectors = random_index
+    query = unit_vectors(1, seed=7)
+    rows, scores = index.search(query, top_k=200)
+    np.testing.assert_allclose(scores[0], (vectors @ query[0])[rows[0]], atol=1e-5)
+    assert index.ids(rows[:, :2]) == [[f"p{r:05d}" for r in rows[0, :2]]]
+
+
+@pytest.mark.parametrize("top_k", [0, -1, 201])
+def test_top_k_outside_the_index_is_refused(random_index, top_k):
+    with pytest.raises(CourseError, match="top_k must be between 1 and the number of indexed passages"):
+        random_index[0].search(unit_vectors(1), top_k)
+
+
+def test_queries_of_another_dimension_are_refused(random_index):
+    with pytest.raises(CourseError, match="dimension 8"):
+        random_index[0].search(unit_vectors(1, dim=8), 1)
+
+
+def test_empty_passage_list_is_refused():
+    with pytest.raises(CourseError, match="No passages to index"):
+        ix.build_index(np.zeros((0, 16), np.float32), [], RETRIEVER)
+
+
+def test_recall_and_gold_ranks_on_a_hand_made_case():
+    ranked = np.array([[3, 1, 2], [0, 4, 5], [7, 8, 9], [6, 2, 1]])
+    gold = [3, 4, 1, 1]
+    np.testing.assert_array_equal(ix.gold_ranks(ranked, gold), [0, 1, -1, 2])
+    assert ix.recall_at_k(ranked, gold, ks=(1, 2, 3)) == {1: 0.25, 2: 0.5, 3: 0.75}
+    with pytest.raises(CourseError, match="recall@5 needs 5 results"):
+        ix.recall_at_k(ranked, gold, ks=(5,))
+
+
+def test_gold_rows_need_gold_passages_in_the_index(random_index):
+    index = random_index[0]
+    ok = QAExample("q0", "?", ("a",), "p00007")
+    assert ix.gold_rows(index, [ok]).tolist() == [7]
+    with pytest.raises(CourseError, match="not in the index"):
+        ix.gold_rows(index, [QAExample("q1", "?", ("a",), "p99999")])
+    with pytest.raises(CourseError, match="no gold_passage_id"):
+        ix.gold_rows(index, [QAExample("q2", "?", ("a",), None)])
+
+
+def test_save_load_round_trip(tmp_path, random_index):
+    index, vectors = random_index
+    ix.save_index(index, tmp_path)
+    meta = json.loads((tmp_path / ix.META_FILE).read_text())
+    assert meta["retriever"] == RETRIEVER and meta["dim"] == 16 and meta["n_passages"] == 200
+    assert meta["faiss_version"] == faiss.__version__
+    loaded = ix.load_index(tmp_path, RETRIEVER, use_gpu=False)
+    assert loaded.passages == index.passages
+    queries = unit_vectors(5, seed=3)
+    for a, b in zip(loaded.search(queries, 10), index.search(queries, 10), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_loading_an_index_of_another_retriever_names_both(tmp_path, random_index):
+    ix.save_index(random_index[0], tmp_path)
+    with pytest.raises(CourseError, match=r"built with retriever 'offline:all-MiniLM-L6-v2'.*'other/model'"):
+        ix.load_index(tmp_path, "other/model")
+
+
+def test_missing_index_names_the_notebook(tmp_path):
+    with pytest.raises(MissingArtifactError, match="01_indexing"):
+        ix.load_index(tmp_path / "nowhere")
+    with pytest.raises(MissingArtifactError, match="01_indexing"):
+        ix.load_run_index(open_run("cpu", tmp_path))
+
+
+def test_cpu_index_is_used_when_faiss_sees_no_usable_gpu(monkeypatch):
+    cpu_index = faiss.IndexFlatIP(16)
+    cpu_index.add(unit_vectors(4))
+    if faiss.get_num_gpus() == 0:
+        assert ix.place_index(cpu_index, unit_vectors(1))[1] == "faiss-cpu"
+
+    def no_kernel(*args):  # what faiss-gpu-cu12 does on an H100/H200
+        raise RuntimeError("CUDA error 209 no kernel image is available for execution on the device")
+
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1)
+    monkeypatch.setattr(faiss, "StandardGpuResources", lambda: object())
+    monkeypatch.setattr(faiss, "index_cpu_to_gpu", no_kernel)
+    index, device, resources = ix.place_index(cpu_index, unit_vectors(1))
+    assert (index, device, resources) == (cpu_index, "faiss-cpu", None)
+
+
+def test_subset_keeps_every_gold_passage():
+    passages = make_passages(50)
+    questions = [QAExample(f"q{i}", "?", ("a",), f"p{(7 * i) % 50:05d}") for i in range(20)]
+    subset, kept = ix.subset_with_gold(passages, questions, n_passages=15, n_questions=10)
+    assert len(subset) == 15 and kept == questions[:10]
+    assert {q.gold_passage_id for q in kept} <= {p.id for p in subset}
+    assert subset == sorted(subset, key=lambda p: p.id)  # corpus order kept
+    with pytest.raises(CourseError, match="more than n_passages"):
+        ix.subset_with_gold(passages, questions, n_passages=5, n_questions=10)
+
+
+# ---- the chunk store (tiny random REFRAG model) ---------------------------------------------------
+
+
+def tiny_passages():
+    return [Passage(f"p{i:05d}", text) for i, text in enumerate(TINY_TEXT)]
+
+
+def test_chunk_store_holds_encode_chunks_of_every_passage(tiny):
+    passages = tiny_passages()
+    store = ix.build_chunk_store(tiny, passages, batch_size=5, progress=False)
+    per_passage = [tiny.chunk_text(p.text + "\n") for p in passages]
+    assert store.passage_offsets.tolist() == np.cumsum([0] + [len(c) for c in per_passage]).tolist()
+    assert [store.chunk(j) for j in range(store.n_chunks)] == [c for cs in per_passage for c in cs]
+    with torch.no_grad():
+        expected = tiny.encode_chunks([c for cs in per_passage for c in cs])
+    torch.testing.assert_close(store.vectors, expected, atol=1e-5, rtol=1e-4)
+    chunks, vectors = store.chunks_for([2, 0])
+    assert chunks == per_passage[2] + per_passage[0]
+    reordered = torch.cat([expected[store.passage_offsets[2] :], expected[: len(per_passage[0])]])
+    torch.testing.assert_close(vectors, reordered, atol=1e-5, rtol=1e-4)
+    assert store.meta["k"] == tiny.k and store.meta["encoder_weights"] == "pretrained"
+
+
+def test_chunk_store_round_trip_and_refusals(tmp_path, tiny, random_index):
+    store = ix.build_chunk_store(tiny, tiny_passages(), progress=False)
+    store.save(tmp_path / ix.CHUNK_STORE_FILE)
+    loaded = ix.load_chunk_store(tmp_path, tiny)
+    for name in ("vectors", "passage_offsets", "token_ids", "token_offsets"):
+        assert torch.equal(getattr(loaded, name), getattr(store, name))
+    assert loaded.meta == store.meta
+    with pytest.raises(CourseError, match=r"built for k=4.*the loaded model has k=8.*Rebuild it"):
+        ix.load_chunk_store(tmp_path, tiny_refrag(k=8))
+    with pytest.raises(CourseError, match="other encoder weights"):
+        ix.load_chunk_store(tmp_path, tiny_refrag(k=4, seed=1))
+    with pytest.raises(CourseError, match="another passage list"):
+        ix.load_chunk_store(tmp_path, tiny, index=random_index[0])
+    with pytest.raises(MissingArtifactError, match="01_indexing"):
+        ix.load_chunk_store(tmp_path / "elsewhere", tiny)
+    with pytest.raises(CourseError, match="outside the chunk store"):
+        store.chunks_for([3])
+
+
+def test_chunk_store_refuses_empty_passages(tiny):
+    with pytest.raises(CourseError, match="No passages to chunk"):
+        ix.build_chunk_store(tiny, [], progress=False)
+
+
+def test_build_run_index_writes_index_store_and_metrics(tmp_path, tiny):
+    """The whole pipeline notebook 01 and the CLI share, with the tiny encoder standing in as retriever."""
+    run = open_run("cpu", tmp_path, k=tiny.k)
+    retriever = ix.Retriever(RETRIEVER, tiny.encoder, tiny.encoder_tokenizer)
+    passages = tiny_passages()
+    questions = [QAExample(f"q{i}", p.text[:40], ("x",), p.id) for i, p in enumerate(passages)]
+    metrics = ix.build_run_index(run, passages, questions, retriever, tiny, progress=False, use_gpu=False)
+    assert metrics["n_passages"] == 3 and metrics["n_eval"] == 3 and metrics["index_device"] == "faiss-cpu"
+    assert set(metrics) >= {"recall_at_1", "embed_seconds", "n_chunks", "chunk_store_seconds"}
+    assert "recall_at_5" not in metrics  # only 3 passages: recall@5 would be meaningless
+    assert json.loads((tmp_path / "index" / "metrics.json").read_text())["n_chunks"] == metrics["n_chunks"]
+    index = ix.load_run_index(run, use_gpu=False)
+    store = ix.load_chunk_store(tmp_path / "index", tiny, index=index)
+    assert store.n_passages == len(index) == 3
+
+
+@pytest.mark.real_models
+def test_real_retriever_finds_gold_passages_far_above_chance():
+    from refrag_lib.config import get_preset
+    from refrag_lib.data import default_data_dir, load_passages, load_qa
+
+    data = default_data_dir()
+    passages, questions = ix.subset_with_gold(load_passages(data / "corpus.jsonl"), load_qa(data / "qa_eval.jsonl"),
+                                              n_passages=50, n_questions=40)
+    retriever = ix.load_retriever(get_preset("cpu"))
+    index = ix.build_index(retriever.embed([p.text for p in passages], progress=False), passages, retriever.name)
+    rows, _ = ix.retrieve(retriever, index, [q.question for q in questions], top_k=10)
+    recall = ix.recall_at_k(rows, ix.gold_rows(index, questions))
+    # chance is k/50: 0.02, 0.10, 0.20
+    assert recall[1] >= 0.3 and recall[5] >= 0.6 and recall[10] >= 0.7, recall
