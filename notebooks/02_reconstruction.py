@@ -1,0 +1,255 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 · Reconstruction: teach the encoder and projector to speak the decoder's language
+#
+# REFRAG replaces each chunk of k context tokens by ONE vector. The decoder has never seen such
+# vectors: to it, a fresh projector's output is noise. Stage 1 of the paper's recipe fixes that with
+# a simple task: compress a text x_1..x_s into s/k chunk vectors, and ask the frozen decoder to
+# reproduce x_1..x_s from those vectors alone. If it can, the vectors carry the text's content in a
+# form the decoder reads.
+#
+# In this notebook we
+# 1. build reconstruction examples and see exactly which tokens the loss counts,
+# 2. follow the paper's curriculum (1 chunk first, then 2, 4, ... 16),
+# 3. train the encoder + projector with the shared training loop (the decoder stays frozen),
+# 4. measure reconstruction by number of chunks on held-out documents and read some reconstructions,
+# 5. repeat the training without the curriculum (the paper's Table 11 question).
+#
+# Weights and metrics go to `RUN_DIR/recon/`; notebook 03 starts from them.
+
+# %%
+# Setup: in Colab install the course package; locally `make venv` already did.
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "refrag-course @ git+https://github.com/refrag-course/refrag-course"], check=True)  # noqa: E501
+
+# %% tags=["parameters"]
+SMOKE = False  # True: a few training steps, to check the notebook runs (about 2 minutes on a laptop CPU)
+PRESET = "cpu"
+RUN_DIR = ""
+K = 0  # tokens per chunk; 0: the preset's k (16)
+CONTEXT_TOKENS = 256  # s: the longest text reconstructed (16 chunks of k 16)
+STEPS = 80  # training steps of the curriculum run
+ABLATION_STEPS = 80  # steps of the no-curriculum run (the same budget makes the comparison fair)
+POSITIONS_PER_STEP = 512  # decoder positions per step: 32 one-chunk examples or 1 sixteen-chunk example
+LR = 1e-3  # peak learning rate; 0: the paper's 2e-4 (see "Train" below for why we use more)
+EVAL_EXAMPLES = 16  # held-out windows per number of chunks
+SEED = 0
+RESUME = True  # continue an interrupted run from RUN_DIR/recon/checkpoint
+PROGRESS = True
+
+# %%
+from refrag_lib.notebooks import start
+
+run = start(PRESET, RUN_DIR, SMOKE, k=K or None)
+
+import matplotlib.pyplot as plt
+
+from refrag_lib.curriculum import Curriculum, plot_curriculum
+from refrag_lib.evaluate import chunk_counts, decoded_reconstructions, reconstruction_by_chunks
+from refrag_lib.losses import reconstruction_example, shifted_labels
+from refrag_lib.model import load_refrag
+from refrag_lib.train import TrainConfig, tokenized_documents, train_stage
+from refrag_lib.train_plots import plot_by_chunks, plot_loss_curves
+
+steps = 10 if SMOKE else STEPS
+ablation_steps = 6 if SMOKE else ABLATION_STEPS
+positions = 300 if SMOKE else POSITIONS_PER_STEP
+eval_examples = 3 if SMOKE else EVAL_EXAMPLES
+decode_tokens = 24 if SMOKE else None  # greedy decoding is token by token: keep it short in SMOKE
+k = run.preset.k
+counts = chunk_counts(CONTEXT_TOKENS // k)
+print(f"k={k}, s={CONTEXT_TOKENS} -> up to {CONTEXT_TOKENS // k} chunks; evaluated at {counts} chunks")
+
+# %% [markdown]
+# ## One reconstruction example
+#
+# The decoder input is `[e_1 .. e_L, x_1 .. x_s]`: L chunk vectors, then the text itself. With
+# teacher forcing the decoder predicts each x token from everything before it; the loss counts the
+# x tokens only. The first x token is predicted from the last chunk vector, so at that point the
+# vectors are all the decoder has. Later tokens also see the earlier x tokens, which is why even a
+# decoder with useless vectors gets some tokens right: we measure that floor below.
+#
+# Two mistakes seen in public re-implementations are ruled out by construction: feeding one chunk
+# at a time with its vector repeated, and regressing vectors onto random targets.
+
+# %%
+model = load_refrag(run.preset)
+train_docs, held_out = tokenized_documents(model)
+print(f"{len(train_docs)} training documents, {len(held_out)} held out (never trained on)")
+
+example = reconstruction_example(held_out[0][: 2 * k], k)
+inputs = model.build_inputs([example], padding_side="right")
+labels = shifted_labels(inputs)[0].tolist()
+for slot, (is_vec, target) in enumerate(zip(inputs.is_vector[0].tolist(), labels)):
+    what = "chunk vector" if is_vec else repr(model.decoder_tokenizer.decode([inputs.token_ids[0, slot].item()]))
+    goal = "-" if target < 0 else repr(model.decoder_tokenizer.decode([target]))
+    if slot < 6 or slot >= len(labels) - 2:
+        print(f"slot {slot:2d}: input {what:16s} -> predicts {goal}")
+    elif slot == 6:
+        print("   ...")
+
+# %% [markdown]
+# ## Before training: the floor, and an untrained projector
+#
+# Two references on the same held-out windows: the decoder alone (only a start token, no vectors),
+# and the untrained projector. Teacher forcing lets the decoder's own language model predict many
+# tokens, more so in long windows where later sentences repeat earlier facts. Reconstruction is
+# working only where the trained model beats the "decoder alone" line.
+
+# %%
+lm_only = reconstruction_by_chunks(model, held_out, counts, eval_examples, with_vectors=False)
+untrained = reconstruction_by_chunks(model, held_out, counts, eval_examples)
+for n in map(str, counts):
+    print(f"{n:>3} chunks: decoder alone log-ppl {lm_only['log_ppl_by_chunks'][n]:.3f} | untrained projector "
+          f"{untrained['log_ppl_by_chunks'][n]:.3f} (token accuracy {untrained['token_accuracy_by_chunks'][n]:.2f})")
+del model
+
+# %% [markdown]
+# ## Why a curriculum
+#
+# Asking a fresh projector to pack 16 chunks into vectors the decoder understands is a search in
+# the dark: almost every output is noise to the decoder, so the gradient says little. One chunk is
+# an easy problem, and what the projector learns there carries over to two, four, sixteen. The paper
+# (Table 8) mixes chunk counts in 9 stages, each count's share changing geometrically: single chunks
+# dominate at first and fade, long inputs grow. We spread the 9 stages over our step budget and cap
+# the counts at s/k. Each step draws its count from a generator seeded by (seed, step), so an
+# interrupted run that resumes sees exactly the same schedule.
+
+# %%
+curriculum = Curriculum(CONTEXT_TOKENS // k, steps, SEED)
+plot_curriculum(curriculum)
+plt.show()
+
+# %% [markdown]
+# ## Train: encoder + projector learn, the decoder stays frozen
+#
+# Why freeze the decoder? It is the expensive pretrained part, and the point of this stage is to make
+# the *vectors* speak its existing language; a decoder allowed to change could meet the projector
+# halfway and forget how to read ordinary text. Freezing means its weights get no update, but the
+# gradient still flows *through* it into the projector and the encoder.
+#
+# The projector is a 2-layer MLP that maps the encoder's vector (384 numbers for MiniLM) into the
+# decoder's token-embedding space (576 for SmolLM2-135M): each chunk vector then takes one ordinary
+# position, like a token the vocabulary does not have.
+#
+# The loop (`refrag_lib.train`) is the one every stage uses: AdamW, 4% warm-up then cosine decay,
+# peak learning rate 1e-3 here instead of the paper's 2e-4: the paper's rate suits batches of 256
+# over billions of tokens, while we take a few dozen small steps (in a 16-step probe on one-chunk
+# inputs, 1e-3 reached a training loss of about 5.2 where 2e-4 stayed near 5.4). Set LR = 0 for the
+# paper's value.
+# gradient clipping, metrics in `metrics.jsonl`, a resumable safetensors checkpoint. Each step fills
+# about the same number of decoder positions, so a one-chunk step holds many short examples and a
+# sixteen-chunk step few long ones. If the kernel dies (a Colab disconnect), re-run this cell: it
+# resumes from the last checkpoint.
+
+# %%
+config = TrainConfig(stage="recon", steps=steps, context_tokens=CONTEXT_TOKENS, positions_per_step=positions,
+                     lr=LR, seed=SEED, save_every=max(1, steps // 4))
+result = train_stage(run, config, resume=RESUME, progress=PROGRESS)
+print({key: value for key, value in result.summary.items() if key != "config"})
+
+# %%
+plot_loss_curves({"curriculum": result.history}, window=max(1, steps // 10))
+plt.title("Reconstruction loss (grey: chunks in that step's examples)")
+plt.show()
+
+# %% [markdown]
+# The per-step loss jumps with the number of chunks: a sixteen-chunk step is *easier per token* under
+# teacher forcing than a one-chunk step (later tokens lean on earlier ones), so read the curve
+# together with the grey chunk count, and judge quality on the fixed held-out evaluation below.
+
+# %%
+trained = reconstruction_by_chunks(result.model, held_out, counts, eval_examples)
+results = {"decoder alone (no vectors)": lm_only, "untrained projector": untrained, "after reconstruction": trained}
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+plot_by_chunks(results, "log_ppl_by_chunks", ax=axes[0])
+plot_by_chunks(results, "token_accuracy_by_chunks", ax=axes[1])
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## Read the reconstructions
+#
+# Greedy decoding from the chunk vectors alone (no teacher forcing now): the decoder writes what
+# it reads in 1, 4 and 16 vectors. Exact-token share counts positions where the reconstruction
+# matches the original token for token.
+
+# %%
+for row in decoded_reconstructions(result.model, held_out, [c for c in (1, 4, 16) if c in counts] or counts,
+                                   max_tokens=decode_tokens):
+    print(f"--- {row['chunks']} chunk(s), exact-token share {row['exact_token_share']:.2f}")
+    print("original     :", row["original"].replace("\n", " "))
+    print("reconstructed:", row["decoded"].replace("\n", " "))
+
+# %% [markdown]
+# ## Ablation: the same budget without the curriculum (Table 11's question)
+#
+# Every step now uses all s/k chunks from the start. The paper reports reconstruction failing
+# without the curriculum (log-ppl 3.72 vs 0.67 at P16). We train a fresh encoder + projector for
+# the same number of steps and positions per step, into `RUN_DIR/recon/no_curriculum/`.
+
+# %%
+del result.model
+ablation_config = TrainConfig(stage="recon", steps=ablation_steps, context_tokens=CONTEXT_TOKENS,
+                              positions_per_step=positions, lr=LR, seed=SEED, curriculum=False,
+                              save_every=max(1, ablation_steps // 4))
+ablation = train_stage(run, ablation_config, folder="recon/no_curriculum", resume=RESUME, progress=PROGRESS)
+no_curriculum = reconstruction_by_chunks(ablation.model, held_out, counts, eval_examples)
+del ablation.model
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+plot_loss_curves({"curriculum": result.history, "no curriculum": ablation.history}, ax=axes[0],
+                 window=max(1, steps // 10), show_chunks=False)
+plot_by_chunks({"decoder alone": lm_only, "curriculum": trained, "no curriculum": no_curriculum},
+               "log_ppl_by_chunks", ax=axes[1])
+plt.tight_layout()
+plt.show()
+print(f"{'chunks':>6} | {'decoder alone':>13} | {'curriculum':>10} | {'no curriculum':>13}   (held-out log-ppl)")
+for n in map(str, counts):
+    print(f"{n:>6} | {lm_only['log_ppl_by_chunks'][n]:13.3f} | {trained['log_ppl_by_chunks'][n]:10.3f} | "
+          f"{no_curriculum['log_ppl_by_chunks'][n]:13.3f}")
+
+# %% [markdown]
+# ## Save the metrics
+#
+# `RUN_DIR/recon/metrics.json` holds the held-out numbers of the curriculum run, the ablation in the
+# same shape, the references, and the training time and throughput.
+
+# %%
+summary = {key: value for key, value in result.summary.items() if key != "config"}
+path = run.write_metrics("recon", {
+    **summary, **trained, "config": result.summary.get("config"),
+    "ablation_no_curriculum": {**no_curriculum, "steps": ablation_steps,
+                               "train_seconds": ablation.summary.get("train_seconds")},
+    "decoder_alone": lm_only, "untrained_projector": untrained, "eval_examples": eval_examples,
+})
+print("wrote", path)
+
+# %% [markdown]
+# ## What we measured, and how it compares with the paper
+#
+# Read the table above with the scale in mind: the paper trains RoBERTa-large + LLaMA-2-7B on 20B
+# tokens; here a 22M-parameter encoder and a 135M decoder get a few minutes of CPU. Expect
+# * short inputs (1 chunk) to be reconstructed much better than the untrained projector and the
+#   decoder-alone floor: the projector learns fast;
+# * the gap to "decoder alone" to shrink as the chunk count grows: long texts are partly predictable
+#   from themselves under teacher forcing, and 16 chunks need far more training than we give them;
+# * the curriculum/no-curriculum gap to be smaller than the paper's, or even reversed, at this budget:
+#   the curriculum spends most of its early steps on one-chunk examples, which the 16-chunk column
+#   measures only indirectly, while the no-curriculum run trains on exactly what that column tests.
+#   The paper's failure without curriculum shows up over long training on large models; a few
+#   minutes cannot settle it. The numbers printed above are what this run measured; trust them over
+#   these expectations.

@@ -1,0 +1,164 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · Continual pre-training: use the compressed context to predict what comes next
+#
+# Reconstruction taught the chunk vectors to *carry* a text. Stage 2, continual pre-training (CPT),
+# teaches the model to *use* them: the first s tokens of a document are compressed into s/k chunk
+# vectors and the decoder predicts the next o tokens. Our synthetic reports repeat earlier facts
+# word for word in later paragraphs, so a model that reads the compressed context well predicts the
+# continuation far better than one that does not.
+#
+# In this notebook we
+# 1. train CPT from the reconstruction weights with the same loop and curriculum as notebook 02,
+# 2. train it once more from a fresh encoder + projector (the paper's Table 12 question),
+# 3. compare log-perplexity on held-out documents with the paper's baselines on the same decoder:
+#    no context, full context (all s tokens), the last s/k tokens (as many decoder positions as
+#    REFRAG uses), and REFRAG-k.
+#
+# Needs `RUN_DIR/recon/` from notebook 02. Writes `RUN_DIR/cpt/`.
+
+# %%
+# Setup: in Colab install the course package; locally `make venv` already did.
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "refrag-course @ git+https://github.com/refrag-course/refrag-course"], check=True)  # noqa: E501
+
+# %% tags=["parameters"]
+SMOKE = False  # True: a few training steps, to check the notebook runs (about 2 minutes on a laptop CPU)
+PRESET = "cpu"
+RUN_DIR = ""
+K = 0  # tokens per chunk; 0: the preset's k (16). Must match notebook 02's run.
+CONTEXT_TOKENS = 256  # s: compressed context (16 chunks of k 16)
+CONTINUATION_TOKENS = 64  # o: tokens predicted after the context
+STEPS = 80
+ABLATION_STEPS = 80  # CPT without reconstruction initialisation (same budget: a fair comparison)
+POSITIONS_PER_STEP = 512
+LR = 2.5e-4  # peak learning rate; 0: the paper's 5e-5 (5x more here, like notebook 02, for a short CPU budget)
+EXPAND_FRACTION = 0.1  # p: share of chunks left as tokens during training (the paper's mixed input)
+TRAIN_DECODER = False  # the paper unfreezes everything; see the note below before turning this on
+EVAL_EXAMPLES = 16
+SEED = 0
+RESUME = True
+PROGRESS = True
+
+# %%
+from refrag_lib.notebooks import start
+
+run = start(PRESET, RUN_DIR, SMOKE, k=K or None)
+
+import matplotlib.pyplot as plt
+
+from refrag_lib.evaluate import context_log_ppl, cpt_windows
+from refrag_lib.model import load_refrag
+from refrag_lib.train import TrainConfig, load_trained, tokenized_documents, train_stage
+from refrag_lib.train_plots import plot_log_ppl_bars, plot_loss_curves
+
+steps = 8 if SMOKE else STEPS
+ablation_steps = 6 if SMOKE else ABLATION_STEPS
+positions = 300 if SMOKE else POSITIONS_PER_STEP
+eval_examples = 3 if SMOKE else EVAL_EXAMPLES
+recon = run.read_metrics("recon")  # stops here, naming notebook 02, when it has not run
+print(f"reconstruction run: {recon['steps_done']} steps, held-out log-ppl by chunks {recon['log_ppl_by_chunks']}")
+
+# %% [markdown]
+# ## What CPT trains
+#
+# The paper unfreezes everything in CPT. On a laptop CPU we keep the decoder frozen by default and
+# train the encoder + projector on the next-paragraph objective, for two reasons: a full update of
+# the 135M decoder costs about half as much again per step, and a decoder tuned on these reports
+# would also get better *without* context (it learns the report style), which would blur the
+# comparison below: every baseline would need its own tuned decoder. On a GPU preset set
+# `TRAIN_DECODER = True` for the paper's recipe; the baselines are then still scored on the
+# original decoder, as in the paper's Table 1.
+#
+# During training a random 10% of chunks stay as ordinary tokens (p = 0.1): the paper ends CPT with
+# such mixed inputs so that the decoder can read sequences where some chunks are expanded, which is
+# what the policy of notebook 04 produces. We fold that phase into this one to save time.
+
+# %%
+config = TrainConfig(stage="cpt", steps=steps, context_tokens=CONTEXT_TOKENS,
+                     continuation_tokens=CONTINUATION_TOKENS, positions_per_step=positions, lr=LR,
+                     expand_fraction=EXPAND_FRACTION, train_decoder=TRAIN_DECODER, seed=SEED,
+                     save_every=max(1, steps // 4))
+result = train_stage(run, config, resume=RESUME, progress=PROGRESS)
+print({key: value for key, value in result.summary.items() if key != "config"})
+
+# %% [markdown]
+# ## The Table 12 question: does reconstruction initialisation matter?
+#
+# The same CPT run from a fresh encoder + projector (explicitly asked for: without
+# `init_from_recon=False` the loop refuses to start CPT when the reconstruction weights are missing).
+
+# %%
+ablation_config = TrainConfig(stage="cpt", steps=ablation_steps, context_tokens=CONTEXT_TOKENS,
+                              continuation_tokens=CONTINUATION_TOKENS, positions_per_step=positions, lr=LR,
+                              expand_fraction=EXPAND_FRACTION, train_decoder=TRAIN_DECODER, seed=SEED,
+                              save_every=max(1, ablation_steps // 4))
+ablation = train_stage(run, ablation_config, folder="cpt/no_recon_init", init_from_recon=False,
+                       resume=RESUME, progress=PROGRESS)
+
+# %%
+plot_loss_curves({"CPT from reconstruction": result.history, "CPT from scratch": ablation.history},
+                 window=max(1, steps // 10))
+plt.title("CPT loss: NLL of the next o tokens (grey: context chunks in that step)")
+plt.show()
+
+# %% [markdown]
+# ## Log-perplexity on held-out documents
+#
+# Every arm scores the same o held-out tokens after the same s-token context, with the same decoder:
+# * no context: only a start token; what the decoder guesses from its own knowledge;
+# * full context: all s tokens; the quality REFRAG tries to keep (s + o decoder positions);
+# * last s/k tokens: the same decoder length as REFRAG (s/k + o positions), spent on raw tokens;
+# * REFRAG after reconstruction only (before CPT), after CPT, and CPT without reconstruction init.
+
+# %%
+_, held_out = tokenized_documents(result.model)
+pairs = cpt_windows(held_out, CONTEXT_TOKENS, CONTINUATION_TOKENS, eval_examples)
+base = load_refrag(run.preset) if TRAIN_DECODER else result.model  # the decoder the baselines use
+log_ppl = {arm: context_log_ppl(base, pairs, arm) for arm in ("no_context", "full_context", "last_tokens")}
+log_ppl["refrag_recon_only"] = context_log_ppl(load_trained(run, "recon"), pairs, "refrag")
+log_ppl["refrag"] = context_log_ppl(result.model, pairs, "refrag")
+log_ppl["refrag_no_recon_init"] = context_log_ppl(ablation.model, pairs, "refrag")
+for name, value in log_ppl.items():
+    print(f"{name:22s} {value:.3f}")
+
+# %%
+plot_log_ppl_bars(log_ppl)
+plt.title(f"Held-out continuation log-ppl (s={CONTEXT_TOKENS}, o={CONTINUATION_TOKENS}, k={run.preset.k})")
+plt.show()
+
+# %% [markdown]
+# ## Save the metrics
+
+# %%
+summary = {key: value for key, value in result.summary.items() if key != "config"}
+path = run.write_metrics("cpt", {
+    **summary, "config": result.summary.get("config"), "log_ppl": log_ppl, "eval_examples": eval_examples,
+    "ablation_no_recon_init": {"steps": ablation_steps, "train_seconds": ablation.summary.get("train_seconds"),
+                               "first_loss": ablation.summary.get("first_loss"),
+                               "last_loss": ablation.summary.get("last_loss")},
+})
+print("wrote", path)
+
+# %% [markdown]
+# ## Reading the table against the paper
+#
+# The paper's ordering (Table 1) is no context > REFRAG-32 > REFRAG-16 > REFRAG-8 > full context,
+# with REFRAG-8 better than the last-256-token baseline at the same decoder length, and CPT from
+# reconstruction far better than CPT from scratch (Table 12: 2.02 vs 3.27 at P16). Check the printed
+# numbers for the same shape. At this scale expect the full-context arm to stay clearly best (a few
+# minutes of CPU training cannot pack 16 tokens into one vector as well as 7B-scale training), and
+# the compressed arms to beat "no context" only by as much as the short training taught them. Where
+# the shape differs, the budget is the first suspect: rerun with more STEPS on a GPU preset.

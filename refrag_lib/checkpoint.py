@@ -1,0 +1,160 @@
+"""Safetensors checkpoints: the trained parts of a RefragModel, and the state a resumed run needs.
+
+Only safetensors and JSON are read back (no pickle): weights and optimizer tensors in .safetensors,
+everything else (step, scheduler, optimizer hyper-parameters) in a .json file. Every weights file
+carries metadata (preset, k, stage, step, encoder and decoder names) that is checked on load, so a
+checkpoint of another preset or k is refused with a clear message instead of being half-loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import CourseError
+
+WEIGHTS = "weights.safetensors"  # the trained parts after a finished stage (what later notebooks load)
+STATE_DIR = "checkpoint"  # the resumable state of an unfinished (or finished) run
+IDENTITY_KEYS = ("preset", "k", "encoder", "decoder")  # what must match to load or resume
+
+
+def model_identity(preset, stage: str) -> dict[str, str]:
+    """The metadata that ties weights to a preset: its models and k."""
+    return {"preset": preset.name, "k": str(preset.k), "encoder": preset.encoder, "decoder": preset.decoder,
+            "stage": stage}
+
+
+def _parts_module(model: nn.Module, parts: list[str]) -> nn.ModuleDict:
+    """A view of the trained parts under their names (no copy), so tied weights are saved once."""
+    return nn.ModuleDict({part: getattr(model, part) for part in parts})
+
+
+def save_weights(path: Path, model: nn.Module, parts: list[str], metadata: dict[str, str]) -> Path:
+    """Write the named parts of a model (e.g. encoder, projector) to one safetensors file, atomically."""
+    from safetensors.torch import save_model
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_model(_parts_module(model, parts), str(tmp), metadata={**metadata, "parts": ",".join(parts)})
+    tmp.replace(path)
+    return path
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The metadata of a safetensors file, or a CourseError saying the file is corrupt."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise CourseError(f"{path} does not exist.")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as err:  # safetensors raises several error types for a damaged header
+        raise CourseError(
+            f"{path} is not a readable safetensors file ({err}). It is probably a half-written or corrupt "
+            "checkpoint: delete it and re-run the training cell."
+        ) from err
+
+
+def check_identity(metadata: dict[str, str], expected: dict[str, str], path: Path) -> None:
+    """Refuse a file written for another preset, k or model pair (and say what to do)."""
+    wrong = [f"{key}={metadata.get(key)!r} (expected {expected[key]!r})"
+             for key in IDENTITY_KEYS if metadata.get(key) != expected[key]]
+    if wrong:
+        raise CourseError(
+            f"{path} was written for another configuration: {', '.join(wrong)}. Use the preset and k it was "
+            "trained with, or pick another RUN_DIR (or delete that folder) to train this configuration."
+        )
+
+
+def load_weights(path: Path, model: nn.Module, expected: dict[str, str], stage: str | None = None) -> dict[str, str]:
+    """Load the parts a weights file holds into a model after checking its metadata."""
+    from safetensors.torch import load_model
+
+    metadata = read_metadata(path)
+    check_identity(metadata, expected, path)
+    if stage is not None and metadata.get("stage") != stage:
+        raise CourseError(f"{path} holds weights of stage {metadata.get('stage')!r}, not {stage!r}.")
+    parts = [p for p in metadata.get("parts", "").split(",") if p]
+    try:
+        load_model(_parts_module(model, parts), str(path), strict=True)
+    except Exception as err:
+        raise CourseError(
+            f"{path} could not be loaded into the model ({err}): it is corrupt or from another model. "
+            "Delete it and re-run the training cell."
+        ) from err
+    return metadata
+
+
+def guard_folder(folder: Path, expected: dict[str, str]) -> None:
+    """Never train over a folder that holds weights of another preset/k: stop and say why."""
+    for path in (folder / WEIGHTS, folder / STATE_DIR / "model.safetensors"):
+        if path.exists():
+            check_identity(read_metadata(path), expected, path)
+
+
+# ---- resumable state ------------------------------------------------------------------------------
+def save_state(folder: Path, model: nn.Module, parts: list[str], optimizer, scheduler, step: int,
+               metadata: dict[str, str], config: dict) -> None:
+    """Everything a resumed run needs, written to a temporary folder and swapped in (a crash mid-save
+    leaves the previous checkpoint intact)."""
+    from safetensors.torch import save_file
+
+    target = folder / STATE_DIR
+    tmp = folder / (STATE_DIR + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_weights(tmp / "model.safetensors", model, parts, {**metadata, "step": str(step)})
+    optimizer_state = optimizer.state_dict()
+    tensors = {f"state.{index}.{name}": value.detach().cpu().contiguous()
+               for index, state in optimizer_state["state"].items() for name, value in state.items()}
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    save_file(tensors, str(tmp / "optimizer.safetensors"), metadata={**metadata, "step": str(step)})
+    scheduler_state = {key: value for key, value in scheduler.state_dict().items() if key != "lr_lambdas"}
+    (tmp / "state.json").write_text(json.dumps({
+        "step": step, "metadata": metadata, "config": config,
+        "param_groups": optimizer_state["param_groups"], "scheduler": scheduler_state,
+    }, indent=1))
+    old = folder / (STATE_DIR + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_state(folder: Path, model: nn.Module, optimizer, scheduler, metadata: dict[str, str], config: dict) -> int:
+    """Restore a run saved by save_state; returns the step to continue from."""
+    from safetensors.torch import load_file
+
+    target = folder / STATE_DIR
+    try:
+        state = json.loads((target / "state.json").read_text())
+    except (OSError, ValueError) as err:
+        raise CourseError(f"{target}/state.json is missing or corrupt ({err}): delete {target} and re-run.") from err
+    if state["config"] != config:
+        changed = sorted(k for k in {**config, **state["config"]} if config.get(k) != state["config"].get(k))
+        raise CourseError(
+            f"The checkpoint in {target} was written with other training settings ({', '.join(changed)}). "
+            "Re-run with the same settings to resume, or delete that folder to start over."
+        )
+    load_weights(target / "model.safetensors", model, metadata)
+    read_metadata(target / "optimizer.safetensors")
+    tensors = load_file(str(target / "optimizer.safetensors"))
+    per_param: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("state."):
+            _, index, name = key.split(".", 2)
+            per_param.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": per_param, "param_groups": state["param_groups"]})
+    scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(state["param_groups"])})
+    torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    return int(state["step"])

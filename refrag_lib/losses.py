@@ -1,0 +1,121 @@
+"""The two training objectives of stages 1-2, batched: one encoder call and one decoder forward per batch.
+
+Reconstruction: the decoder sees [e_1..e_L, x_1..x_s] and must reproduce x_1..x_s with teacher
+forcing; the loss counts the x tokens only (the first x token is predicted from the last chunk
+vector). Next-paragraph prediction (CPT): the first s tokens are compressed into chunk vectors
+(a random fraction p of chunks may stay as tokens), the decoder predicts the next o tokens.
+Both are "loss on the suffix tokens of a right-padded batch", so one function computes both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import CourseError
+from .model import DecoderInputs, RefragModel, Segments, chunk_ids, expand_all
+
+IGNORE = -100  # label of positions that are not scored (vectors, prefix, padding)
+
+
+@dataclass
+class TokenStats:
+    """The loss of a batch (mean NLL per scored token, differentiable) and per-example counts."""
+
+    loss: torch.Tensor
+    nll: torch.Tensor  # [B] summed NLL of each example's scored tokens (detached)
+    tokens: torch.Tensor  # [B] scored tokens per example
+    correct: torch.Tensor  # [B] scored tokens whose argmax prediction is right
+
+    @property
+    def log_ppl(self) -> float:
+        return float(self.nll.sum() / self.tokens.sum().clamp(min=1))
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.correct.sum() / self.tokens.sum().clamp(min=1))
+
+
+def reconstruction_example(tokens: Sequence[int], k: int) -> Segments:
+    """x_1..x_s as compressed chunks, then x_1..x_s again as the targets."""
+    if len(tokens) == 0:
+        raise CourseError("A reconstruction example needs at least one token.")
+    return Segments(prefix=[], chunks=chunk_ids(tokens, k), suffix=list(tokens))
+
+
+def next_paragraph_example(context: Sequence[int], continuation: Sequence[int], k: int) -> Segments:
+    """The first s tokens as chunks, the next o tokens as the targets."""
+    if len(context) == 0 or len(continuation) == 0:
+        raise CourseError("A next-paragraph example needs a non-empty context and continuation.")
+    return Segments(prefix=[], chunks=chunk_ids(context, k), suffix=list(continuation))
+
+
+def random_expansion(batch: Sequence[Segments], fraction: float, rng: np.random.Generator) -> list[list[bool]]:
+    """Expand round(fraction * L) chunks of each example, chosen at random (the paper's mixed input, p = 0.1)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise CourseError(f"The expansion fraction p must lie in [0, 1], got {fraction}.")
+    if fraction == 0.0:
+        return expand_all(batch, False)
+    masks = []
+    for ex in batch:
+        mask = np.zeros(len(ex.chunks), dtype=bool)
+        mask[rng.choice(len(ex.chunks), size=round(fraction * len(ex.chunks)), replace=False)] = True
+        masks.append(mask.tolist())
+    return masks
+
+
+def shifted_labels(inputs: DecoderInputs) -> torch.Tensor:
+    """labels[b, t] = the token at t+1 where that is a suffix token, else IGNORE (next-token targets)."""
+    labels = torch.full_like(inputs.token_ids, IGNORE)
+    labels[:, :-1] = torch.where(inputs.is_suffix[:, 1:], inputs.token_ids[:, 1:], IGNORE)
+    return labels
+
+
+def suffix_token_stats(
+    model: RefragModel, batch: Sequence[Segments], expand: Sequence[Sequence[bool]] | None = None
+) -> TokenStats:
+    """Teacher-forced NLL of every example's suffix tokens under the given expansion mask.
+
+    The output layer runs only at scored positions: with a 49k vocabulary the logits of every
+    position would cost as much as the rest of the decoder.
+    """
+    inputs = model.build_inputs(batch, expand, padding_side="right")
+    labels = shifted_labels(inputs)
+    hidden = model.decoder.get_decoder()(
+        inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask, position_ids=inputs.position_ids
+    ).last_hidden_state
+    rows, cols = (labels != IGNORE).nonzero(as_tuple=True)
+    if rows.numel() == 0:
+        raise CourseError("No target tokens in this batch: every example needs a non-empty suffix.")
+    logits = model.decoder.get_output_embeddings()(hidden[rows, cols]).float()
+    targets = labels[rows, cols]
+    nll = F.cross_entropy(logits, targets, reduction="none")
+    n = len(batch)
+    per_example = torch.zeros(n, device=nll.device).index_add(0, rows, nll.detach())
+    tokens = torch.bincount(rows, minlength=n)
+    correct = torch.bincount(rows, weights=(logits.argmax(-1) == targets).float(), minlength=n)
+    return TokenStats(nll.mean(), per_example, tokens, correct)
+
+
+def reconstruction_loss(model: RefragModel, token_lists: Sequence[Sequence[int]]) -> TokenStats:
+    """Stage 1: reproduce each x from its chunk vectors alone (every chunk compressed)."""
+    return suffix_token_stats(model, [reconstruction_example(x, model.k) for x in token_lists])
+
+
+def next_paragraph_loss(
+    model: RefragModel,
+    contexts: Sequence[Sequence[int]],
+    continuations: Sequence[Sequence[int]],
+    expand_fraction: float = 0.0,
+    rng: np.random.Generator | None = None,
+) -> TokenStats:
+    """Stage 2: predict the continuation from the compressed context (a fraction p of chunks as tokens)."""
+    if len(contexts) != len(continuations):
+        raise CourseError(f"{len(contexts)} contexts for {len(continuations)} continuations.")
+    batch = [next_paragraph_example(c, o, model.k) for c, o in zip(contexts, continuations)]
+    expand = random_expansion(batch, expand_fraction, rng if rng is not None else np.random.default_rng(0))
+    return suffix_token_stats(model, batch, expand)

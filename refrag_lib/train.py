@@ -1,0 +1,410 @@
+"""One training loop for every stage, on accelerate: reconstruction (stage 1) and CPT (stage 2).
+
+Each step draws its number of chunks from the curriculum, then its examples from the training
+documents, both from generators seeded by (seed, step): a resumed run sees exactly the data an
+uninterrupted one would, and the step counter is the whole data position. Mixed precision follows
+the preset, with the trained parts kept in float32 (AdamW on fp16 weights loses small updates).
+AdamW, linear warm-up over the first 4% of steps, cosine decay, gradient clipping and accumulation,
+as in the paper (peak LR 2e-4 for reconstruction, 5e-5 for CPT).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoint import (
+    STATE_DIR,
+    WEIGHTS,
+    guard_folder,
+    load_state,
+    load_weights,
+    model_identity,
+    save_state,
+    save_weights,
+)
+from .curriculum import Curriculum
+from .errors import CourseError, MissingArtifactError
+from .losses import TokenStats, next_paragraph_loss, reconstruction_loss
+from .model import RefragModel
+
+STAGES = ("recon", "cpt")
+PAPER_LR = {"recon": 2e-4, "cpt": 5e-5}
+MIXED_PRECISION = {"float32": "no", "float16": "fp16", "bfloat16": "bf16"}
+HELD_OUT_FRACTION = 0.1  # the last 10% of documents are never trained on
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The settings of one training run; all of them must match to resume a checkpoint."""
+
+    stage: str  # recon | cpt
+    steps: int
+    context_tokens: int = 256  # s: tokens compressed into s/k chunk vectors (the curriculum's largest factor)
+    continuation_tokens: int = 64  # o: tokens CPT predicts after the context (unused in recon)
+    positions_per_step: int = 512  # decoder positions per micro-batch; batch size = this // example length
+    grad_accum: int = 1
+    lr: float = 0.0  # 0: the paper's peak LR for the stage
+    warmup_fraction: float = 0.04
+    weight_decay: float = 0.0
+    clip_norm: float = 1.0
+    curriculum: bool = True  # False: every step uses s/k chunks (the Table 11 ablation)
+    expand_fraction: float = 0.0  # p: share of context chunks left as tokens in CPT (paper: 0.1 before RL)
+    train_decoder: bool = False  # CPT only: unfreeze the decoder too (the paper trains everything)
+    seed: int = 0
+    save_every: int = 50
+
+    def __post_init__(self):
+        if self.stage not in STAGES:
+            raise CourseError(f"stage must be one of {STAGES}, got {self.stage!r}.")
+        if self.steps < 1 or self.grad_accum < 1 or self.positions_per_step < 1:
+            raise CourseError("steps, grad_accum and positions_per_step must be positive.")
+        if self.stage == "recon" and self.train_decoder:
+            raise CourseError("Reconstruction keeps the decoder frozen (train_decoder=False); only CPT may train it.")
+
+    @property
+    def peak_lr(self) -> float:
+        return self.lr or PAPER_LR[self.stage]
+
+    def trained_parts(self) -> list[str]:
+        """Reconstruction trains encoder + projector through the frozen decoder; CPT may add the decoder."""
+        return ["encoder", "projector", *(["decoder"] if self.train_decoder else [])]
+
+
+@dataclass
+class TrainResult:
+    model: RefragModel
+    history: list[dict] = field(default_factory=list)  # one row per step (also in metrics.jsonl)
+    summary: dict = field(default_factory=dict)
+
+
+# ---- data -------------------------------------------------------------------------------------------
+def split_documents(documents: list, held_out_fraction: float = HELD_OUT_FRACTION) -> tuple[list, list]:
+    """(train, held-out): the last fraction of the documents is kept for evaluation."""
+    n_held = max(1, round(len(documents) * held_out_fraction))
+    if len(documents) <= n_held:
+        raise CourseError(f"Need more than {n_held} documents to keep {n_held} for evaluation, got {len(documents)}.")
+    return documents[:-n_held], documents[-n_held:]
+
+
+def windows(token_docs: list[list[int]], length: int, count: int, rng: np.random.Generator) -> list[list[int]]:
+    """`count` random windows of `length` consecutive tokens from documents long enough to hold one."""
+    long_enough = [doc for doc in token_docs if len(doc) >= length]
+    if not long_enough:
+        longest = max(map(len, token_docs), default=0)
+        raise CourseError(
+            f"No document has {length} tokens (the longest has {longest}). Use a smaller context length s "
+            "(or continuation o), or longer documents."
+        )
+    picks = rng.integers(len(long_enough), size=count)
+    out = []
+    for i in picks:
+        doc = long_enough[i]
+        start = int(rng.integers(len(doc) - length + 1))
+        out.append(doc[start : start + length])
+    return out
+
+
+def step_examples(cfg: TrainConfig, k: int, n_chunks: int, token_docs, rng: np.random.Generator):
+    """The micro-batch of one step: token windows sized so that a batch fills positions_per_step."""
+    context = n_chunks * k
+    if cfg.stage == "recon":
+        batch_size = max(1, cfg.positions_per_step // (n_chunks + context))
+        return windows(token_docs, context, batch_size, rng)
+    batch_size = max(1, cfg.positions_per_step // (n_chunks + cfg.continuation_tokens))
+    rows = windows(token_docs, context + cfg.continuation_tokens, batch_size, rng)
+    return [row[:context] for row in rows], [row[context:] for row in rows]
+
+
+class StageObjective(nn.Module):
+    """The stage's loss as a module forward, so accelerate (DDP under `accelerate launch`) can wrap it."""
+
+    def __init__(self, model: RefragModel, cfg: TrainConfig):
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+
+    def forward(self, examples, rng: np.random.Generator) -> TokenStats:
+        if self.cfg.stage == "recon":
+            return reconstruction_loss(self.model, examples)
+        contexts, continuations = examples
+        return next_paragraph_loss(self.model, contexts, continuations, self.cfg.expand_fraction, rng)
+
+
+def warmup_cosine(steps: int, warmup_fraction: float):
+    """LR multiplier: linear warm-up, then cosine decay to zero."""
+    warmup = max(1, round(steps * warmup_fraction))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _freeze_for(model: RefragModel, parts: list[str]) -> list[nn.Parameter]:
+    """requires_grad only on the trained parts; frozen parts in eval mode (gradients still flow THROUGH
+    the frozen decoder into the projector and encoder, they just do not update it)."""
+    for name in ("encoder", "projector", "decoder"):
+        module = getattr(model, name)
+        trained = name in parts
+        module.train(trained)
+        for p in module.parameters():
+            p.requires_grad_(trained)
+        if trained:
+            module.float()  # master weights in fp32; autocast runs the maths in the preset's precision
+    return [p for name in parts for p in getattr(model, name).parameters()]
+
+
+def _trackers(names: list[str]) -> list[str]:
+    modules = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
+    for name in names:
+        if name not in modules:
+            raise CourseError(f"Unknown tracker {name!r}; choose from {', '.join(modules)}.")
+        if importlib.util.find_spec(modules[name]) is None:
+            raise CourseError(f"Tracker {name!r} is not installed: pip install {modules[name]}.")
+    return names
+
+
+# ---- the loop ------------------------------------------------------------------------------------------
+def train(
+    model: RefragModel,
+    cfg: TrainConfig,
+    token_docs: list[list[int]],
+    out_dir: Path,
+    identity: dict[str, str],
+    resume: bool = True,
+    max_new_steps: int | None = None,
+    progress: bool = True,
+    trackers: list[str] | None = None,
+) -> TrainResult:
+    """Train `model` in place for cfg.steps steps, checkpointing to out_dir; resumes a checkpoint there.
+
+    max_new_steps stops the run early (state saved), e.g. to spread training over Colab sessions.
+    """
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from tqdm.auto import tqdm
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    guard_folder(out_dir, identity)
+    tracker_names = _trackers(list(trackers or []))
+    accelerator = Accelerator(
+        mixed_precision=MIXED_PRECISION[str(model.decoder.dtype).removeprefix("torch.")],
+        cpu=model.device.type == "cpu", log_with=tracker_names or None, project_dir=str(out_dir),
+        # the encoder's pooler (and, in recon, nothing else) gets no gradient: let DDP skip it
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    parts = cfg.trained_parts()
+    params = _freeze_for(model, parts)
+    optimizer = torch.optim.AdamW(params, lr=cfg.peak_lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.steps, cfg.warmup_fraction))
+    objective, optimizer = accelerator.prepare(StageObjective(model, cfg), optimizer)
+    curriculum = Curriculum(cfg.context_tokens // model.k, cfg.steps, cfg.seed, cfg.curriculum)
+    config = asdict(cfg)
+    metadata = {**identity, "stage": cfg.stage}
+
+    start_step = 0
+    log_path = out_dir / "metrics.jsonl"
+    if resume and (out_dir / STATE_DIR).exists():
+        start_step = load_state(out_dir, model, optimizer, scheduler, metadata, config)
+        accelerator.print(f"resumed from {out_dir / STATE_DIR} at step {start_step}/{cfg.steps}")
+    history = _read_history(log_path, start_step) if start_step else []
+    _write_history(log_path, history)
+    if tracker_names:
+        accelerator.init_trackers(f"refrag-{cfg.stage}", config=config)
+
+    end_step = cfg.steps if max_new_steps is None else min(cfg.steps, start_step + max_new_steps)
+    bar = tqdm(range(start_step, end_step), initial=start_step, total=cfg.steps, desc=cfg.stage,
+               disable=not progress or not accelerator.is_local_main_process)
+    elapsed = history[-1]["seconds"] if history else 0.0
+    for step in bar:
+        tick = time.perf_counter()
+        n_chunks = curriculum.chunks_at(step)
+        stats = []
+        for micro in range(cfg.grad_accum):
+            rng = np.random.default_rng([cfg.seed, step, micro, accelerator.process_index])
+            examples = step_examples(cfg, model.k, n_chunks, token_docs, rng)
+            last = micro == cfg.grad_accum - 1
+            with accelerator.autocast(), (accelerator.no_sync(objective) if not last else nullcontext()):
+                out = objective(examples, rng)
+                accelerator.backward(out.loss / cfg.grad_accum)
+            stats.append(out)
+        grad_norm = accelerator.clip_grad_norm_(params, cfg.clip_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        elapsed += time.perf_counter() - tick
+        row = _row(step, n_chunks, stats, grad_norm, scheduler.get_last_lr()[0], elapsed)
+        history.append(row)
+        if accelerator.is_main_process:
+            with log_path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+        if tracker_names:
+            accelerator.log({k: v for k, v in row.items() if k != "step"}, step=step)
+        bar.set_postfix(loss=f"{row['loss']:.3f}", chunks=n_chunks)
+        done = step + 1
+        if done % cfg.save_every == 0 or done == end_step:
+            if accelerator.is_main_process:
+                save_state(out_dir, model, parts, optimizer, scheduler, done, metadata, config)
+            accelerator.wait_for_everyone()
+    bar.close()
+    if tracker_names:
+        accelerator.end_training()
+    finished = bool(history) and history[-1]["step"] == cfg.steps - 1
+    if finished and accelerator.is_main_process:
+        save_weights(out_dir / WEIGHTS, model, parts, {**metadata, "step": str(cfg.steps)})
+    for module in (model.encoder, model.projector, model.decoder):
+        module.eval()
+    return TrainResult(model, history, summarise(history, cfg, finished))
+
+
+def _row(step, n_chunks, stats: list[TokenStats], grad_norm, lr, elapsed) -> dict:
+    tokens = sum(int(s.tokens.sum()) for s in stats)
+    nll = sum(float(s.nll.sum()) for s in stats)
+    correct = sum(float(s.correct.sum()) for s in stats)
+    return {"step": step, "loss": nll / tokens, "token_accuracy": correct / tokens, "chunks": n_chunks,
+            "examples": sum(len(s.tokens) for s in stats), "target_tokens": tokens,
+            "grad_norm": float(grad_norm), "lr": lr, "seconds": round(elapsed, 3)}
+
+
+def _read_history(path: Path, upto: int) -> list[dict]:
+    """The logged rows of the steps before `upto` (rows after the checkpoint are re-done on resume)."""
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [row for row in rows if row["step"] < upto]
+
+
+def _write_history(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def summarise(history: list[dict], cfg: TrainConfig, finished: bool) -> dict:
+    """Training numbers for metrics.json: time, throughput, and the mean loss of the first and the last
+    fifth of the steps (single steps are noisy: each draws its own chunk count and examples)."""
+    if not history:
+        return {"steps_done": 0, "finished": finished}
+    window = max(1, len(history) // 5)
+    seconds = history[-1]["seconds"]
+    examples = sum(row["examples"] for row in history)
+    return {
+        "steps_done": len(history), "finished": finished, "train_seconds": seconds,
+        "samples_per_second": examples / seconds if seconds else 0.0,
+        "first_loss": float(np.mean([r["loss"] for r in history[:window]])),
+        "last_loss": float(np.mean([r["loss"] for r in history[-window:]])),
+        "trained_parts": cfg.trained_parts(), "config": asdict(cfg),
+    }
+
+
+# ---- runs: where documents come from and where weights go -------------------------------------------
+def tokenized_documents(model: RefragModel, path: str | Path | None = None) -> tuple[list, list]:
+    """(train, held-out) token lists of the course documents (or a user's .jsonl/.txt file)."""
+    from .data import default_data_dir, load_documents
+
+    documents = load_documents(path or default_data_dir() / "documents.jsonl")
+    train_docs, held_out = split_documents(documents)
+    return [model.tokenize(d) for d in train_docs], [model.tokenize(d) for d in held_out]
+
+
+def prepare_model(run, cfg: TrainConfig, init_from_recon: bool = True) -> RefragModel:
+    """The preset's model, initialised from the reconstruction weights for CPT.
+
+    CPT without them is the Table 12 ablation and must be asked for (init_from_recon=False).
+    """
+    from .model import load_refrag
+
+    recon_weights = None
+    if cfg.stage == "cpt" and init_from_recon:
+        try:
+            recon_weights = run.require("recon", WEIGHTS)
+        except MissingArtifactError as err:
+            raise MissingArtifactError(
+                f"{err} CPT starts from the reconstruction weights; to train CPT from scratch on purpose "
+                "(the Table 12 ablation) pass init_from_recon=False (CLI: --no-recon-init)."
+            ) from err
+    model = load_refrag(run.preset)
+    if recon_weights is not None:
+        load_weights(recon_weights, model, model_identity(run.preset, "recon"), stage="recon")
+    return model
+
+
+def train_stage(
+    run, cfg: TrainConfig, folder: str = "", init_from_recon: bool = True, documents: str | Path | None = None,
+    resume: bool = True, max_new_steps: int | None = None, progress: bool = True, trackers: list[str] | None = None,
+) -> TrainResult:
+    """Train one stage of a run; weights and metrics.jsonl go to RUN_DIR/<folder or stage>/."""
+    model = prepare_model(run, cfg, init_from_recon)
+    train_docs, _ = tokenized_documents(model, documents)
+    out_dir = run.stage_dir(folder or cfg.stage)
+    result = train(model, cfg, train_docs, out_dir, model_identity(run.preset, cfg.stage), resume=resume,
+                   max_new_steps=max_new_steps, progress=progress, trackers=trackers)
+    result.summary["init_from_recon"] = init_from_recon if cfg.stage == "cpt" else None
+    return result
+
+
+def load_trained(run, stage: str, folder: str = "") -> RefragModel:
+    """The model a finished stage left in RUN_DIR/<stage>/weights.safetensors (for later notebooks)."""
+    from .model import load_refrag
+
+    if stage not in STAGES:
+        raise CourseError(f"stage must be one of {STAGES}, got {stage!r}.")
+    path = run.require(folder or stage, WEIGHTS)
+    model = load_refrag(run.preset)
+    load_weights(path, model, model_identity(run.preset, stage), stage=stage)
+    return model.eval()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m refrag_lib train --stage recon|cpt ...` (also under `accelerate launch -m refrag_lib train`)."""
+    from .config import PRESETS
+    from .runs import open_run
+
+    parser = argparse.ArgumentParser(prog="python -m refrag_lib train", description=main.__doc__)
+    parser.add_argument("--stage", required=True, choices=STAGES)
+    parser.add_argument("--preset", default="cpu", choices=[*PRESETS, "auto"])
+    parser.add_argument("--k", type=int, default=None, help="tokens per chunk (default: the preset's)")
+    parser.add_argument("--run-dir", default="", help="artifacts folder (default runs/<preset>)")
+    parser.add_argument("--folder", default="", help="sub-folder of the run (default: the stage name)")
+    parser.add_argument("--steps", type=int, required=True)
+    parser.add_argument("--context", type=int, default=256, help="s: context tokens (s/k chunks)")
+    parser.add_argument("--continuation", type=int, default=64, help="o: tokens CPT predicts")
+    parser.add_argument("--positions", type=int, default=512, help="decoder positions per micro-batch")
+    parser.add_argument("--grad-accum", type=int, default=1)
+    parser.add_argument("--lr", type=float, default=0.0, help="peak LR (default: the paper's for the stage)")
+    parser.add_argument("--expand-fraction", type=float, default=0.0, help="p: chunks left as tokens in CPT")
+    parser.add_argument("--train-decoder", action="store_true", help="CPT: unfreeze the decoder too")
+    parser.add_argument("--no-curriculum", action="store_true", help="every step uses s/k chunks")
+    parser.add_argument("--no-recon-init", action="store_true", help="CPT from scratch (Table 12 ablation)")
+    parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
+    parser.add_argument("--max-new-steps", type=int, default=None, help="stop after this many steps (resumable)")
+    parser.add_argument("--save-every", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--documents", default=None, help=".jsonl ({'text'} or {'tokens'}) or .txt file")
+    parser.add_argument("--trackers", nargs="*", default=[], help="tensorboard | mlflow | wandb")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    cfg = TrainConfig(
+        stage=args.stage, steps=args.steps, context_tokens=args.context, continuation_tokens=args.continuation,
+        positions_per_step=args.positions, grad_accum=args.grad_accum, lr=args.lr, curriculum=not args.no_curriculum,
+        expand_fraction=args.expand_fraction, train_decoder=args.train_decoder, seed=args.seed,
+        save_every=args.save_every,
+    )
+    run = open_run(args.preset, args.run_dir, k=args.k)
+    result = train_stage(run, cfg, folder=args.folder, init_from_recon=not args.no_recon_init,
+                         documents=args.documents, resume=not args.fresh, max_new_steps=args.max_new_steps,
+                         progress=not args.no_progress, trackers=args.trackers)
+    run.write_metrics(args.folder or cfg.stage, result.summary)
+    print(json.dumps({k: v for k, v in result.summary.items() if k != "config"}, indent=1))
+    return 0

@@ -1,0 +1,73 @@
+"""Plots of notebooks 02 and 03: loss curves, quality by number of chunks, the log-perplexity table."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def smoothed(values, window: int) -> np.ndarray:
+    """A trailing moving average (the per-step loss jumps with the curriculum's chunk count)."""
+    values = np.asarray(values, dtype=float)
+    window = max(1, min(window, len(values)))
+    cumulative = np.cumsum(np.insert(values, 0, 0.0))
+    out = np.empty_like(values)
+    for i in range(len(values)):
+        lo = max(0, i + 1 - window)
+        out[i] = (cumulative[i + 1] - cumulative[lo]) / (i + 1 - lo)
+    return out
+
+
+def plot_loss_curves(histories: dict[str, list[dict]], ax=None, window: int = 10, show_chunks: bool = True):
+    """Training loss per step for each run (raw, faint; smoothed, solid), with the chunk count behind."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 3.5))
+    for label, rows in histories.items():
+        steps = [r["step"] for r in rows]
+        losses = [r["loss"] for r in rows]
+        (line,) = ax.plot(steps, smoothed(losses, window), label=f"{label} (smoothed)")
+        ax.plot(steps, losses, alpha=0.25, color=line.get_color())
+    first = next(iter(histories.values()), [])
+    if show_chunks and first:
+        twin = ax.twinx()
+        twin.step([r["step"] for r in first], [r["chunks"] for r in first], where="post", color="grey",
+                  alpha=0.4, linewidth=0.8)
+        twin.set_ylabel("chunks this step", color="grey")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (NLL per target token)")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_by_chunks(results: dict[str, dict], key: str = "log_ppl_by_chunks", ax=None):
+    """One line per model: a metric against the number of chunks reconstructed (log x axis)."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.5))
+    for label, metrics in results.items():
+        values = metrics[key]
+        counts = sorted(values, key=int)
+        ax.plot([int(c) for c in counts], [values[c] for c in counts], marker="o", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("chunks reconstructed (n x k tokens)")
+    ax.set_ylabel(key.replace("_by_chunks", "").replace("_", " "))
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_log_ppl_bars(log_ppl: dict[str, float], ax=None):
+    """The CPT table as bars (lower is better)."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.5))
+    names = list(log_ppl)
+    bars = ax.bar(names, [log_ppl[n] for n in names], color="tab:blue")
+    for bar, name in zip(bars, names):
+        ax.annotate(f"{log_ppl[name]:.3f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel("log-perplexity of the continuation (lower is better)")
+    ax.tick_params(axis="x", rotation=20)
+    return ax

@@ -1,0 +1,76 @@
+"""The curriculum (Table 8): geometric rows, mixtures that sum to 1, the cap at s/k, determinism."""
+
+import numpy as np
+import pytest
+
+from refrag_lib.curriculum import N_STAGES, TABLE8, Curriculum, capped_table, stage_mixtures
+from refrag_lib.errors import CourseError
+
+
+@pytest.mark.parametrize("factor", sorted(TABLE8))
+def test_each_row_of_table8_is_geometric(factor):
+    counts = np.asarray(TABLE8[factor], dtype=float)
+    assert len(counts) == N_STAGES
+    big = counts >= 5  # tiny counts are rounded to integers, so only the larger ones pin the ratio
+    stages = np.arange(N_STAGES)[big]
+    slope, intercept = np.polyfit(stages, np.log(counts[big]), 1)
+    fitted = np.exp(intercept + slope * np.arange(N_STAGES))
+    assert np.all(np.abs(fitted - counts) <= np.maximum(1.5, 0.06 * counts)), (fitted.round(1), counts)
+
+
+def test_short_factors_fade_and_long_factors_grow():
+    assert TABLE8[1][0] > TABLE8[1][-1] and TABLE8[256][0] < TABLE8[256][-1]
+
+
+@pytest.mark.parametrize("max_chunks", [1, 3, 16, 256, 1000])
+def test_each_stage_mixture_sums_to_one(max_chunks):
+    factors, mixtures = stage_mixtures(max_chunks)
+    assert mixtures.shape == (N_STAGES, len(factors))
+    np.testing.assert_allclose(mixtures.sum(axis=1), 1.0)
+    assert (mixtures >= 0).all()
+
+
+def test_factors_are_capped_at_what_s_over_k_allows():
+    table = capped_table(16)
+    assert max(table) == 16 and list(table) == [1, 2, 4, 8, 16]
+    expected = sum(np.asarray(TABLE8[f], float) for f in TABLE8 if f >= 16)
+    np.testing.assert_allclose(table[16], expected)  # the mass of 32..256 chunks moves onto 16
+    assert max(capped_table(12)) == 12
+    curriculum = Curriculum(max_chunks=4, total_steps=200, seed=1)
+    assert set(curriculum.schedule()) <= {1, 2, 4}
+    with pytest.raises(CourseError, match="at least one chunk"):
+        capped_table(0)
+
+
+def test_stages_spread_evenly_over_any_budget():
+    curriculum = Curriculum(max_chunks=16, total_steps=90)
+    assert [curriculum.stage(s) for s in (0, 9, 10, 89)] == [0, 0, 1, 8]
+    assert Curriculum(16, 7).stage(6) == 8 and Curriculum(16, 1).stage(0) == 0
+    with pytest.raises(CourseError):
+        curriculum.stage(90)
+
+
+def test_same_seed_same_schedule_and_other_seed_differs():
+    a = Curriculum(16, 300, seed=3).schedule()
+    assert a == Curriculum(16, 300, seed=3).schedule()
+    assert a != Curriculum(16, 300, seed=4).schedule()
+
+
+def test_schedule_moves_from_one_chunk_to_many():
+    schedule = np.asarray(Curriculum(16, 900, seed=0).schedule())
+    assert np.mean(schedule[:100] == 1) > 0.6  # stage 1 is mostly single chunks
+    assert np.mean(schedule[-100:] == 16) > 0.4  # the last stage mostly uses all s/k chunks
+
+
+def test_no_curriculum_always_uses_all_chunks():
+    assert set(Curriculum(16, 50, curriculum=False).schedule()) == {16}
+
+
+def test_plot_runs():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from refrag_lib.curriculum import plot_curriculum
+
+    ax = plot_curriculum(Curriculum(16, 60))
+    assert ax.get_ylim() == (0, 1)

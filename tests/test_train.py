@@ -1,0 +1,146 @@
+"""The shared training loop on tiny random models: learning, exact resume, checkpoints, bad input."""
+
+import json
+
+import pytest
+import torch
+from conftest import TINY_TEXT, tiny_refrag
+
+from refrag_lib.checkpoint import STATE_DIR, WEIGHTS, load_weights, read_metadata
+from refrag_lib.config import get_preset
+from refrag_lib.errors import CourseError, MissingArtifactError
+from refrag_lib.runs import open_run
+from refrag_lib.train import TrainConfig, main, prepare_model, split_documents, train, warmup_cosine
+
+IDENTITY = {"preset": "tiny", "k": "4", "encoder": "tiny-bert", "decoder": "tiny-llama"}
+
+
+def docs(model):
+    return [model.tokenize(" ".join(TINY_TEXT[i:] + TINY_TEXT[:i]) * 2) for i in range(3)]
+
+
+def config(stage="recon", steps=6, **kw):
+    return TrainConfig(stage=stage, steps=steps, context_tokens=16, continuation_tokens=8, positions_per_step=48,
+                       lr=3e-3, save_every=2, **kw)
+
+
+def weights(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def run_tiny(tmp_path, cfg, **kw):
+    model = tiny_refrag(k=4)
+    return train(model, cfg, docs(model), tmp_path, IDENTITY, progress=False, **kw)
+
+
+def test_reconstruction_loss_goes_down_and_decoder_stays_frozen(tmp_path):
+    model = tiny_refrag(k=4)
+    before = weights(model)
+    result = train(model, config(steps=30, curriculum=False), docs(model), tmp_path, IDENTITY, progress=False)
+    after = weights(model)
+    assert result.summary["last_loss"] < result.summary["first_loss"]
+    assert all(torch.equal(before[n], after[n]) for n in before if n.startswith("decoder."))
+    assert any(not torch.equal(before[n], after[n]) for n in before if n.startswith("projector."))
+    assert any(not torch.equal(before[n], after[n]) for n in before if n.startswith("encoder."))
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(30))
+    assert read_metadata(tmp_path / WEIGHTS)["parts"] == "encoder,projector"
+
+
+def test_cpt_can_train_the_decoder(tmp_path):
+    model = tiny_refrag(k=4)
+    before = weights(model)
+    train(model, config("cpt", steps=3, train_decoder=True, expand_fraction=0.25), docs(model), tmp_path,
+          IDENTITY, progress=False)
+    assert any(not torch.equal(before[n], p) for n, p in model.named_parameters() if n.startswith("decoder."))
+
+
+def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path):
+    cfg = config(steps=6, grad_accum=2)
+    straight = run_tiny(tmp_path / "straight", cfg)
+    first = run_tiny(tmp_path / "resumed", cfg, max_new_steps=3)  # a "Colab disconnect" after step 3
+    assert not first.summary["finished"] and not (tmp_path / "resumed" / WEIGHTS).exists()
+    resumed = run_tiny(tmp_path / "resumed", cfg)  # a fresh process: new model, same folder
+    assert resumed.summary["finished"]
+    for name, value in weights(straight.model).items():
+        torch.testing.assert_close(weights(resumed.model)[name], value, rtol=0, atol=0)
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in straight.history]
+    rows = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["step"] for r in rows] == list(range(6))
+
+
+def test_resume_with_other_settings_or_identity_is_refused(tmp_path):
+    run_tiny(tmp_path, config(steps=4), max_new_steps=2)
+    with pytest.raises(CourseError, match="other training settings"):
+        run_tiny(tmp_path, config(steps=8))
+    model = tiny_refrag(k=4)
+    with pytest.raises(CourseError, match="another configuration"):
+        train(model, config(steps=4), docs(model), tmp_path, {**IDENTITY, "k": "8"}, progress=False)
+
+
+def test_corrupt_checkpoint_gives_a_clear_error(tmp_path):
+    run_tiny(tmp_path, config(steps=2))
+    (tmp_path / WEIGHTS).write_bytes(b"not a safetensors file")
+    with pytest.raises(CourseError, match="delete it and re-run"):
+        load_weights(tmp_path / WEIGHTS, tiny_refrag(k=4), IDENTITY)
+    (tmp_path / STATE_DIR / "model.safetensors").write_bytes(b"\x00" * 20)
+    with pytest.raises(CourseError, match="corrupt"):
+        run_tiny(tmp_path, config(steps=2))
+
+
+def test_weights_of_another_k_are_refused(tmp_path):
+    run_tiny(tmp_path, config(steps=2))
+    with pytest.raises(CourseError, match="k='4'"):
+        load_weights(tmp_path / WEIGHTS, tiny_refrag(k=4), {**IDENTITY, "k": "16"})
+
+
+def test_cpt_without_reconstruction_weights_needs_to_be_asked_for(tmp_path):
+    run = open_run("cpu", tmp_path)
+    with pytest.raises(MissingArtifactError, match="no-recon-init"):
+        prepare_model(run, TrainConfig(stage="cpt", steps=1))
+    with pytest.raises(MissingArtifactError, match="02_reconstruction"):
+        main(["--stage", "cpt", "--steps", "1", "--run-dir", str(tmp_path)])
+
+
+def test_config_and_schedule_checks():
+    with pytest.raises(CourseError):
+        TrainConfig(stage="sft", steps=1)
+    with pytest.raises(CourseError, match="frozen"):
+        TrainConfig(stage="recon", steps=1, train_decoder=True)
+    factor = warmup_cosine(100, 0.04)
+    assert factor(0) == pytest.approx(0.25) and factor(3) == pytest.approx(1.0)
+    assert factor(50) < factor(10) and factor(99) < 0.01
+    train_docs, held = split_documents(list(range(300)))
+    assert len(held) == 30 and held == list(range(270, 300)) and not set(train_docs) & set(held)
+    assert TrainConfig(stage="cpt", steps=1).peak_lr == 5e-5 and TrainConfig(stage="recon", steps=1).peak_lr == 2e-4
+    assert get_preset("cpu").k == 16
+
+
+def test_evaluation_helpers_on_a_tiny_model():
+    from refrag_lib.evaluate import (
+        ARMS,
+        chunk_counts,
+        context_log_ppl,
+        cpt_windows,
+        decoded_reconstructions,
+        reconstruction_by_chunks,
+    )
+
+    assert chunk_counts(16) == [1, 4, 16] and chunk_counts(128) == [1, 4, 16, 64] and chunk_counts(3) == [1]
+    model = tiny_refrag(k=4)
+    held = docs(model)
+    by_chunks = reconstruction_by_chunks(model, held, [1, 4], n_examples=3, batch_size=2)
+    assert set(by_chunks["log_ppl_by_chunks"]) == {"1", "4"}
+    assert all(0 <= a <= 1 for a in by_chunks["token_accuracy_by_chunks"].values())
+    pairs = cpt_windows(held, 16, 6, n_examples=3)
+    assert pairs == cpt_windows(held, 16, 6, n_examples=3) and all(len(c) == 16 and len(o) == 6 for c, o in pairs)
+    context, continuation = pairs[0]
+    last = ARMS["last_tokens"](model, context, continuation)
+    assert last.prefix == context[-4:]  # s/k = 4 tokens: as many decoder positions as 4 chunk vectors
+    assert len(ARMS["refrag"](model, context, continuation).chunks) == 4
+    values = {arm: context_log_ppl(model, pairs, arm) for arm in ARMS}
+    assert all(v > 0 for v in values.values())
+    rows = decoded_reconstructions(model, held, [1, 2], max_tokens=5)
+    assert [r["chunks"] for r in rows] == [1, 2] and all(0 <= r["exact_token_share"] <= 1 for r in rows)
+    with pytest.raises(CourseError, match="Unknown arm"):
+        context_log_ppl(model, pairs, "oracle")
