@@ -234,7 +234,9 @@ def train(
         n_chunks = curriculum.chunks_at(step)
         stats = []
         for micro in range(cfg.grad_accum):
-            rng = np.random.default_rng([cfg.seed, step, micro, accelerator.process_index])
+            # One stream per global micro-batch: N processes x A accumulation steps draw the same examples
+            # as one process with N*A accumulation steps, so adding GPUs keeps the global batch.
+            rng = np.random.default_rng([cfg.seed, step, micro * accelerator.num_processes + accelerator.process_index])
             examples = step_examples(cfg, model.k, n_chunks, token_docs, rng)
             last = micro == cfg.grad_accum - 1
             with accelerator.autocast(), (accelerator.no_sync(objective) if not last else nullcontext()):
@@ -246,7 +248,8 @@ def train(
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         elapsed += time.perf_counter() - tick
-        row = _row(step, n_chunks, stats, grad_norm, scheduler.get_last_lr()[0], elapsed)
+        totals = accelerator.reduce(_totals(stats, accelerator.device), reduction="sum")  # all processes
+        row = _row(step, n_chunks, totals.tolist(), grad_norm, scheduler.get_last_lr()[0], elapsed)
         history.append(row)
         if accelerator.is_main_process:
             with log_path.open("a") as f:
@@ -270,12 +273,17 @@ def train(
     return TrainResult(model, history, summarise(history, cfg, finished))
 
 
-def _row(step, n_chunks, stats: list[TokenStats], grad_norm, lr, elapsed) -> dict:
-    tokens = sum(int(s.tokens.sum()) for s in stats)
-    nll = sum(float(s.nll.sum()) for s in stats)
-    correct = sum(float(s.correct.sum()) for s in stats)
+def _totals(stats: list[TokenStats], device) -> torch.Tensor:
+    """[scored tokens, summed NLL, correct tokens, examples] of this process's micro-batches."""
+    return torch.tensor([sum(float(s.tokens.sum()) for s in stats), sum(float(s.nll.sum()) for s in stats),
+                         sum(float(s.correct.sum()) for s in stats), sum(len(s.tokens) for s in stats)],
+                        dtype=torch.float64, device=device)
+
+
+def _row(step, n_chunks, totals: list[float], grad_norm, lr, elapsed) -> dict:
+    tokens, nll, correct, examples = totals
     return {"step": step, "loss": nll / tokens, "token_accuracy": correct / tokens, "chunks": n_chunks,
-            "examples": sum(len(s.tokens) for s in stats), "target_tokens": tokens,
+            "examples": int(examples), "target_tokens": int(tokens),
             "grad_norm": float(grad_norm), "lr": lr, "seconds": round(elapsed, 3)}
 
 
