@@ -8,7 +8,13 @@ RUN_DIR ?= runs/$(PRESET)
 TORCH ?= torch==2.13.0
 PIP_QUIET ?= -q
 
-.PHONY: help venv course smoke test unit lint format notebooks sync-notebooks bench-load clean-venv
+# SMOKE=1: the notebooks' SMOKE parameters (regress compares with tests/baselines/<preset>-smoke.json)
+SMOKE ?=
+SMOKE_FLAG := $(if $(filter 1 true yes,$(SMOKE)),--smoke,)
+BASELINE := tests/baselines/$(PRESET)$(if $(SMOKE_FLAG),-smoke,).json
+REGRESS_DIR := $(RUN_DIR)$(if $(SMOKE_FLAG),-smoke,)
+
+.PHONY: help venv course smoke test unit lint notebooks bench-load regress baseline clean-venv
 
 help:
 	@echo "make course      run every notebook headless (PRESET=$(PRESET), RUN_DIR=$(RUN_DIR))"
@@ -17,6 +23,8 @@ help:
 	@echo "make unit        only the fast unit tests"
 	@echo "make notebooks   rebuild notebooks/*.ipynb from their jupytext sources notebooks/*.py"
 	@echo "make bench-load  time a warm load of the offline decoder"
+	@echo "make regress     run the course and compare its metrics with $(BASELINE) (SMOKE=1: the smoke run)"
+	@echo "make baseline    record the last regress run's metrics as the new references, on purpose"
 
 venv: $(VENV)/.installed
 
@@ -51,6 +59,13 @@ notebooks: venv
 
 bench-load: venv
 	$(PY) -m refrag_lib load-time --preset $(PRESET)
+
+regress: venv
+	$(PY) -m refrag_lib course --preset $(PRESET) --run-dir $(REGRESS_DIR) $(SMOKE_FLAG)
+	$(PY) -m refrag_lib regress --run-dir $(REGRESS_DIR) --baseline $(BASELINE)
+
+baseline: venv
+	$(PY) -m refrag_lib regress --run-dir $(REGRESS_DIR) --baseline $(BASELINE) --refresh
 
 clean-venv:
 	rm -rf $(VENV)
