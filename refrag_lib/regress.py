@@ -82,8 +82,8 @@ def load_baseline(path: Path) -> list[Check]:
     """Read tests/baselines/<name>.json: {"metrics": {name: {reference, higher_is_better, tolerance}}}."""
     if not path.exists():
         raise MissingArtifactError(
-            f"No baseline at {path}: copy tests/baselines/cpu.json (the list of guarded metrics), then record "
-            "this run's values with `make baseline PRESET=...`."
+            f"No baseline at {path}: copy tests/baselines/cpu-smoke.json (the list of guarded metrics) to that "
+            "path, then record this run's values with `make baseline PRESET=...`."
         )
     try:
         entries = json.loads(path.read_text())["metrics"]
