@@ -16,6 +16,7 @@ COMMANDS = {
     "train": ("refrag_lib.train:main", "train a stage (recon | cpt) with the shared accelerate loop"),
     "bench": ("refrag_lib.bench:main", "TTFT/TTIT/memory benchmark of REFRAG against ordinary RAG"),
     "regress": ("refrag_lib.regress:main", "compare a run's metrics with a committed baseline"),
+    "generate": ("refrag_lib.ready_index:main", "answer a question from a REFRAG-ready index"),
 }
 
 

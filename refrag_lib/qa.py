@@ -1,0 +1,117 @@
+"""RAG question answering: prompts from retrieved passages, and SQuAD-style scoring.
+
+A prompt is Segments(prefix = "Question: ...\\nContext:\\n", chunks = the passages cut into k-token
+chunks, suffix = "\\nAnswer:"), the same layout the TTFT benchmark uses. Each passage is chunked on
+its own (as in the chunk store), so its chunk vectors can be read from the index instead of encoded.
+
+For training, the answer cue "\\nAnswer:" is moved into one extra, always-expanded chunk and the
+suffix holds the answer tokens (+ EOS). The decoder sees exactly the same positions as at inference
+(an expanded chunk is ordinary tokens), and the loss, which counts suffix tokens, counts the
+answer only.
+
+Scoring follows the SQuAD evaluation script: lower-case, drop punctuation and the articles a/an/the,
+collapse whitespace; exact match and token F1 take the best over the gold answers.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import string
+from collections.abc import Sequence
+
+from .bench import ANSWER_SUFFIX, QUESTION_PREFIX
+from .errors import CourseError
+from .model import RefragModel, Segments
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = set(string.punctuation)
+
+
+# ---- SQuAD-style scoring ------------------------------------------------------------------------
+def normalize_answer(text: str) -> str:
+    """Lower case, no punctuation, no articles, single spaces (the SQuAD v1.1 normalisation)."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def exact_match(prediction: str, answers: Sequence[str]) -> float:
+    """1.0 when the normalised prediction equals one normalised gold answer."""
+    _check_answers(answers)
+    return float(any(normalize_answer(prediction) == normalize_answer(a) for a in answers))
+
+
+def token_f1(prediction: str, answers: Sequence[str]) -> float:
+    """The best token-overlap F1 between the prediction and a gold answer (bag of normalised words)."""
+    _check_answers(answers)
+    return max(_f1(normalize_answer(prediction).split(), normalize_answer(a).split()) for a in answers)
+
+
+def _f1(predicted: list[str], gold: list[str]) -> float:
+    if not predicted or not gold:
+        return float(predicted == gold)
+    common = sum((collections.Counter(predicted) & collections.Counter(gold)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(predicted), common / len(gold)
+    return 2 * precision * recall / (precision + recall)
+
+
+def answer_in_context(texts: Sequence[str], answers: Sequence[str]) -> bool:
+    """Whether a gold answer occurs, as whole normalised words, in one of the texts (a reader can only
+    copy what retrieval handed it)."""
+    _check_answers(answers)
+    targets = [f" {normalize_answer(a)} " for a in answers if normalize_answer(a)]
+    return any(t in f" {normalize_answer(text)} " for text in texts for t in targets)
+
+
+def _check_answers(answers: Sequence[str]) -> None:
+    if isinstance(answers, str) or len(answers) == 0:
+        raise CourseError(f"answers must be a non-empty list of strings, got {answers!r}.")
+
+
+def clean_prediction(text: str) -> str:
+    """The answer part of a generation: its first line, stripped (the model may run on after it)."""
+    return text.strip().split("\n", 1)[0].strip()
+
+
+# ---- prompts ----------------------------------------------------------------------------------------
+def question_prefix(model: RefragModel, question: str) -> list[int]:
+    """The question tokens that precede the context; refused when they alone fill the decoder's window."""
+    prefix = model.tokenize(QUESTION_PREFIX.format(question=question))
+    room = model.window - len(model.tokenize(ANSWER_SUFFIX))
+    if len(prefix) >= room:
+        raise CourseError(
+            f"The question takes {len(prefix)} decoder tokens, but the decoder's window is {model.window} "
+            "positions (with the answer cue and at least one generated token): ask a shorter question."
+        )
+    return prefix
+
+
+def build_prompt(model: RefragModel, question: str, passage_chunks: Sequence[Sequence[Sequence[int]]]) -> Segments:
+    """Question, then each passage's chunks in the given order, then the answer cue (for generation)."""
+    chunks = [list(c) for chunks in passage_chunks for c in chunks]
+    return Segments(question_prefix(model, question), chunks, model.tokenize(ANSWER_SUFFIX))
+
+
+def training_example(prompt: Segments, answer_ids: Sequence[int], eos_id: int) -> Segments:
+    """The prompt with its answer cue as a final chunk (to be expanded) and answer + EOS as the scored suffix."""
+    if len(answer_ids) == 0:
+        raise CourseError("A training answer must have at least one token.")
+    return Segments(list(prompt.prefix), [*prompt.chunks, list(prompt.suffix)], [*answer_ids, eos_id])
+
+
+def input_positions(prompt: Segments, expand: Sequence[bool]) -> int:
+    """Decoder positions of a prompt: tokens of the question, answer cue and expanded chunks, one per vector."""
+    context = sum(len(c) if e else 1 for c, e in zip(prompt.chunks, expand, strict=True))
+    return len(prompt.prefix) + context + len(prompt.suffix)
+
+
+def with_gold(rows: Sequence[int], gold: int) -> list[int]:
+    """The retrieved rows with the gold passage forced in: kept where retrieved, else in place of the last."""
+    rows = [int(r) for r in rows]
+    if gold in rows:
+        return rows
+    if not rows:
+        raise CourseError("Cannot force the gold passage into an empty retrieval list (top_k >= 1).")
+    return [*rows[:-1], int(gold)]

@@ -1,0 +1,152 @@
+"""A "REFRAG-ready index": the retrieval index and the chunk vectors of the trained encoder, saved together.
+
+At query time REFRAG then runs no encoder at all ("with cache"): retrieve passage rows, read their
+chunks' c_i from the store, let the policy pick the chunks to expand, project, prefill. The folder
+(RUN_DIR/sft/ready_index/) holds the FAISS index, the passages, the chunk store computed with the
+SFT encoder, and ready.json (p, top_k, which weights made the vectors). Loading it checks the store
+against the loaded model's encoder: vectors of another encoder would be silently wrong, so they are
+refused.
+
+Command line: ``python -m refrag_lib generate --question "Which river flows through City_003?"``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import CourseError, MissingArtifactError
+from .index import (
+    CHUNK_STORE_FILE,
+    ChunkStore,
+    PassageIndex,
+    Retriever,
+    build_chunk_store,
+    load_chunk_store,
+    load_index,
+    retrieve,
+    save_index,
+)
+from .model import RefragModel
+
+READY_FOLDER = "ready_index"  # under RUN_DIR/sft/
+READY_FILE = "ready.json"
+
+
+def build_ready_index(folder: str | Path, model: RefragModel, index: PassageIndex, weights: str, p: float,
+                      top_k: int, batch_size: int = 256, progress: bool = True) -> Path:
+    """Save the index and every passage's chunk vectors computed with `model`'s (trained) encoder."""
+    folder = Path(folder)
+    save_index(index, folder)
+    store = build_chunk_store(model, index.passages, encoder_weights=weights, batch_size=batch_size,
+                              progress=progress)
+    store.save(folder / CHUNK_STORE_FILE)
+    settings = {"p": p, "top_k": top_k, "encoder_weights": weights, "n_chunks": store.n_chunks, "k": model.k}
+    (folder / READY_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+    return folder
+
+
+@dataclass
+class ReadyIndex:
+    """Everything inference needs, no encoder pass: index, cached chunk vectors, the reader and its policy."""
+
+    index: PassageIndex
+    store: ChunkStore
+    model: RefragModel
+    retriever: Retriever
+    policy: object
+    p: float
+    top_k: int
+
+
+def load_ready_index(folder: str | Path, model: RefragModel, retriever: Retriever, policy) -> ReadyIndex:
+    """The saved ready index, refused when its vectors were made by another encoder, k or passage list."""
+    folder = Path(folder)
+    if not (folder / READY_FILE).is_file():
+        raise MissingArtifactError(f"{folder / READY_FILE} is missing: run notebooks/05_sft.ipynb first (it builds "
+                                   "the REFRAG-ready index after fine-tuning).")
+    settings = json.loads((folder / READY_FILE).read_text())
+    index = load_index(folder, retriever.name, use_gpu=model.device.type == "cuda")
+    store = load_chunk_store(folder, model, index)
+    return ReadyIndex(index, store, model, retriever, policy, float(settings["p"]), int(settings["top_k"]))
+
+
+def generate_answer(ready: ReadyIndex, question: str, top_k: int | None = None, p: float | None = None,
+                    max_new_tokens: int = 12, repeats: int = 5) -> dict:
+    """Retrieve, read the cached chunk vectors, expand the policy's chunks, answer; with the TTFT (with cache)."""
+    from .qa import input_positions
+    from .sft import QAItem, Setting, answer_questions, prepare, store_text, ttft_ms
+
+    top_k = ready.top_k if top_k is None else top_k
+    p = ready.p if p is None else p
+    if not question.strip():
+        raise CourseError("The question is empty: pass --question \"...\".")
+    rows, scores = retrieve(ready.retriever, ready.index, [question], top_k)
+    item = QAItem(question, ("",), [int(r) for r in rows[0]])
+    with torch.inference_mode():
+        prepared = prepare(ready.model, item, Setting("generate", "refrag", top_k), ready.store, ready.policy, p)
+        answer = answer_questions(ready.model, [prepared], max_new_tokens)[0]
+        timing = ttft_ms(ready.model, [prepared], repeats=repeats, warmup=1)
+    chunks = [c for r in prepared.rows for c in ready.store.chunks_for([r])[0]]
+    decode = ready.model.decoder_tokenizer.decode
+    return {
+        "question": question, "answer": answer, "ttft_ms": timing["median"],
+        "passages": [{"id": ready.index.passages[r].id, "score": float(s),
+                      "text": store_text(ready.store, ready.model, r)} for r, s in zip(prepared.rows, scores[0])],
+        "expanded_chunks": [decode(c) for c, e in zip(chunks, prepared.expand) if e],
+        "n_chunks": len(chunks), "input_positions": input_positions(prepared.prompt, prepared.expand),
+    }
+
+
+def format_answer(result: dict) -> str:
+    """The answer, the passages, the expanded chunks and the TTFT, for a terminal."""
+    lines = [f"question: {result['question']}", f"answer:   {result['answer']}",
+             f"TTFT (with cache, median): {result['ttft_ms']:.1f} ms, {result['input_positions']} decoder positions",
+             "retrieved passages:"]
+    lines += [f"  {i}. {p['score']:.3f} {p['id']}  {p['text'].strip()[:110]}"
+              for i, p in enumerate(result["passages"], start=1)]
+    lines.append(f"expanded chunks ({len(result['expanded_chunks'])} of {result['n_chunks']}):")
+    lines += [f"  [{c.strip()}]" for c in result["expanded_chunks"]] or ["  (none)"]
+    return "\n".join(lines)
+
+
+def load_run_ready(run) -> ReadyIndex:
+    """The ready index of a run with the SFT REFRAG model, the retriever and the trained policy."""
+    from .checkpoint import model_identity
+    from .index import load_retriever
+    from .policy import load_policy
+    from .sft import load_sft_model
+
+    folder = run.root / "sft" / READY_FOLDER
+    model = load_sft_model(run, "refrag")
+    policy = load_policy(run.require("policy", "policy.safetensors"), model_identity(run.preset, "policy"))
+    return load_ready_index(folder, model, load_retriever(run.preset), policy)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m refrag_lib generate --question ...`: answer from the REFRAG-ready index of a run."""
+    from .config import PRESETS
+    from .runs import open_run
+
+    parser = argparse.ArgumentParser(prog="python -m refrag_lib generate", description=main.__doc__)
+    parser.add_argument("--question", required=True)
+    parser.add_argument("--preset", default="cpu", choices=[*PRESETS, "auto"])
+    parser.add_argument("--run-dir", default="", help="artifacts folder (default runs/<preset>)")
+    parser.add_argument("--top-k", type=int, default=None, help="passages to retrieve (default: the SFT run's)")
+    parser.add_argument("--p", type=float, default=None, help="share of chunks to expand (default: the SFT run's)")
+    parser.add_argument("--max-new-tokens", type=int, default=12)
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args(argv)
+    run = open_run(args.preset, args.run_dir)
+    try:
+        ready = load_run_ready(run)
+        result = generate_answer(ready, args.question, args.top_k, args.p, args.max_new_tokens)
+    except CourseError as err:
+        print(f"error: {err}")
+        return 1
+    print(json.dumps(result, indent=1) if args.json else format_answer(result))
+    return 0

@@ -1,0 +1,90 @@
+"""SQuAD-style scoring against hand-worked cases, and prompts whose training and inference layouts agree."""
+
+import pytest
+import torch
+
+from refrag_lib.errors import CourseError
+from refrag_lib.losses import suffix_token_stats
+from refrag_lib.qa import (
+    answer_in_context,
+    build_prompt,
+    clean_prediction,
+    exact_match,
+    input_positions,
+    normalize_answer,
+    token_f1,
+    training_example,
+    with_gold,
+)
+
+
+def test_normalisation_follows_squad():
+    assert normalize_answer("The  River_033.") == "river033"
+    assert normalize_answer("an Apple, a pear") == "apple pear"
+    assert normalize_answer("RG-8714") == "rg8714"
+
+
+def test_exact_match_takes_the_best_gold_answer():
+    assert exact_match("river_033", ["City_001", "River_033"]) == 1.0
+    assert exact_match("River_034", ["River_033"]) == 0.0
+    assert exact_match("the River_033", ["River_033"]) == 1.0
+
+
+def test_token_f1_by_hand():
+    # prediction 3 words, gold 2 words, 1 shared: P = 1/3, R = 1/2, F1 = 2PR/(P+R) = 0.4
+    assert token_f1("founded in 1427", ["in 1500"]) == pytest.approx(0.4)
+    assert token_f1("Person_042", ["Person_042"]) == 1.0
+    assert token_f1("", ["Person_042"]) == 0.0
+    assert token_f1("x", ["a b", "x"]) == 1.0
+
+
+def test_bad_answers_are_refused():
+    with pytest.raises(CourseError):
+        exact_match("a", "River_033")
+    with pytest.raises(CourseError):
+        token_f1("a", [])
+
+
+def test_answer_in_context_needs_whole_words():
+    texts = ["City_017 lies on River_033 and exports Material_009."]
+    assert answer_in_context(texts, ["River_033"])
+    assert not answer_in_context(texts, ["River_03"])
+    assert not answer_in_context([], ["River_033"])
+
+
+def test_clean_prediction_keeps_the_first_line():
+    assert clean_prediction(" River_033\nQuestion: ...") == "River_033"
+
+
+def test_with_gold_keeps_or_replaces_the_last():
+    assert with_gold([3, 5, 7], 5) == [3, 5, 7]
+    assert with_gold([3, 5, 7], 9) == [3, 5, 9]
+
+
+def test_prompt_layout_and_positions(tiny):
+    passages = [tiny.chunk_text("City_017 lies on River_033."), tiny.chunk_text("Person_042 leads Institute_008.")]
+    prompt = build_prompt(tiny, "Which river?", passages)
+    assert prompt.chunks == [c for p in passages for c in p]
+    expand = [False] * len(prompt.chunks)
+    assert input_positions(prompt, expand) == len(prompt.prefix) + len(prompt.chunks) + len(prompt.suffix)
+    all_tokens = input_positions(prompt, [True] * len(prompt.chunks))
+    assert all_tokens == len(prompt.prefix) + sum(map(len, prompt.chunks)) + len(prompt.suffix)
+
+
+def test_training_example_feeds_the_same_inputs_and_scores_only_the_answer(tiny):
+    prompt = build_prompt(tiny, "Which river?", [tiny.chunk_text("City_017 lies on River_033.")])
+    answer = tiny.tokenize(" River_033")
+    example = training_example(prompt, answer, tiny.eos_id)
+    mask = [i % 2 == 0 for i in range(len(prompt.chunks))]
+    infer = tiny.build_inputs([prompt], [mask], padding_side="right")
+    train = tiny.build_inputs([example], [[*mask, True]], padding_side="right")
+    width = infer.inputs_embeds.shape[1]
+    torch.testing.assert_close(train.inputs_embeds[:, :width], infer.inputs_embeds)
+    assert int(train.is_suffix.sum()) == len(answer) + 1  # answer tokens and EOS, never the cue
+    stats = suffix_token_stats(tiny, [example], [[*mask, True]])
+    assert int(stats.tokens.sum()) == len(answer) + 1
+
+
+def test_a_question_longer_than_the_window_is_refused(tiny):
+    with pytest.raises(CourseError, match="window"):
+        build_prompt(tiny, "City_017 " * 400, [])

@@ -1,0 +1,121 @@
+"""SFT and evaluation plumbing on tiny random models: both arms train the parts they should, the
+evaluation table has every row, and the REFRAG-ready index refuses vectors of another encoder."""
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_TEXT, tiny_refrag
+
+from refrag_lib.checkpoint import WEIGHTS, read_metadata
+from refrag_lib.data import Passage, QAExample
+from refrag_lib.errors import CourseError
+from refrag_lib.index import Retriever, build_chunk_store, build_index
+from refrag_lib.policy import ChunkPolicy, PolicyConfig
+from refrag_lib.ready_index import build_ready_index, generate_answer, load_ready_index
+from refrag_lib.sft import (
+    ROWS,
+    PassageChunks,
+    SFTConfig,
+    evaluate_all,
+    metrics_table,
+    policy_expansion,
+    retrieve_items,
+    side_by_side,
+    train_arm,
+    training_batch,
+)
+
+FACTS = [f"City_{i:03d} lies on River_{i + 30:03d}." for i in range(8)]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model = tiny_refrag(k=4)
+    passages = [Passage(f"p{i}", text) for i, text in enumerate(FACTS + TINY_TEXT)]
+    retriever = Retriever("tiny-retriever", model.encoder, model.encoder_tokenizer)
+    index = build_index(retriever.embed([p.text for p in passages], progress=False), passages, retriever.name,
+                        use_gpu=False)
+
+    questions = [QAExample(f"q{i}", f"Which river at City_{i:03d}?", (f"River_{i + 30:03d}",), f"p{i}")
+                 for i in range(8)]
+    items = retrieve_items(retriever, index, questions, top_k=6)
+    policy = ChunkPolicy(PolicyConfig(input_dim=model.encoder.config.hidden_size, width=16))
+    return model, retriever, index, items, policy
+
+
+def test_training_batches_are_repeatable_and_hold_the_gold(setup):
+    _, _, _, items, _ = setup
+    cfg = SFTConfig(steps=2, top_k=2, batch_size=3, gold_fraction=1.0)
+    first, again = training_batch(items, cfg, 0), training_batch(items, cfg, 0)
+    assert [b.rows for b in first] == [b.rows for b in again]
+    assert all(b.gold in b.rows and len(b.rows) == 2 for b in first)
+
+
+def test_policy_expansion_picks_round_p_of_all_chunks(setup):
+    model, _, _, _, policy = setup
+    vectors = [torch.randn(5, model.encoder.config.hidden_size), torch.randn(3, model.encoder.config.hidden_size)]
+    assert sum(policy_expansion(policy, vectors, 0.25)) == 2
+    assert policy_expansion(None, vectors, 0.0) == [False] * 8
+    with pytest.raises(CourseError, match="policy"):
+        policy_expansion(None, vectors, 0.5)
+
+
+@pytest.mark.parametrize("arm", ["rag", "refrag"])
+def test_each_arm_trains_its_parts_only(setup, arm, tmp_path):
+    start, _, index, items, policy = setup
+    model = copy.deepcopy(start)
+    before = {name: copy.deepcopy(getattr(model, name).state_dict()) for name in ("encoder", "projector", "decoder")}
+    cfg = SFTConfig(steps=2, top_k=2, batch_size=2, p=0.25, lr=1e-3)
+    result = train_arm(model, arm, cfg, items, PassageChunks(model, index.passages), policy, tmp_path,
+                       {"preset": "tiny"}, progress=False)
+    assert len(result.history) == 2 and all(math.isfinite(r["loss"]) for r in result.history)
+    changed = {name: any(not torch.equal(v, getattr(model, name).state_dict()[key]) for key, v in state.items())
+               for name, state in before.items()}
+    assert changed == {"encoder": arm == "refrag", "projector": arm == "refrag", "decoder": True}
+    assert read_metadata(tmp_path / WEIGHTS)["parts"] == ",".join(result.summary["trained_parts"])
+
+
+def test_evaluation_table_has_every_row(setup):
+    model, _, index, items, policy = setup
+    store = build_chunk_store(model, index.passages, progress=False)
+    out = evaluate_all(model, model, items[:3], store, policy, p=0.25, top_k=2, max_passages=4, ttft_questions=1,
+                       repeats=2, warmup=0, max_new_tokens=3, progress=False)
+    table = metrics_table(out["results"])
+    names = {*ROWS, *(row + "_gold" for row in ROWS)}
+    for key in ("exact_match", "f1", "ttft_ms", "input_tokens"):
+        assert set(table[key]) == names
+        assert all(math.isfinite(v) for v in table[key].values())
+    assert all(v > 0 for v in table["ttft_ms"].values())
+    assert 2 <= out["equal_latency_passages"] <= 4
+    # the gold passage alone always holds the answer; compression shortens the decoder input
+    assert table["answer_in_context"]["no_context_gold"] == 1.0
+    assert table["input_tokens"]["refrag"] < table["input_tokens"]["rag"]
+    assert table["input_tokens"]["no_context"] < table["input_tokens"]["rag"]
+    assert len(side_by_side(items[:3], out["results"], store, model, n=2)) == 2
+
+
+def test_ready_index_round_trip_and_refusals(setup, tmp_path):
+    model, retriever, index, _, policy = setup
+    build_ready_index(tmp_path, model, index, "test", p=0.25, top_k=2, progress=False)
+    ready = load_ready_index(tmp_path, model, retriever, policy)
+    result = generate_answer(ready, "Which river at City_003?", max_new_tokens=3, repeats=1)
+    assert len(result["passages"]) == 2 and result["ttft_ms"] > 0
+    assert len(result["expanded_chunks"]) == round(0.25 * result["n_chunks"])
+    with pytest.raises(CourseError, match="top_k"):
+        generate_answer(ready, "Which river?", top_k=len(index) + 1)
+    other = tiny_refrag(k=4, seed=1)  # same architecture, other encoder weights
+    with pytest.raises(CourseError, match="encoder weights"):
+        load_ready_index(tmp_path, other, retriever, policy)
+    with pytest.raises(CourseError, match="k="):
+        load_ready_index(tmp_path, tiny_refrag(k=2), retriever, policy)
+
+
+def test_sft_config_refuses_nonsense():
+    with pytest.raises(CourseError):
+        SFTConfig(steps=0)
+    with pytest.raises(CourseError):
+        SFTConfig(steps=1, p=1.5)
+    assert np.isclose(SFTConfig(steps=1).lr, 2e-5)
