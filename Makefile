@@ -13,8 +13,9 @@ SMOKE ?=
 SMOKE_FLAG := $(if $(filter 1 true yes,$(SMOKE)),--smoke,)
 BASELINE := tests/baselines/$(PRESET)$(if $(SMOKE_FLAG),-smoke,).json
 REGRESS_DIR := $(RUN_DIR)$(if $(SMOKE_FLAG),-smoke,)
+NBVAL_DIR := $(RUN_DIR)-nbval
 
-.PHONY: help venv course smoke test unit lint notebooks bench-load regress baseline clean-venv
+.PHONY: help venv course smoke test unit lint notebooks colab nbval bench-load regress baseline clean-venv
 
 help:
 	@echo "make course      run every notebook headless (PRESET=$(PRESET), RUN_DIR=$(RUN_DIR))"
@@ -22,7 +23,9 @@ help:
 	@echo "make test        lint + unit tests + real-model tests + every notebook under papermill (SMOKE)"
 	@echo "make unit        only the fast unit tests"
 	@echo "make notebooks   rebuild notebooks/*.ipynb from their jupytext sources notebooks/*.py"
+	@echo "make colab       rebuild every notebook's Open-in-Colab badge and setup cell from pyproject.toml's Repository"
 	@echo "make bench-load  time a warm load of the offline decoder"
+	@echo "make nbval       every notebook under nbval (lax: no cell may fail) with the SMOKE parameters"
 	@echo "make regress     run the course and compare its metrics with $(BASELINE) (SMOKE=1: the smoke run)"
 	@echo "make baseline    record the last regress run's metrics as the new references, on purpose"
 
@@ -56,6 +59,19 @@ lint: venv
 
 notebooks: venv
 	$(PY) -m refrag_lib notebooks --sync
+
+colab: venv
+	$(PY) -m refrag_lib notebooks --colab
+
+# nbval executes notebooks as they are, so papermill first writes copies with the SMOKE parameters
+# injected (--prepare-only: nothing is executed); nbval then runs those copies cell by cell.
+nbval: venv
+	rm -rf $(NBVAL_DIR)/notebooks && mkdir -p $(NBVAL_DIR)/notebooks
+	for nb in notebooks/[0-9][0-9]_*.ipynb; do \
+	  $(VENV)/bin/papermill --prepare-only -p SMOKE True -p PRESET $(PRESET) -p RUN_DIR $(abspath $(NBVAL_DIR)) \
+	    $$nb $(NBVAL_DIR)/notebooks/$$(basename $$nb) || exit 1; \
+	done
+	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax $(NBVAL_DIR)/notebooks
 
 bench-load: venv
 	$(PY) -m refrag_lib load-time --preset $(PRESET)

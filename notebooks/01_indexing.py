@@ -10,6 +10,7 @@
 
 # %% [markdown]
 # # 01 · Indexing: find the right passages, and cache their chunk vectors
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/refrag-course/refrag-course/blob/main/notebooks/01_indexing.ipynb)
 #
 # REFRAG speeds up retrieval-augmented generation (RAG), so we first need the "retrieval" part.
 # In this notebook we
@@ -21,16 +22,26 @@
 # Everything is written to `RUN_DIR/index/`; notebooks 02-07 read it from there.
 
 # %%
-# Setup: in Colab install the course package; locally `make venv` already did.
-import subprocess
+# Setup. In Colab: fetch the course, install it, and pick the preset from the GPU (2-3 minutes).
+# Locally `make venv` did all of this already and this cell does nothing.
 import sys
 
+KEEP_ON_DRIVE = False  # Colab: keep RUN_DIR on Google Drive, so artifacts survive a disconnect
 if "google.colab" in sys.modules:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "refrag-course @ git+https://github.com/refrag-course/refrag-course"], check=True)  # noqa: E501
+    import os
+    import subprocess
+
+    repository = "https://github.com/refrag-course/refrag-course"
+    if not os.path.isdir("/content/refrag-course"):
+        subprocess.run(["git", "clone", "-q", "--depth", "1", repository, "/content/refrag-course"], check=True)
+    sys.path.insert(0, "/content/refrag-course")
+    from refrag_lib.colab import prepare_colab
+
+    prepare_colab(keep_on_drive=KEEP_ON_DRIVE)
 
 # %% tags=["parameters"]
 SMOKE = False  # True: a 200-passage corpus and 80 questions (about a minute on a laptop CPU)
-PRESET = "cpu"
+PRESET = "auto"  # auto: chosen by the GPU present (cpu without one); or cpu, t4, a100, paper
 RUN_DIR = ""
 PASSAGES = ""  # path of your own corpus (.jsonl, or .txt with one passage per line); empty: the course corpus
 QUESTIONS = ""  # path of questions with gold_passage_id (.jsonl); empty: the course evaluation questions

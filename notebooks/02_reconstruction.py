@@ -10,6 +10,7 @@
 
 # %% [markdown]
 # # 02 · Reconstruction: teach the encoder and projector to speak the decoder's language
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/refrag-course/refrag-course/blob/main/notebooks/02_reconstruction.ipynb)
 #
 # REFRAG replaces each chunk of k context tokens by ONE vector. The decoder has never seen such
 # vectors: to it, a fresh projector's output is noise. Stage 1 of the paper's recipe fixes that with
@@ -27,16 +28,26 @@
 # Weights and metrics go to `RUN_DIR/recon/`; notebook 03 starts from them.
 
 # %%
-# Setup: in Colab install the course package; locally `make venv` already did.
-import subprocess
+# Setup. In Colab: fetch the course, install it, and pick the preset from the GPU (2-3 minutes).
+# Locally `make venv` did all of this already and this cell does nothing.
 import sys
 
+KEEP_ON_DRIVE = False  # Colab: keep RUN_DIR on Google Drive, so artifacts survive a disconnect
 if "google.colab" in sys.modules:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "refrag-course @ git+https://github.com/refrag-course/refrag-course"], check=True)  # noqa: E501
+    import os
+    import subprocess
+
+    repository = "https://github.com/refrag-course/refrag-course"
+    if not os.path.isdir("/content/refrag-course"):
+        subprocess.run(["git", "clone", "-q", "--depth", "1", repository, "/content/refrag-course"], check=True)
+    sys.path.insert(0, "/content/refrag-course")
+    from refrag_lib.colab import prepare_colab
+
+    prepare_colab(keep_on_drive=KEEP_ON_DRIVE)
 
 # %% tags=["parameters"]
 SMOKE = False  # True: a few training steps, to check the notebook runs (about 2 minutes on a laptop CPU)
-PRESET = "cpu"
+PRESET = "auto"  # auto: chosen by the GPU present (cpu without one); or cpu, t4, a100, paper
 RUN_DIR = ""
 K = 0  # tokens per chunk; 0: the preset's k (16)
 CONTEXT_TOKENS = 256  # s: the longest text reconstructed (16 chunks of k 16)
@@ -101,6 +112,33 @@ for slot, (is_vec, target) in enumerate(zip(inputs.is_vector[0].tolist(), labels
         print("   ...")
 
 # %% [markdown]
+# ### Your turn: the labels
+#
+# The table above comes from `shifted_labels(inputs)`. Write it yourself as `my_labels(inputs)`: from the padded
+# batch's `inputs.token_ids` and `inputs.is_suffix` (both [B, T]) return the [B, T] labels, where slot t holds the
+# token of slot t+1 if that slot is a suffix token, and -100 otherwise (the value cross-entropy skips). A checker
+# tries your function on a few tiny batches and says what is wrong, if anything. Left as `None`, the notebook uses
+# the package's function, so it runs the same either way. Stuck? Run `reveal("reconstruction_labels")` (the cell
+# after the exercise does): it shows the reference solution folded, so open it once you have tried.
+
+# %%
+from refrag_lib.exercises import exercise, reveal
+
+my_labels = None  # leave None to use the reference, or define it below
+# def my_labels(inputs):
+#     labels = torch.full_like(inputs.token_ids, -100)  # (import torch first)
+#     ...
+#     return labels
+
+labels_fn = exercise("reconstruction_labels", my_labels)
+scored = int((labels_fn(inputs) != -100).sum())
+print(f"the example above: {scored} of {inputs.token_ids.shape[1]} slots are scored, one per x token "
+      f"({len(example.suffix)}); the chunk vectors before the last one and the last x predict nothing")
+
+# %%
+reveal("reconstruction_labels")  # the reference solution, folded: open it once you have tried
+
+# %% [markdown]
 # ## Before training: the floor, and an untrained projector
 #
 # Two references on the same held-out windows: the decoder alone (only a start token, no vectors),
@@ -159,6 +197,41 @@ config = TrainConfig(stage="recon", steps=steps, context_tokens=CONTEXT_TOKENS, 
                      lr=LR, seed=SEED, save_every=max(1, steps // 4))
 result = train_stage(run, config, resume=RESUME, progress=PROGRESS)
 print({key: value for key, value in result.summary.items() if key != "config"})
+
+# %% [markdown]
+# ### Your turn: the projector
+#
+# Write φ as a class `MyProjector(encoder_dim, decoder_dim)`: an `nn.Module` whose `forward(c)` maps chunk vectors
+# [n, encoder_dim] to [n, decoder_dim], the 2-layer MLP described above (hidden width = the decoder's hidden size,
+# a non-linearity between the two layers). The checker builds it with small sizes and checks the output shape,
+# the parameter count and that it is not a linear map; the cell then runs your projector on chunk vectors of the
+# trained encoder. `None` uses `refrag_lib.model.Projector`; `reveal("projector")` shows it, folded.
+
+# %%
+import torch
+
+from refrag_lib.model import chunk_ids
+
+MyProjector = None  # leave None to use the reference, or define it below
+# class MyProjector(torch.nn.Module):
+#     def __init__(self, encoder_dim, decoder_dim):
+#         super().__init__()
+#         ...
+#
+#     def forward(self, c):
+#         ...
+
+projector_cls = exercise("projector", MyProjector)
+encoder_dim, decoder_dim = result.model.encoder.config.hidden_size, result.model.decoder.config.hidden_size
+with torch.random.fork_rng(devices=[]), torch.no_grad():  # fresh weights are random: keep the run's random stream
+    phi = projector_cls(encoder_dim, decoder_dim)
+    c = result.model.encode_chunks(chunk_ids(held_out[0][: 4 * k], k)).float().cpu()
+    print(f"4 chunk vectors {tuple(c.shape)} -> {tuple(phi(c).shape)}: one decoder position each; your projector "
+          f"has {sum(p.numel() for p in phi.parameters()):,} parameters, the trained one "
+          f"{sum(p.numel() for p in result.model.projector.parameters()):,}")
+
+# %%
+reveal("projector")  # the reference solution, folded
 
 # %%
 plot_loss_curves({"curriculum": result.history}, window=max(1, steps // 10))

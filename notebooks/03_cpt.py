@@ -10,6 +10,7 @@
 
 # %% [markdown]
 # # 03 · Continual pre-training: use the compressed context to predict what comes next
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/refrag-course/refrag-course/blob/main/notebooks/03_cpt.ipynb)
 #
 # Reconstruction taught the chunk vectors to *carry* a text. Stage 2, continual pre-training (CPT),
 # teaches the model to *use* them: the first s tokens of a document are compressed into s/k chunk
@@ -27,16 +28,26 @@
 # Needs `RUN_DIR/recon/` from notebook 02. Writes `RUN_DIR/cpt/`.
 
 # %%
-# Setup: in Colab install the course package; locally `make venv` already did.
-import subprocess
+# Setup. In Colab: fetch the course, install it, and pick the preset from the GPU (2-3 minutes).
+# Locally `make venv` did all of this already and this cell does nothing.
 import sys
 
+KEEP_ON_DRIVE = False  # Colab: keep RUN_DIR on Google Drive, so artifacts survive a disconnect
 if "google.colab" in sys.modules:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "refrag-course @ git+https://github.com/refrag-course/refrag-course"], check=True)  # noqa: E501
+    import os
+    import subprocess
+
+    repository = "https://github.com/refrag-course/refrag-course"
+    if not os.path.isdir("/content/refrag-course"):
+        subprocess.run(["git", "clone", "-q", "--depth", "1", repository, "/content/refrag-course"], check=True)
+    sys.path.insert(0, "/content/refrag-course")
+    from refrag_lib.colab import prepare_colab
+
+    prepare_colab(keep_on_drive=KEEP_ON_DRIVE)
 
 # %% tags=["parameters"]
 SMOKE = False  # True: a few training steps, to check the notebook runs (about 2 minutes on a laptop CPU)
-PRESET = "cpu"
+PRESET = "auto"  # auto: chosen by the GPU present (cpu without one); or cpu, t4, a100, paper
 RUN_DIR = ""
 K = 0  # tokens per chunk; 0: the preset's k (16). Must match notebook 02's run.
 CONTEXT_TOKENS = 256  # s: compressed context (16 chunks of k 16)
@@ -93,6 +104,38 @@ config = TrainConfig(stage="cpt", steps=steps, context_tokens=CONTEXT_TOKENS,
                      save_every=max(1, steps // 4))
 result = train_stage(run, config, resume=RESUME, progress=PROGRESS)
 print({key: value for key, value in result.summary.items() if key != "config"})
+
+# %% [markdown]
+# ### Your turn: which chunks stay tokens
+#
+# Every CPT step above chose, for each example, the chunks that stay ordinary tokens with
+# `refrag_lib.losses.random_expansion(batch, fraction, rng)`. Write it as `my_expansion(batch, fraction, rng)`:
+# `batch` is a list of `Segments` (example `i` has `len(batch[i].chunks)` chunks), `rng` a NumPy `Generator`;
+# return one list of booleans per example, one per chunk, True where the chunk stays tokens: exactly
+# round(p·L) of the L chunks, chosen at random with `rng` so that a run is reproducible from its seed. The checker
+# counts, repeats seeds and looks for randomness. `None` uses the reference; `reveal("mixed_expansion")` shows it.
+
+# %%
+import numpy as np
+
+from refrag_lib.exercises import exercise, reveal
+from refrag_lib.losses import next_paragraph_example
+
+my_expansion = None  # leave None to use the reference, or define it below
+# def my_expansion(batch, fraction, rng):
+#     masks = []
+#     for example in batch:
+#         ...
+#     return masks
+
+expansion = exercise("mixed_expansion", my_expansion)
+# token ids do not matter here, only the number of chunks
+example = next_paragraph_example(range(CONTEXT_TOKENS), range(CONTINUATION_TOKENS), run.preset.k)
+for mask in expansion([example] * 3, EXPAND_FRACTION, np.random.default_rng(SEED)):
+    print("".join("T" if expanded else "." for expanded in mask), f" {sum(mask)} of {len(mask)} chunks stay tokens")
+
+# %%
+reveal("mixed_expansion")  # the reference solution, folded
 
 # %% [markdown]
 # ## The Table 12 question: does reconstruction initialisation matter?

@@ -10,6 +10,7 @@
 
 # %% [markdown]
 # # 04 · Which chunks to expand? A policy trained with GRPO
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/refrag-course/refrag-course/blob/main/notebooks/04_policy_grpo.ipynb)
 #
 # After notebook 03 the decoder reads every context chunk as ONE vector: 16x fewer positions, but some
 # detail is lost. REFRAG may leave a few chunks as ordinary tokens ("expand" them). Which ones? In this
@@ -25,16 +26,26 @@
 # `RUN_DIR/policy/cpt_mixed/`).
 
 # %%
-# Setup: in Colab install the course package; locally `make venv` already did.
-import subprocess
+# Setup. In Colab: fetch the course, install it, and pick the preset from the GPU (2-3 minutes).
+# Locally `make venv` did all of this already and this cell does nothing.
 import sys
 
+KEEP_ON_DRIVE = False  # Colab: keep RUN_DIR on Google Drive, so artifacts survive a disconnect
 if "google.colab" in sys.modules:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "refrag-course @ git+https://github.com/refrag-course/refrag-course"], check=True)  # noqa: E501
+    import os
+    import subprocess
+
+    repository = "https://github.com/refrag-course/refrag-course"
+    if not os.path.isdir("/content/refrag-course"):
+        subprocess.run(["git", "clone", "-q", "--depth", "1", repository, "/content/refrag-course"], check=True)
+    sys.path.insert(0, "/content/refrag-course")
+    from refrag_lib.colab import prepare_colab
+
+    prepare_colab(keep_on_drive=KEEP_ON_DRIVE)
 
 # %% tags=["parameters"]
 SMOKE = False  # True: a few steps of everything, on shorter contexts (a couple of minutes on a laptop CPU)
-PRESET = "cpu"
+PRESET = "auto"  # auto: chosen by the GPU present (cpu without one); or cpu, t4, a100, paper
 RUN_DIR = ""
 PROGRESS = True
 MIXED_CPT_STEPS = 20  # CPT steps with a random 10 percent of chunks left as tokens (the step before RL)
@@ -173,6 +184,35 @@ print(f"log P(order) = {selection_log_prob(logits, order).item():.3f} "
 # probability ratio against the policy that drew the samples: we take several gradient steps on each
 # batch of rollouts, and the clip stops one lucky batch from moving the policy too far. No KL term
 # (the paper uses none; there is no reference policy worth staying near).
+#
+# ### Your turn: the group-normalised advantage
+#
+# Write `my_advantage(rewards)`: `rewards` is a [B, G] tensor (B examples, G selections of each); return the
+# [B, G] advantages A_g = (r_g - mean r) / (std r + eps), mean and std taken over each example's own G rewards
+# (the population std, eps = 1e-6). The checker tries it on a few small groups and names the usual slip if it
+# finds one. `None` uses `refrag_lib.grpo.group_advantages`, which the training below calls either way;
+# `reveal("grpo_advantage")` shows it, folded.
+
+# %%
+import torch
+
+from refrag_lib.exercises import exercise, reveal
+
+my_advantage = None  # leave None to use the reference, or define it below
+# def my_advantage(rewards):
+#     ...
+
+advantage = exercise("grpo_advantage", my_advantage)
+rewards = torch.tensor([[-2.1, -2.3, -1.9, -2.2], [-3.6, -3.4, -3.5, -3.9]])  # an easy and a hard example, G = 4
+for r, a in zip(rewards.tolist(), advantage(rewards).tolist()):
+    print("rewards", " ".join(f"{x:5.2f}" for x in r), "-> advantages", " ".join(f"{x:+5.2f}" for x in a))
+print("each example's best selection gets a positive advantage, however hard the example is")
+
+# %%
+reveal("grpo_advantage")  # the reference solution, folded
+
+# %% [markdown]
+# Now GRPO itself on the training documents (`refrag_lib.grpo.train_policy`).
 
 # %%
 cfg = GRPOConfig(steps=grpo_steps, batch_size=batch_size, group_size=GROUP_SIZE, updates=UPDATES,

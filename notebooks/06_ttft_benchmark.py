@@ -10,6 +10,7 @@
 
 # %% [markdown]
 # # 06 · Time to first token: REFRAG against ordinary RAG, measured honestly
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/refrag-course/refrag-course/blob/main/notebooks/06_ttft_benchmark.ipynb)
 #
 # REFRAG's promise is speed: the decoder reads one projected vector per chunk of k tokens instead of
 # the k tokens, so its input is about k times shorter. This notebook measures what that buys on
@@ -21,17 +22,26 @@
 # model too (the answers would differ, the clock would not).
 
 # %%
-# Setup: in Colab install the course package; locally `make venv` already did.
-import subprocess
+# Setup. In Colab: fetch the course, install it, and pick the preset from the GPU (2-3 minutes).
+# Locally `make venv` did all of this already and this cell does nothing.
 import sys
 
+KEEP_ON_DRIVE = False  # Colab: keep RUN_DIR on Google Drive, so artifacts survive a disconnect
 if "google.colab" in sys.modules:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "refrag-course @ git+https://github.com/refrag-course/refrag-course"], check=True)
+    import os
+    import subprocess
+
+    repository = "https://github.com/refrag-course/refrag-course"
+    if not os.path.isdir("/content/refrag-course"):
+        subprocess.run(["git", "clone", "-q", "--depth", "1", repository, "/content/refrag-course"], check=True)
+    sys.path.insert(0, "/content/refrag-course")
+    from refrag_lib.colab import prepare_colab
+
+    prepare_colab(keep_on_drive=KEEP_ON_DRIVE)
 
 # %% tags=["parameters"]
 SMOKE = False
-PRESET = "cpu"
+PRESET = "auto"  # auto: chosen by the GPU present (cpu without one); or cpu, t4, a100, paper
 RUN_DIR = ""
 PROGRESS = True
 THREADS = 0  # torch CPU threads; 0 keeps torch's default (1 helps on a machine busy with other work)
@@ -120,6 +130,48 @@ if results["skipped_s"]:
     print(f"WARNING: this machine is too small for s = {results['skipped_s']}; those points are missing.")
 rows = results["rows"]
 print(bench.format_table(rows))
+
+# %% [markdown]
+# ### Your turn: the TTFT timer
+#
+# Every TTFT above comes from `bench.ttft_once(model, segments, expand, vectors, encode)`. Write it as
+# `my_ttft_once` with the same arguments. Start the clock when the inputs are ready; when `encode` is True
+# (REFRAG without cache) first encode the compressed chunks,
+# `model.encode_chunks(model.compressed_chunks([segments], [expand]))`, and note how long that took; then
+# `inputs = model.build_inputs([segments], [expand], chunk_vectors=vectors)`, `logits, cache = model.prefill(inputs)`,
+# the argmax of the logits, and stop the clock. Read every clock with `bench.clock(model.device)`, or synchronise
+# CUDA yourself before `time.perf_counter()`. Return `bench.Prefilled(token, cache, inputs, total_s, encoder_s)`.
+#
+# The checker runs your timer on a simulated GPU whose steps take known times, so it catches a missing
+# synchronisation, a clock started too late, and a timed region that holds the encoder (with cache) or the whole
+# `generate`. The cell then times REFRAG with cache at the shortest context with your timer (warm-up discarded,
+# median of the repeats). `None` uses the reference; `reveal("ttft_timer")` shows it, folded.
+
+# %%
+from refrag_lib.exercises import exercise, reveal
+
+my_ttft_once = None  # leave None to use the reference, or define it below
+# def my_ttft_once(model, segments, expand, vectors, encode):
+#     start = bench.clock(model.device)
+#     ...
+#     return bench.Prefilled(token, cache, inputs, total_s, encoder_s)
+
+timer = exercise("ttft_timer", my_ttft_once)
+work = bench.build_workload(model, passages, question, s=sweep["s_values"][0])
+segments = work.refrag_segments(run.preset.k)
+expand = [False] * len(segments.chunks)
+with torch.inference_mode():
+    vectors = model.encode_chunks(segments.chunks)  # precomputed, as they would sit next to the index
+    seconds = [timer(model, segments, expand, vectors, encode=False).total_s
+               for _ in range(sweep["warmup"] + sweep["repeats"])]
+median_ms, iqr_ms = bench.quartiles_ms(seconds[sweep["warmup"]:])
+same_point = [r["ttft_ms_median"] for r in rows
+              if (r["arm"], r["s"], r["k"], r["p"]) == ("refrag_cache", work.s, run.preset.k, 0.0)]
+print(f"your timer, REFRAG-{run.preset.k} with cache at s={work.s}: {median_ms:.1f} +- {iqr_ms:.1f} ms"
+      + (f" (the sweep above: {same_point[0]:.1f} ms)" if same_point else ""))
+
+# %%
+reveal("ttft_timer")  # the reference solution, folded
 
 # %% [markdown]
 # ## Measured against analytic

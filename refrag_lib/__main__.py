@@ -8,12 +8,14 @@ import sys
 
 # command -> ("module:function" taking the remaining arguments, one-line help)
 COMMANDS = {
+    "check": ("refrag_lib.envcheck:main", "is this machine ready for the course? (versions, device, models, disk)"),
     "course": ("refrag_lib.cli:course", "run the notebooks headless under papermill"),
     "notebooks": ("refrag_lib.cli:notebooks", "rebuild or check notebooks/*.ipynb from their .py sources"),
     "load-time": ("refrag_lib.cli:load_time", "time a cold and a warm load of the preset's decoder"),
     "data": ("refrag_lib.data:main", "regenerate the synthetic data set in data/"),
     "index": ("refrag_lib.index:main", "build the retrieval index and chunk store for a run"),
     "train": ("refrag_lib.train:main", "train a stage (recon | cpt) with the shared accelerate loop"),
+    "loss-speed": ("refrag_lib.loss_speed:main", "samples/s of the batched reconstruction loss vs a per-chunk loop"),
     "bench": ("refrag_lib.bench:main", "TTFT/TTIT/memory benchmark of REFRAG against ordinary RAG"),
     "regress": ("refrag_lib.regress:main", "compare a run's metrics with a committed baseline"),
     "generate": ("refrag_lib.ready_index:main", "answer a question from a REFRAG-ready index"),

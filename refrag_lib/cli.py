@@ -24,17 +24,26 @@ def course(argv: list[str]) -> int:
 
 
 def notebooks(argv: list[str]) -> int:
-    """`python -m refrag_lib notebooks --sync|--check`: the .ipynb files from their jupytext sources."""
-    from .notebooks import sync_notebooks
+    """`python -m refrag_lib notebooks --sync|--check|--colab`: the .ipynb files from their jupytext sources,
+    and the Colab badge and setup cell of every notebook from pyproject.toml's repository."""
+    from .colab import update_notebooks
+    from .notebooks import NOTEBOOK_DIR, sync_notebooks
 
     parser = argparse.ArgumentParser(prog="python -m refrag_lib notebooks", description=notebooks.__doc__)
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--sync", action="store_true", help="rewrite notebooks/*.ipynb from notebooks/*.py")
     mode.add_argument("--check", action="store_true", help="fail if an .ipynb differs from its source")
+    mode.add_argument("--colab", action="store_true", help="rewrite badges and setup cells, then --sync")
     args = parser.parse_args(argv)
+    if args.colab:
+        print("Colab cells rewritten:", ", ".join(update_notebooks(NOTEBOOK_DIR)) or "none")
+    stale_colab = update_notebooks(NOTEBOOK_DIR, check=True) if args.check else []
+    if stale_colab:
+        print("Colab badge or setup cell out of date (run `make colab`):", ", ".join(stale_colab))
     stale = sync_notebooks(check=args.check)
-    if args.check and stale:
-        print("out of date with their .py sources (run `make notebooks`):", ", ".join(stale))
+    if args.check and (stale or stale_colab):
+        if stale:
+            print("out of date with their .py sources (run `make notebooks`):", ", ".join(stale))
         return 1
     print("rewritten:" if stale else "all notebooks match their sources", ", ".join(stale))
     return 0

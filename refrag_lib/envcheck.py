@@ -1,0 +1,142 @@
+"""The environment check a workshop attendee runs first (notebook 00, `python -m refrag_lib check`).
+
+Every check says what it found and, when something is missing, the one command or click that fixes
+it, so nobody is stuck half-way through notebook 02 on something that could be known in a minute.
+Nothing here loads a model or downloads anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import importlib.util
+import platform
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+# What the course imports, by distribution name (faiss ships as one of two).
+PACKAGES = ("torch", "transformers", "accelerate", "safetensors", ("faiss-gpu-cu12", "faiss-cpu"), "matplotlib",
+            "ipywidgets", "papermill", "gguf")
+# Disk a preset needs: model downloads or caches plus the artifacts of a full run (rounded up).
+DISK_NEEDED_GB = {"cpu": 2, "t4": 5, "a100": 12, "paper": 40}
+INSTALL_HINT = "run `make venv` (or `pip install -r requirements.txt`)"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the report: what was looked at, whether it is fine, what was found, how to fix it."""
+
+    name: str
+    ok: bool
+    found: str
+    fix: str = ""
+
+
+def python_check() -> Check:
+    version = platform.python_version()
+    return Check("python", sys.version_info >= (3, 10), version, "install Python 3.10 or newer")
+
+
+def package_check(names: str | tuple[str, ...]) -> Check:
+    """Installed version of a distribution (the first of alternatives that is installed)."""
+    names = (names,) if isinstance(names, str) else names
+    for name in names:
+        try:
+            return Check(name, True, importlib.metadata.version(name))
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return Check(" or ".join(names), False, "not installed", INSTALL_HINT)
+
+
+def device_check(preset) -> Check:
+    """The device the preset computes on, and whether it is there."""
+    import torch
+
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        found = f"{props.name}, {props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}"
+    else:
+        found = f"CPU only ({torch.get_num_threads()} torch threads)"
+    ok = preset.device == "cpu" or torch.cuda.is_available()
+    fix = "" if ok else (f"preset '{preset.name}' needs a GPU: in Colab Runtime > Change runtime type > GPU; "
+                         "on a laptop use PRESET='cpu' (or 'auto')")
+    return Check("device", ok, found, fix)
+
+
+def faiss_gpu_check() -> Check:
+    """Whether FAISS can search on the GPU (the course falls back to its CPU index when it cannot)."""
+    import faiss
+
+    gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    found = f"{gpus} GPU(s) visible to FAISS" if gpus else "CPU index (no GPU support or no GPU; fine for the course)"
+    return Check("faiss GPU", True, found)
+
+
+def model_checks(preset) -> list[Check]:
+    """Offline models: is their package installed? Hub models: will they download (token for gated ones)?"""
+    import os
+
+    from .hub import OFFLINE_MODELS
+
+    roles = [("encoder", preset.encoder), ("retriever", preset.retriever), ("decoder", preset.decoder)]
+    checks = []
+    for role, name in (pair for pair in roles if pair[1]):  # no retriever of its own: the encoder retrieves
+        if name in OFFLINE_MODELS:
+            entry = OFFLINE_MODELS[name]
+            present = importlib.util.find_spec(entry.package) is not None
+            checks.append(Check(f"{role} model", present, f"{name} ({'installed' if present else 'missing'})",
+                                "" if present else entry.install))
+        elif preset.gated and role == "decoder":
+            token = bool(os.environ.get("HF_TOKEN"))
+            checks.append(Check(f"{role} model", token, f"{name} (gated hub model)",
+                                "" if token else "accept the licence on huggingface.co and set HF_TOKEN"))
+        else:
+            checks.append(Check(f"{role} model", True, f"{name} (downloaded from the hub on first use)"))
+    return checks
+
+
+def disk_check(preset, where: Path) -> Check:
+    """Free disk where the runs go, against what the preset needs."""
+    while not where.exists():
+        where = where.parent
+    free = shutil.disk_usage(where).free / 2**30
+    needed = DISK_NEEDED_GB.get(preset.name, max(DISK_NEEDED_GB.values()))
+    ok = free >= needed
+    return Check("disk", ok, f"{free:.1f} GiB free at {where} (preset '{preset.name}' needs about {needed} GiB)",
+                 "" if ok else "free some space, or set RUN_DIR (and REFRAG_CACHE_DIR) to a larger disk")
+
+
+def environment_checks(preset_name: str = "auto", run_root: Path | None = None) -> list[Check]:
+    """Every check, in the order a newcomer should fix them; stops before the model checks when a
+    package the checks themselves need is missing."""
+    checks = [python_check(), *(package_check(name) for name in PACKAGES)]
+    if not all(c.ok for c in checks):
+        return checks
+    from .config import get_preset
+    from .runs import runs_root
+
+    preset = get_preset(preset_name)
+    return [*checks, device_check(preset), faiss_gpu_check(), *model_checks(preset),
+            disk_check(preset, run_root or runs_root())]
+
+
+def format_checks(checks: list[Check]) -> str:
+    """A plain-text table, then one line per fix."""
+    lines = [f"{'ok' if c.ok else 'FIX':4s} {c.name:16s} {c.found}" for c in checks]
+    fixes = [f"- {c.name}: {c.fix}" for c in checks if not c.ok]
+    lines += ["", "To fix:", *fixes] if fixes else ["", "All set: go on with notebooks/01_indexing.ipynb."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m refrag_lib check`: is this machine ready for the course? Exit status 1 when not."""
+    from .config import PRESETS
+
+    parser = argparse.ArgumentParser(prog="python -m refrag_lib check", description=main.__doc__)
+    parser.add_argument("--preset", default="auto", choices=[*PRESETS, "auto"])
+    args = parser.parse_args(argv)
+    checks = environment_checks(args.preset)
+    print(format_checks(checks))
+    return 0 if all(c.ok for c in checks) else 1

@@ -1,0 +1,145 @@
+"""The playground of notebook 07: one question, ordinary RAG and REFRAG side by side, every knob a widget.
+
+Both readers are the fine-tuned models of notebook 05 and read the same retrieved passages: RAG as
+tokens, REFRAG as cached chunk vectors with a fraction p of chunks expanded by the chosen selector.
+Each k the course was trained for lives in its own run folder (this run and its siblings, e.g.
+runs/cpu and runs/cpu-k8), so the k menu offers exactly the trained ones.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+from .errors import CourseError
+from .policy import FixedSelector, PerplexitySelector, RandomSelector, ScoredExample, check_fraction
+from .ready_index import READY_FILE, READY_FOLDER, generate_answer, load_run_ready
+from .runs import Run, open_run
+
+SELECTORS = {
+    "rl": "the GRPO policy of notebook 04",
+    "perplexity": "the chunks the decoder finds hardest to predict",
+    "random": "chunks chosen at random",
+    "none": "no chunk expanded (p is ignored)",
+}
+
+
+def trained_runs(run: Run) -> dict[int, Path]:
+    """k -> run folder, for this run and its sibling folders that finished notebook 05 with the same preset."""
+    found = {}
+    for folder in [run.root, *sorted(p for p in run.root.parent.iterdir() if p.is_dir())]:
+        ready, metrics = folder / "sft" / READY_FOLDER / READY_FILE, folder / "sft" / "metrics.json"
+        if ready.is_file() and metrics.is_file() and json.loads(metrics.read_text()).get("preset") == run.preset.name:
+            found.setdefault(int(json.loads(ready.read_text())["k"]), folder)
+    return found
+
+
+class Playground:
+    """Loads each k's models on first use and answers with both readers."""
+
+    def __init__(self, run: Run):
+        self.run = run
+        self.runs = trained_runs(run)
+        if not self.runs:
+            raise CourseError(f"No run under {run.root.parent} has finished notebooks/05_sft.ipynb for preset "
+                              f"'{run.preset.name}': run notebooks 01-05 first (SMOKE = True takes a few minutes).")
+        self._loaded = {}
+
+    @property
+    def ks(self) -> list[int]:
+        return sorted(self.runs)
+
+    def _models(self, k: int):
+        if k not in self.runs:
+            folder = self.run.root.parent / f"{self.run.preset.name}-k{k}"
+            raise CourseError(f"k = {k} has not been trained: choose one of {self.ks}, or train it by running "
+                              f"notebooks 01-05 with K = {k} and RUN_DIR = '{folder}'.")
+        if k not in self._loaded:
+            from .sft import load_sft_model
+
+            sibling = open_run(self.run.preset.name, self.runs[k], k=k)
+            self._loaded[k] = (load_run_ready(sibling), load_sft_model(sibling, "rag"))
+        return self._loaded[k]
+
+    def n_passages(self, k: int | None = None) -> int:
+        return len(self._models(k or self.ks[0])[0].index.passages)
+
+    def compare(self, question: str, k: int, p: float, top_k: int, selector: str = "rl", seed: int = 0,
+                max_new_tokens: int = 12, repeats: int = 3) -> dict:
+        """Both answers for one question, with the TTFT of each and every chunk marked expanded or compressed."""
+        if selector not in SELECTORS:
+            raise CourseError(f"Unknown selector {selector!r}: choose one of {', '.join(SELECTORS)}.")
+        check_fraction(p)
+        ready, rag_model = self._models(k)
+        choose = None if selector == "rl" else expansion_chooser(ready.model, selector, seed)
+        refrag = generate_answer(ready, question, top_k, p, max_new_tokens, repeats, choose=choose)
+        rag = generate_answer(ready, question, top_k, p, max_new_tokens, repeats, arm="rag", model=rag_model)
+        return {"question": question, "k": k, "p": p, "top_k": top_k, "selector": selector, "rag": rag,
+                "refrag": refrag}
+
+    def ask(self, question: str, k: int, p: float, top_k: int, selector: str = "rl") -> str:
+        """compare() as HTML; bad input becomes a friendly message instead of a traceback."""
+        try:
+            return render_html(self.compare(question, k, p, top_k, selector))
+        except CourseError as err:
+            return f"<p style='color:#a33'><b>Cannot answer yet:</b> {html.escape(str(err))}</p>"
+
+
+def expansion_chooser(model, selector: str, seed: int):
+    """A `choose(prompt, per-passage vectors, p)` for sft.prepare from one of the heuristic selectors."""
+    import torch
+
+    from .grpo import chunk_nll
+
+    def choose(prompt, vectors, p):
+        nll = chunk_nll(model, [prompt])[0] if selector == "perplexity" else torch.full((len(prompt.chunks),), 0.0)
+        example = ScoredExample(prompt, torch.cat(vectors), nll)
+        pick = {"perplexity": PerplexitySelector(descending=True), "random": RandomSelector(seed),
+                "none": FixedSelector(expand=False)}[selector]
+        return pick([example], p)[0]
+
+    return choose
+
+
+def render_html(result: dict) -> str:
+    """The two answers with TTFT and decoder length, then the passages with each chunk coloured."""
+    rag, refrag = result["rag"], result["refrag"]
+    speedup = rag["ttft_ms"] / refrag["ttft_ms"] if refrag["ttft_ms"] > 0 else float("nan")
+    rows = "".join(
+        f"<tr><td><b>{name}</b></td><td>{html.escape(r['answer'])}</td><td>{r['ttft_ms']:.0f} ms</td>"
+        f"<td>{r['input_positions']}</td></tr>"
+        for name, r in (("RAG (tokens)", rag), (f"REFRAG k={result['k']}, p={result['p']:.2f}", refrag)))
+    out = [f"<p><b>Q:</b> {html.escape(result['question'])}</p>",
+           "<table><tr><th></th><th>answer</th><th>TTFT</th><th>decoder positions</th></tr>" + rows + "</table>",
+           f"<p>REFRAG's first token came {speedup:.1f}x sooner; it expanded {len(refrag['expanded_chunks'])} of "
+           f"{refrag['n_chunks']} chunks ({SELECTORS[result['selector']]}). "
+           "<span style='background:#c8f0c8'>expanded</span> chunks are read as tokens, "
+           "<span style='background:#e4e4e4'>compressed</span> ones as one vector each.</p>"]
+    for rank, passage in enumerate(refrag["passages"], start=1):
+        spans = "".join(
+            f"<span style='background:{'#c8f0c8' if c['expanded'] else '#e4e4e4'};border-right:1px solid #999'>"
+            f"{html.escape(c['text'])}</span>" for c in passage["chunks"])
+        out.append(f"<p><b>{rank}. {html.escape(passage['id'])}</b> ({passage['score']:.2f}) {spans}</p>")
+    return "\n".join(out)
+
+
+def controls(playground: Playground, question: str = "", top_k: int = 3, p: float = 0.25):
+    """The ipywidgets form (works with ipywidgets 7 in Colab and 8 in Jupyter): ask, read the HTML answer."""
+    import ipywidgets as widgets
+
+    ask = widgets.Text(value=question, description="question", layout=widgets.Layout(width="80%"))
+    k = widgets.Dropdown(options=playground.ks, value=playground.ks[0], description="k")
+    fraction = widgets.FloatSlider(value=p, min=0.0, max=1.0, step=0.05, description="p", continuous_update=False)
+    most = min(20, playground.n_passages())
+    passages = widgets.IntSlider(value=min(top_k, most), min=1, max=most, description="top-K", continuous_update=False)
+    selector = widgets.Dropdown(options=list(SELECTORS), value="rl", description="selector")
+    button = widgets.Button(description="Ask", button_style="primary")
+    answer = widgets.HTML()
+
+    def on_click(_):
+        answer.value = "<p>thinking...</p>"
+        answer.value = playground.ask(ask.value, k.value, fraction.value, passages.value, selector.value)
+
+    button.on_click(on_click)
+    return widgets.VBox([ask, widgets.HBox([k, selector]), widgets.HBox([fraction, passages]), button, answer])
