@@ -104,7 +104,7 @@ def test_ready_index_round_trip_and_refusals(setup, tmp_path):
     result = generate_answer(ready, "Which river at City_003?", max_new_tokens=3, repeats=1)
     assert len(result["passages"]) == 2 and result["ttft_ms"] > 0
     assert len(result["expanded_chunks"]) == round(0.25 * result["n_chunks"])
-    with pytest.raises(CourseError, match="top_k"):
+    with pytest.raises(CourseError, match="top-K must be between 1 and the"):
         generate_answer(ready, "Which river?", top_k=len(index) + 1)
     other = tiny_refrag(k=4, seed=1)  # same architecture, other encoder weights
     with pytest.raises(CourseError, match="encoder weights"):
