@@ -152,11 +152,12 @@ print(f"RAG-FT reads {input_positions(prompt, [True] * len(expand))} positions; 
 # %% [markdown]
 # ## Fine-tune both arms
 #
-# The shared recipe: AdamW at the paper's peak LR 2e-5, 4% linear warm-up, cosine decay, gradient
-# clipping. Every step draws its questions from a generator seeded by the step number, so both arms
-# see exactly the same questions and passages. With `GOLD_FRACTION = 1` the gold passage is put among
-# the K passages (at a random place) when retrieval missed it: a model trained on passages that do not
-# hold the answer learns to guess IDs, not to read them.
+# The shared training loop of notebooks 02-04 (`refrag_lib.train`): AdamW at the paper's peak LR 2e-5,
+# 4% linear warm-up, cosine decay, gradient clipping, metrics in `RUN_DIR/sft/<arm>/metrics.jsonl`,
+# and resume after an interruption. Every step draws its questions from a generator seeded by the step
+# number, so both arms see exactly the same questions and passages. With `GOLD_FRACTION = 1` the gold
+# passage is put among the K passages (at a random place) when retrieval missed it: a model trained on
+# passages that do not hold the answer learns to guess IDs, not to read them.
 
 # %%
 identity = model_identity(run.preset, "sft")
@@ -164,10 +165,10 @@ rag = train_arm(rag_model, "rag", config, train_items, chunks, None, run.stage_d
                 progress=PROGRESS)
 refrag = train_arm(model, "refrag", config, train_items, chunks, policy, run.stage_dir("sft") / "refrag",
                    identity, progress=PROGRESS)
-for arm in (rag, refrag):
-    print(f"{arm.summary['arm']:6s} {arm.summary['steps']} steps in {arm.summary['train_seconds']:.0f} s "
-          f"({arm.summary['seconds_per_step']:.1f} s/step), answer NLL {arm.summary['first_loss']:.2f} -> "
-          f"{arm.summary['last_loss']:.2f}")
+for name, arm in (("rag", rag), ("refrag", refrag)):
+    done, seconds = arm.summary["steps_done"], arm.summary["train_seconds"]
+    print(f"{name:6s} {done} steps in {seconds:.0f} s ({seconds / done:.1f} s/step), answer NLL "
+          f"{arm.summary['first_loss']:.2f} -> {arm.summary['last_loss']:.2f}")
 plot_sft_losses({"RAG-FT": rag.history, "REFRAG": refrag.history}, window=max(1, steps // 8))
 plt.show()
 

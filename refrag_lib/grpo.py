@@ -345,7 +345,7 @@ def continue_cpt_mixed(run, steps: int, expand_fraction: float = 0.1, context_to
     is loaded instead of retrained. Returns (model, TrainResult).
     """
     from .checkpoint import WEIGHTS, model_identity, read_metadata
-    from .train import TrainConfig, load_trained, tokenized_documents, train
+    from .train import StageTask, TrainConfig, load_trained, tokenized_documents, train
 
     check_fraction(expand_fraction)
     parts = read_metadata(run.require("cpt", WEIGHTS)).get("parts", "").split(",")
@@ -356,7 +356,8 @@ def continue_cpt_mixed(run, steps: int, expand_fraction: float = 0.1, context_to
     model = load_trained(run, "cpt")
     train_docs, _ = tokenized_documents(model)
     out_dir = run.stage_dir(MIXED_CPT_FOLDER)
-    result = train(model, cfg, train_docs, out_dir, model_identity(run.preset, "cpt"), progress=progress)
+    result = train(model, cfg, StageTask(model, cfg, train_docs), out_dir, model_identity(run.preset, "cpt"),
+                   progress=progress)
     return result.model.eval(), result
 
 

@@ -17,9 +17,8 @@ whether the answer was in the context at all, the decoder input length and the T
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ import torch
 from torch import nn
 
 from .bench import quartiles_ms, ttft_once
-from .checkpoint import WEIGHTS, load_weights, model_identity, save_weights
+from .checkpoint import WEIGHTS, load_weights, model_identity
 from .errors import CourseError
 from .index import ChunkStore, context_text, encoder_eval_mode
 from .losses import TokenStats, suffix_token_stats
@@ -43,6 +42,7 @@ from .qa import (
     training_example,
     with_gold,
 )
+from .train import TrainResult, train
 
 ARMS = ("rag", "refrag")
 TRAINED_PARTS = {"rag": ["decoder"], "refrag": ["encoder", "projector", "decoder"]}
@@ -64,6 +64,13 @@ class SFTConfig:
     clip_norm: float = 1.0
     gold_fraction: float = 1.0  # share of training questions whose gold passage is forced into the top-K
     seed: int = 0
+    grad_accum: int = 1
+    weight_decay: float = 0.0
+    save_every: int = 50  # steps between resumable checkpoints (a Colab disconnect loses at most these)
+
+    @property
+    def peak_lr(self) -> float:
+        return self.lr
 
     def __post_init__(self):
         if self.steps < 1 or self.top_k < 1 or self.batch_size < 1:
@@ -166,7 +173,7 @@ class AnswerObjective(nn.Module):
             raise CourseError(f"arm must be one of {ARMS}, got {arm!r}.")
         self.model, self.arm, self.chunks, self.policy, self.p = model, arm, chunks, policy, p
 
-    def forward(self, items: Sequence[QAItem]) -> TokenStats:
+    def forward(self, items: Sequence[QAItem], rng: np.random.Generator | None = None) -> TokenStats:
         model = self.model
         batch, expand = [], []
         for it in items:
@@ -183,10 +190,9 @@ class AnswerObjective(nn.Module):
         return suffix_token_stats(model, batch, expand)
 
 
-def training_batch(items: Sequence[QAItem], cfg: SFTConfig, step: int) -> list[QAItem]:
-    """The questions of one step, drawn from a generator seeded by (seed, step): both arms see the same
-    data, and the gold passage is put in at a random place when retrieval missed it."""
-    rng = np.random.default_rng([cfg.seed, step])
+def training_batch(items: Sequence[QAItem], cfg: SFTConfig, rng: np.random.Generator) -> list[QAItem]:
+    """The questions of one step, from the loop's generator seeded by (seed, step, micro-batch): both arms
+    see the same data, and the gold passage is put in at a random place when retrieval missed it."""
     batch = []
     for i in rng.choice(len(items), size=cfg.batch_size, replace=len(items) < cfg.batch_size):
         it = items[int(i)]
@@ -199,57 +205,29 @@ def training_batch(items: Sequence[QAItem], cfg: SFTConfig, step: int) -> list[Q
     return batch
 
 
-@dataclass
-class ArmResult:
-    model: RefragModel
-    history: list[dict] = field(default_factory=list)
-    summary: dict = field(default_factory=dict)
+class SFTTask:
+    """One arm's fine-tuning as a task of the shared loop (refrag_lib.train.train)."""
+
+    def __init__(self, model: RefragModel, arm: str, cfg: SFTConfig, items: Sequence[QAItem], chunks: PassageChunks,
+                 policy: ChunkPolicy | None):
+        if not items:
+            raise CourseError("No training questions (with a gold passage in the index) to fine-tune on.")
+        self.name, self.parts = f"sft_{arm}", TRAINED_PARTS[arm]
+        self.objective = AnswerObjective(model, arm, chunks, policy, cfg.p)
+        self.cfg, self.items = cfg, items
+
+    def batch(self, step: int, rng: np.random.Generator) -> tuple[list[QAItem], dict]:
+        return training_batch(self.items, self.cfg, rng), {}
 
 
 def train_arm(model: RefragModel, arm: str, cfg: SFTConfig, items: Sequence[QAItem], chunks: PassageChunks,
-              policy: ChunkPolicy | None, out_dir: Path | None, identity: dict[str, str],
-              progress: bool = True) -> ArmResult:
-    """SFT one arm in place with the shared loop's pieces (AdamW, warm-up + cosine, clipping, accelerate).
-
-    Weights go to out_dir/weights.safetensors (the trained parts only) when out_dir is given.
-    """
-    from accelerate import Accelerator
-    from tqdm.auto import tqdm
-
-    from .train import MIXED_PRECISION, _freeze_for, warmup_cosine
-
-    if not items:
-        raise CourseError("No training questions (with a gold passage in the index) to fine-tune on.")
-    accelerator = Accelerator(mixed_precision=MIXED_PRECISION[str(model.decoder.dtype).removeprefix("torch.")],
-                              cpu=model.device.type == "cpu")
-    parts = TRAINED_PARTS[arm]
-    params = _freeze_for(model, parts)
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.steps, cfg.warmup_fraction))
-    objective, optimizer = accelerator.prepare(AnswerObjective(model, arm, chunks, policy, cfg.p), optimizer)
-    history, elapsed = [], 0.0
-    for step in tqdm(range(cfg.steps), desc=f"SFT {arm}", disable=not progress):
-        tick = time.perf_counter()
-        with accelerator.autocast():
-            out = objective(training_batch(items, cfg, step))
-            accelerator.backward(out.loss)
-        grad_norm = accelerator.clip_grad_norm_(params, cfg.clip_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        elapsed += time.perf_counter() - tick
-        history.append({"step": step, "loss": out.log_ppl, "token_accuracy": out.accuracy,
-                        "grad_norm": float(grad_norm), "lr": scheduler.get_last_lr()[0], "seconds": elapsed})
-    for module in (model.encoder, model.projector, model.decoder):
-        module.eval()
-    if out_dir is not None:
-        save_weights(Path(out_dir) / WEIGHTS, model, parts, {**identity, "stage": f"sft_{arm}", "step": str(cfg.steps)})
-    window = max(1, len(history) // 10)
-    summary = {"arm": arm, "trained_parts": parts, "steps": cfg.steps, "train_seconds": round(elapsed, 1),
-               "seconds_per_step": elapsed / cfg.steps,
-               "first_loss": float(np.mean([r["loss"] for r in history[:window]])),
-               "last_loss": float(np.mean([r["loss"] for r in history[-window:]])), "config": asdict(cfg)}
-    return ArmResult(model, history, summary)
+              policy: ChunkPolicy | None, out_dir: Path, identity: dict[str, str], resume: bool = True,
+              progress: bool = True) -> TrainResult:
+    """SFT one arm in place with the shared loop: AdamW, warm-up + cosine, clipping, accelerate, metrics.jsonl,
+    resume after an interruption. Weights (the trained parts) go to out_dir/weights.safetensors; the resumable
+    state is dropped once the arm has finished (it would triple the disk an arm needs)."""
+    task = SFTTask(model, arm, cfg, items, chunks, policy)
+    return train(model, cfg, task, Path(out_dir), identity, resume=resume, progress=progress, keep_state=False)
 
 
 def load_start_model(run) -> RefragModel:

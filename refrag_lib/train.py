@@ -1,8 +1,11 @@
-"""One training loop for every stage, on accelerate: reconstruction (stage 1) and CPT (stage 2).
+"""One training loop for every stage, on accelerate: reconstruction (stage 1), CPT (stage 2) and the
+RAG QA fine-tuning of both arms (refrag_lib.sft).
 
-Each step draws its number of chunks from the curriculum, then its examples from the training
-documents, both from generators seeded by (seed, step): a resumed run sees exactly the data an
-uninterrupted one would, and the step counter is the whole data position. Mixed precision follows
+A stage is a *task*: which parts it trains, its loss (a module, so accelerate can wrap it) and the
+examples of each step. For reconstruction and CPT each step draws its number of chunks from the
+curriculum, then its examples from the training documents. Every step's examples come from a
+generator seeded by (seed, step, micro-batch): a resumed run sees exactly the data an uninterrupted
+one would, and the step counter is the whole data position. Mixed precision follows
 the preset, with the trained parts kept in float32 (AdamW on fp16 weights loses small updates).
 AdamW, linear warm-up over the first 4% of steps, cosine decay, gradient clipping and accumulation,
 as in the paper (peak LR 2e-4 for reconstruction, 5e-5 for CPT).
@@ -14,6 +17,7 @@ import argparse
 import importlib.util
 import json
 import math
+import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -141,6 +145,21 @@ class StageObjective(nn.Module):
         return next_paragraph_loss(self.model, contexts, continuations, self.cfg.expand_fraction, rng)
 
 
+class StageTask:
+    """Reconstruction or CPT as a task of the loop: curriculum-sized windows of the training documents."""
+
+    def __init__(self, model: RefragModel, cfg: TrainConfig, token_docs: list[list[int]]):
+        self.name, self.parts, self.k = cfg.stage, cfg.trained_parts(), model.k
+        self.cfg, self.token_docs = cfg, token_docs
+        self.objective = StageObjective(model, cfg)
+        self.curriculum = Curriculum(cfg.context_tokens // model.k, cfg.steps, cfg.seed, cfg.curriculum)
+
+    def batch(self, step: int, rng: np.random.Generator) -> tuple[object, dict]:
+        """(examples, what the step's log row should say about them)."""
+        n_chunks = self.curriculum.chunks_at(step)
+        return step_examples(self.cfg, self.k, n_chunks, self.token_docs, rng), {"chunks": n_chunks}
+
+
 def warmup_cosine(steps: int, warmup_fraction: float):
     """LR multiplier: linear warm-up, then cosine decay to zero."""
     warmup = max(1, round(steps * warmup_fraction))
@@ -181,18 +200,23 @@ def _trackers(names: list[str]) -> list[str]:
 # ---- the loop ------------------------------------------------------------------------------------------
 def train(
     model: RefragModel,
-    cfg: TrainConfig,
-    token_docs: list[list[int]],
+    cfg,
+    task,
     out_dir: Path,
     identity: dict[str, str],
     resume: bool = True,
     max_new_steps: int | None = None,
     progress: bool = True,
     trackers: list[str] | None = None,
+    keep_state: bool = True,
 ) -> TrainResult:
-    """Train `model` in place for cfg.steps steps, checkpointing to out_dir; resumes a checkpoint there.
+    """Train `model` in place on `task` for cfg.steps steps, checkpointing to out_dir; resumes a checkpoint there.
 
-    max_new_steps stops the run early (state saved), e.g. to spread training over Colab sessions.
+    cfg holds the schedule (steps, peak_lr, warmup_fraction, weight_decay, clip_norm, grad_accum,
+    save_every, seed: a TrainConfig or an sft.SFTConfig); task says what is trained on what (StageTask,
+    sft.SFTTask). max_new_steps stops the run early (state saved), e.g. to spread training over Colab
+    sessions. keep_state=False removes the resumable state once the run has finished and its weights are
+    written (it holds the optimizer moments: three times the size of the weights).
     """
     from accelerate import Accelerator, DistributedDataParallelKwargs
     from tqdm.auto import tqdm
@@ -206,14 +230,13 @@ def train(
         # the encoder's pooler (and, in recon, nothing else) gets no gradient: let DDP skip it
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
-    parts = cfg.trained_parts()
+    parts = task.parts
     params = _freeze_for(model, parts)
     optimizer = torch.optim.AdamW(params, lr=cfg.peak_lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.steps, cfg.warmup_fraction))
-    objective, optimizer = accelerator.prepare(StageObjective(model, cfg), optimizer)
-    curriculum = Curriculum(cfg.context_tokens // model.k, cfg.steps, cfg.seed, cfg.curriculum)
+    objective, optimizer = accelerator.prepare(task.objective, optimizer)
     config = asdict(cfg)
-    metadata = {**identity, "stage": cfg.stage}
+    metadata = {**identity, "stage": task.name}
 
     start_step = 0
     log_path = out_dir / "metrics.jsonl"
@@ -223,21 +246,20 @@ def train(
     history = _read_history(log_path, start_step) if start_step else []
     _write_history(log_path, history)
     if tracker_names:
-        accelerator.init_trackers(f"refrag-{cfg.stage}", config=config)
+        accelerator.init_trackers(f"refrag-{task.name}", config=config)
 
     end_step = cfg.steps if max_new_steps is None else min(cfg.steps, start_step + max_new_steps)
-    bar = tqdm(range(start_step, end_step), initial=start_step, total=cfg.steps, desc=cfg.stage,
+    bar = tqdm(range(start_step, end_step), initial=start_step, total=cfg.steps, desc=task.name,
                disable=not progress or not accelerator.is_local_main_process)
     elapsed = history[-1]["seconds"] if history else 0.0
     for step in bar:
         tick = time.perf_counter()
-        n_chunks = curriculum.chunks_at(step)
         stats = []
         for micro in range(cfg.grad_accum):
             # One stream per global micro-batch: N processes x A accumulation steps draw the same examples
             # as one process with N*A accumulation steps, so adding GPUs keeps the global batch.
             rng = np.random.default_rng([cfg.seed, step, micro * accelerator.num_processes + accelerator.process_index])
-            examples = step_examples(cfg, model.k, n_chunks, token_docs, rng)
+            examples, about = task.batch(step, rng)
             last = micro == cfg.grad_accum - 1
             with accelerator.autocast(), (accelerator.no_sync(objective) if not last else nullcontext()):
                 out = objective(examples, rng)
@@ -249,14 +271,14 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         elapsed += time.perf_counter() - tick
         totals = accelerator.reduce(_totals(stats, accelerator.device), reduction="sum")  # all processes
-        row = _row(step, n_chunks, totals.tolist(), grad_norm, scheduler.get_last_lr()[0], elapsed)
+        row = _row(step, about, totals.tolist(), grad_norm, scheduler.get_last_lr()[0], elapsed)
         history.append(row)
         if accelerator.is_main_process:
             with log_path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
         if tracker_names:
             accelerator.log({k: v for k, v in row.items() if k != "step"}, step=step)
-        bar.set_postfix(loss=f"{row['loss']:.3f}", chunks=n_chunks)
+        bar.set_postfix(loss=f"{row['loss']:.3f}", **about)
         done = step + 1
         if done % cfg.save_every == 0 or done == end_step:
             if accelerator.is_main_process:
@@ -268,9 +290,11 @@ def train(
     finished = bool(history) and history[-1]["step"] == cfg.steps - 1
     if finished and accelerator.is_main_process:
         save_weights(out_dir / WEIGHTS, model, parts, {**metadata, "step": str(cfg.steps)})
+        if not keep_state:
+            shutil.rmtree(out_dir / STATE_DIR, ignore_errors=True)
     for module in (model.encoder, model.projector, model.decoder):
         module.eval()
-    return TrainResult(model, history, summarise(history, cfg, finished))
+    return TrainResult(model, history, summarise(history, cfg, parts, finished))
 
 
 def _totals(stats: list[TokenStats], device) -> torch.Tensor:
@@ -280,9 +304,9 @@ def _totals(stats: list[TokenStats], device) -> torch.Tensor:
                         dtype=torch.float64, device=device)
 
 
-def _row(step, n_chunks, totals: list[float], grad_norm, lr, elapsed) -> dict:
+def _row(step, about: dict, totals: list[float], grad_norm, lr, elapsed) -> dict:
     tokens, nll, correct, examples = totals
-    return {"step": step, "loss": nll / tokens, "token_accuracy": correct / tokens, "chunks": n_chunks,
+    return {"step": step, "loss": nll / tokens, "token_accuracy": correct / tokens, **about,
             "examples": int(examples), "target_tokens": int(tokens),
             "grad_norm": float(grad_norm), "lr": lr, "seconds": round(elapsed, 3)}
 
@@ -299,7 +323,7 @@ def _write_history(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
-def summarise(history: list[dict], cfg: TrainConfig, finished: bool) -> dict:
+def summarise(history: list[dict], cfg, parts: list[str], finished: bool) -> dict:
     """Training numbers for metrics.json: time, throughput, and the mean loss of the first and the last
     fifth of the steps (single steps are noisy: each draws its own chunk count and examples)."""
     if not history:
@@ -312,7 +336,7 @@ def summarise(history: list[dict], cfg: TrainConfig, finished: bool) -> dict:
         "samples_per_second": examples / seconds if seconds else 0.0,
         "first_loss": float(np.mean([r["loss"] for r in history[:window]])),
         "last_loss": float(np.mean([r["loss"] for r in history[-window:]])),
-        "trained_parts": cfg.trained_parts(), "config": asdict(cfg),
+        "trained_parts": parts, "config": asdict(cfg),
     }
 
 
@@ -356,8 +380,8 @@ def train_stage(
     model = prepare_model(run, cfg, init_from_recon)
     train_docs, _ = tokenized_documents(model, documents)
     out_dir = run.stage_dir(folder or cfg.stage)
-    result = train(model, cfg, train_docs, out_dir, model_identity(run.preset, cfg.stage), resume=resume,
-                   max_new_steps=max_new_steps, progress=progress, trackers=trackers)
+    result = train(model, cfg, StageTask(model, cfg, train_docs), out_dir, model_identity(run.preset, cfg.stage),
+                   resume=resume, max_new_steps=max_new_steps, progress=progress, trackers=trackers)
     result.summary["init_from_recon"] = init_from_recon if cfg.stage == "cpt" else None
     return result
 

@@ -13,7 +13,7 @@ from conftest import tiny_refrag
 from safetensors.torch import save_file
 
 from refrag_lib import train as train_module
-from refrag_lib.train import TrainConfig, train
+from refrag_lib.train import StageTask, TrainConfig, train
 
 IDENTITY = {"preset": "tiny", "k": "4", "encoder": "tiny-bert", "decoder": "tiny-llama"}
 
@@ -37,7 +37,7 @@ def main(out: Path, grad_accum: int) -> None:
     train_module.step_examples = recording
     cfg = TrainConfig(stage="recon", steps=4, context_tokens=16, positions_per_step=40, grad_accum=grad_accum,
                       lr=3e-3, curriculum=False, save_every=100)
-    train(model, cfg, docs, out / "ckpt", IDENTITY, progress=False)
+    train(model, cfg, StageTask(model, cfg, docs), out / "ckpt", IDENTITY, progress=False)
     rank = int(__import__("os").environ.get("RANK", 0))
     trained = {f"{part}.{name}": p.detach().contiguous() for part in ("encoder", "projector")
                for name, p in getattr(model, part).named_parameters()}

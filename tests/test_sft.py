@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import TINY_TEXT, tiny_refrag
 
-from refrag_lib.checkpoint import WEIGHTS, read_metadata
+from refrag_lib.checkpoint import STATE_DIR, WEIGHTS, read_metadata
 from refrag_lib.data import Passage, QAExample
 from refrag_lib.errors import CourseError
 from refrag_lib.index import Retriever, build_chunk_store, build_index
@@ -19,6 +19,7 @@ from refrag_lib.sft import (
     ROWS,
     PassageChunks,
     SFTConfig,
+    SFTTask,
     evaluate_all,
     metrics_table,
     policy_expansion,
@@ -27,7 +28,9 @@ from refrag_lib.sft import (
     train_arm,
     training_batch,
 )
+from refrag_lib.train import train
 
+IDENTITY = {"preset": "tiny", "k": "4", "encoder": "tiny-bert", "decoder": "tiny-llama"}
 FACTS = [f"City_{i:03d} lies on River_{i + 30:03d}." for i in range(8)]
 
 
@@ -49,7 +52,7 @@ def setup():
 def test_training_batches_are_repeatable_and_hold_the_gold(setup):
     _, _, _, items, _ = setup
     cfg = SFTConfig(steps=2, top_k=2, batch_size=3, gold_fraction=1.0)
-    first, again = training_batch(items, cfg, 0), training_batch(items, cfg, 0)
+    first, again = (training_batch(items, cfg, np.random.default_rng([0, 0, 0])) for _ in range(2))
     assert [b.rows for b in first] == [b.rows for b in again]
     assert all(b.gold in b.rows and len(b.rows) == 2 for b in first)
 
@@ -76,6 +79,27 @@ def test_each_arm_trains_its_parts_only(setup, arm, tmp_path):
                for name, state in before.items()}
     assert changed == {"encoder": arm == "refrag", "projector": arm == "refrag", "decoder": True}
     assert read_metadata(tmp_path / WEIGHTS)["parts"] == ",".join(result.summary["trained_parts"])
+
+
+def test_interrupted_arm_resumes_to_the_same_weights(setup, tmp_path):
+    start, _, index, items, policy = setup
+    cfg = SFTConfig(steps=3, top_k=2, batch_size=2, p=0.25, lr=1e-3, save_every=1)
+    chunks = PassageChunks(start, index.passages)
+    whole = copy.deepcopy(start)
+    torch.manual_seed(0)  # dropout in the trained encoder draws from torch's generator (saved with the state)
+    train_arm(whole, "refrag", cfg, items, chunks, policy, tmp_path / "whole", IDENTITY, progress=False)
+    assert not (tmp_path / "whole" / STATE_DIR).exists()  # a finished arm keeps its weights, not its state
+    parted = copy.deepcopy(start)
+    task = SFTTask(parted, "refrag", cfg, items, chunks, policy)
+    torch.manual_seed(0)
+    train(parted, cfg, task, tmp_path / "parted", IDENTITY, progress=False, max_new_steps=2)
+    assert (tmp_path / "parted" / STATE_DIR).exists()
+    resumed = copy.deepcopy(start)  # a fresh process: start weights, then the checkpoint
+    result = train_arm(resumed, "refrag", cfg, items, chunks, policy, tmp_path / "parted", IDENTITY,
+                       progress=False)
+    assert [r["step"] for r in result.history] == [0, 1, 2]
+    for name, value in whole.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[name], value, rtol=0, atol=1e-6)
 
 
 def test_evaluation_table_has_every_row(setup):

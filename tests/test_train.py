@@ -10,7 +10,7 @@ from refrag_lib.checkpoint import STATE_DIR, WEIGHTS, load_weights, read_metadat
 from refrag_lib.config import get_preset
 from refrag_lib.errors import CourseError, MissingArtifactError
 from refrag_lib.runs import open_run
-from refrag_lib.train import TrainConfig, main, prepare_model, split_documents, train, warmup_cosine
+from refrag_lib.train import StageTask, TrainConfig, main, prepare_model, split_documents, train, warmup_cosine
 
 IDENTITY = {"preset": "tiny", "k": "4", "encoder": "tiny-bert", "decoder": "tiny-llama"}
 
@@ -30,13 +30,14 @@ def weights(model):
 
 def run_tiny(tmp_path, cfg, **kw):
     model = tiny_refrag(k=4)
-    return train(model, cfg, docs(model), tmp_path, IDENTITY, progress=False, **kw)
+    return train(model, cfg, StageTask(model, cfg, docs(model)), tmp_path, IDENTITY, progress=False, **kw)
 
 
 def test_reconstruction_loss_goes_down_and_decoder_stays_frozen(tmp_path):
     model = tiny_refrag(k=4)
     before = weights(model)
-    result = train(model, config(steps=30, curriculum=False), docs(model), tmp_path, IDENTITY, progress=False)
+    cfg = config(steps=30, curriculum=False)
+    result = train(model, cfg, StageTask(model, cfg, docs(model)), tmp_path, IDENTITY, progress=False)
     after = weights(model)
     assert result.summary["last_loss"] < result.summary["first_loss"]
     assert all(torch.equal(before[n], after[n]) for n in before if n.startswith("decoder."))
@@ -50,8 +51,8 @@ def test_reconstruction_loss_goes_down_and_decoder_stays_frozen(tmp_path):
 def test_cpt_can_train_the_decoder(tmp_path):
     model = tiny_refrag(k=4)
     before = weights(model)
-    train(model, config("cpt", steps=3, train_decoder=True, expand_fraction=0.25), docs(model), tmp_path,
-          IDENTITY, progress=False)
+    cfg = config("cpt", steps=3, train_decoder=True, expand_fraction=0.25)
+    train(model, cfg, StageTask(model, cfg, docs(model)), tmp_path, IDENTITY, progress=False)
     assert any(not torch.equal(before[n], p) for n, p in model.named_parameters() if n.startswith("decoder."))
 
 
@@ -75,7 +76,8 @@ def test_resume_with_other_settings_or_identity_is_refused(tmp_path):
         run_tiny(tmp_path, config(steps=8))
     model = tiny_refrag(k=4)
     with pytest.raises(CourseError, match="another configuration"):
-        train(model, config(steps=4), docs(model), tmp_path, {**IDENTITY, "k": "8"}, progress=False)
+        cfg = config(steps=4)
+        train(model, cfg, StageTask(model, cfg, docs(model)), tmp_path, {**IDENTITY, "k": "8"}, progress=False)
 
 
 def test_corrupt_checkpoint_gives_a_clear_error(tmp_path):
