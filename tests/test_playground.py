@@ -1,0 +1,62 @@
+"""The playground's pieces that need no trained model: run discovery, the HTML, the widget form."""
+
+import json
+
+from refrag_lib.playground import controls, render_html, trained_runs
+from refrag_lib.runs import open_run
+
+
+def fake_finished_run(folder, k, preset="cpu"):
+    (folder / "sft" / "ready_index").mkdir(parents=True)
+    (folder / "sft" / "ready_index" / "ready.json").write_text(json.dumps({"k": k}))
+    (folder / "sft" / "metrics.json").write_text(json.dumps({"preset": preset}))
+
+
+def test_trained_runs_finds_this_run_and_finished_siblings_of_the_same_preset(tmp_path):
+    fake_finished_run(tmp_path / "cpu", 16)
+    fake_finished_run(tmp_path / "cpu-k8", 8)
+    fake_finished_run(tmp_path / "t4-run", 4, preset="t4")
+    (tmp_path / "cpu-k32" / "sft").mkdir(parents=True)  # notebook 05 not finished
+    found = trained_runs(open_run("cpu", tmp_path / "cpu"))
+    assert found == {16: (tmp_path / "cpu").resolve(), 8: tmp_path / "cpu-k8"}
+
+
+def answer(text, ttft, positions, passages=(), expanded=()):
+    return {"answer": text, "ttft_ms": ttft, "input_positions": positions, "passages": list(passages),
+            "expanded_chunks": list(expanded), "n_chunks": 4}
+
+
+def test_render_html_escapes_and_colours_chunks():
+    passage = {"id": "p1", "score": 0.5, "chunks": [{"text": "<b>x</b>", "expanded": True},
+                                                     {"text": "y", "expanded": False}]}
+    result = {"question": "<script>alert(1)</script>", "k": 16, "p": 0.25, "selector": "rl",
+              "rag": answer("River_1", 400.0, 300), "refrag": answer("River_2", 100.0, 40, [passage], ["<b>x</b>"])}
+    html = render_html(result)
+    assert "<script>" not in html and "&lt;script&gt;" in html and "&lt;b&gt;x&lt;/b&gt;" in html
+    assert "4.0x sooner" in html and "expanded 1 of 4 chunks" in html
+    assert html.count("#c8f0c8") == 2 and html.count("#e4e4e4") == 2  # legend + one chunk each
+
+
+class FakePlayground:
+    ks = [8, 16]
+
+    def __init__(self):
+        self.asked = []
+
+    def n_passages(self, k=None):
+        return 7
+
+    def ask(self, *args):
+        self.asked.append(args)
+        return "<p>answer</p>"
+
+
+def test_form_sends_its_values_to_ask():
+    playground = FakePlayground()
+    form = controls(playground, "Where?", top_k=3, p=0.25)
+    question, (k, selector), (p, top_k), button, answer_box = (
+        form.children[0], form.children[1].children, form.children[2].children, form.children[3], form.children[4])
+    assert question.value == "Where?" and list(k.options) == [8, 16] and top_k.max == 7
+    k.value, selector.value, p.value = 16, "random", 0.5
+    button.click()
+    assert playground.asked == [("Where?", 16, 0.5, 3, "random")] and answer_box.value == "<p>answer</p>"
