@@ -68,3 +68,12 @@ def test_bad_inputs_are_explained(tmp_path):
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(CourseError, match="not a baseline file"):
         load_baseline(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize("name", ["cpu.json", "cpu-smoke.json"])
+def test_committed_baselines_are_complete(name):
+    from pathlib import Path
+
+    checks = load_baseline(Path(__file__).parent / "baselines" / name)
+    assert len(checks) >= 10
+    assert all(isinstance(c.reference, float) and c.tolerance > 0 for c in checks), checks
