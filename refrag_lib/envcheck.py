@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import importlib.util
+import os
 import platform
 import shutil
 import sys
@@ -78,8 +79,6 @@ def faiss_gpu_check() -> Check:
 
 def model_checks(preset) -> list[Check]:
     """Offline models: is their package installed? Hub models: will they download (token for gated ones)?"""
-    import os
-
     from .hub import OFFLINE_MODELS
 
     roles = [("encoder", preset.encoder), ("retriever", preset.retriever), ("decoder", preset.decoder)]

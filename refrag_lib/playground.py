@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .errors import CourseError
 from .policy import FixedSelector, PerplexitySelector, RandomSelector, ScoredExample, check_fraction
-from .ready_index import READY_FILE, READY_FOLDER, generate_answer, load_run_ready
+from .ready_index import READY_FILE, READY_FOLDER, generate_answer, load_run_ready, retrieve_question
 from .runs import Run, open_run
 
 SELECTORS = {
@@ -73,8 +73,10 @@ class Playground:
         check_fraction(p)
         ready, rag_model = self._models(k)
         choose = None if selector == "rl" else expansion_chooser(ready.model, selector, seed)
-        refrag = generate_answer(ready, question, top_k, p, max_new_tokens, repeats, choose=choose)
-        rag = generate_answer(ready, question, top_k, p, max_new_tokens, repeats, arm="rag", model=rag_model)
+        retrieved = retrieve_question(ready, question, top_k)  # one retrieval: both readers see the same passages
+        refrag = generate_answer(ready, question, top_k, p, max_new_tokens, repeats, choose=choose, retrieved=retrieved)
+        rag = generate_answer(ready, question, top_k, p, max_new_tokens, repeats, arm="rag", model=rag_model,
+                              retrieved=retrieved)
         return {"question": question, "k": k, "p": p, "top_k": top_k, "selector": selector, "rag": rag,
                 "refrag": refrag}
 

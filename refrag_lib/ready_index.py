@@ -75,32 +75,39 @@ def load_ready_index(folder: str | Path, model: RefragModel, retriever: Retrieve
     return ReadyIndex(index, store, model, retriever, policy, float(settings["p"]), int(settings["top_k"]))
 
 
-def generate_answer(ready: ReadyIndex, question: str, top_k: int | None = None, p: float | None = None,
-                    max_new_tokens: int = 12, repeats: int = 5, arm: str = "refrag", model: RefragModel | None = None,
-                    choose=None) -> dict:
-    """Retrieve, read the cached chunk vectors, expand the policy's chunks (or `choose`'s), answer; with the TTFT
-    (with cache). arm="rag" with the RAG-FT model reads the same passages as tokens, for comparison."""
-    from .qa import input_positions
-    from .sft import QAItem, Setting, answer_questions, prepare, ttft_ms
-
-    model = model or ready.model
-    top_k = ready.top_k if top_k is None else top_k
-    p = ready.p if p is None else p
+def retrieve_question(ready: ReadyIndex, question: str, top_k: int) -> tuple[list[int], list[float]]:
+    """The top-K passage rows and scores for a question, refused when it is empty or K does not fit the index."""
     if not question.strip():
         raise CourseError("The question is empty: type a question.")
     if not 1 <= top_k <= len(ready.index.passages):
         raise CourseError(f"top-K must be between 1 and the {len(ready.index.passages)} passages of the index, "
                           f"got {top_k}.")
     rows, scores = retrieve(ready.retriever, ready.index, [question], top_k)
-    item = QAItem(question, ("",), [int(r) for r in rows[0]])
+    return [int(r) for r in rows[0]], [float(s) for s in scores[0]]
+
+
+def generate_answer(ready: ReadyIndex, question: str, top_k: int | None = None, p: float | None = None,
+                    max_new_tokens: int = 12, repeats: int = 5, arm: str = "refrag", model: RefragModel | None = None,
+                    choose=None, retrieved: tuple[list[int], list[float]] | None = None) -> dict:
+    """Retrieve, read the cached chunk vectors, expand the policy's chunks (or `choose`'s), answer; with the TTFT
+    (with cache). arm="rag" with the RAG-FT model reads the same passages as tokens, for comparison; pass
+    `retrieved` (from retrieve_question) to answer both arms from one retrieval."""
+    from .qa import input_positions
+    from .sft import QAItem, Setting, answer_questions, prepare, ttft_ms
+
+    model = model or ready.model
+    top_k = ready.top_k if top_k is None else top_k
+    p = ready.p if p is None else p
+    rows, scores = retrieved or retrieve_question(ready, question, top_k)
+    item = QAItem(question, ("",), rows)
     with torch.inference_mode():
-        prepared = prepare(model, item, Setting("generate", arm, top_k), ready.store, ready.policy, p, choose)
+        prepared = prepare(model, item, Setting("generate", arm, len(rows)), ready.store, ready.policy, p, choose)
         answer = answer_questions(model, [prepared], max_new_tokens)[0]
         timing = ttft_ms(model, [prepared], repeats=repeats, warmup=1)
     decode = model.decoder_tokenizer.decode
     flags = iter(prepared.expand)
     passages = []
-    for r, score in zip(prepared.rows, scores[0]):
+    for r, score in zip(prepared.rows, scores):
         chunks = [{"text": decode(c), "expanded": next(flags)} for c in ready.store.chunks_for([r])[0]]
         passages.append({"id": ready.index.passages[r].id, "score": float(score), "chunks": chunks,
                          "text": "".join(c["text"] for c in chunks)})
