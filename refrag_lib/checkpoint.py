@@ -4,6 +4,9 @@ Only safetensors and JSON are read back (no pickle): weights and optimizer tenso
 everything else (step, scheduler, optimizer hyper-parameters) in a .json file. Every weights file
 carries metadata (preset, k, stage, step, encoder and decoder names) that is checked on load, so a
 checkpoint of another preset or k is refused with a clear message instead of being half-loaded.
+Tensors go through torch.distributed.checkpoint's state-dict API, so one code path saves and loads a
+plain model and one sharded by FSDP2: shards are gathered into whole tensors, written once by the main
+process, and every process takes its own shard back on resume.
 """
 
 from __future__ import annotations
@@ -33,15 +36,46 @@ def _parts_module(model: nn.Module, parts: list[str]) -> nn.ModuleDict:
     return nn.ModuleDict({part: getattr(model, part) for part in parts})
 
 
-def save_weights(path: Path, model: nn.Module, parts: list[str], metadata: dict[str, str]) -> Path:
-    """Write the named parts of a model (e.g. encoder, projector) to one safetensors file, atomically."""
-    from safetensors.torch import save_model
+def _full_state_options(**options):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, **options)
+
+
+def _aliases(view: nn.Module) -> set[str]:
+    """Names of tied parameters beyond their first name (a tied embedding is written once)."""
+    every = {name for name, _ in view.named_parameters(remove_duplicate=False)}
+    return every - {name for name, _ in view.named_parameters()}
+
+
+def part_tensors(model: nn.Module, parts: list[str]) -> dict[str, torch.Tensor]:
+    """Whole CPU copies of the named parts' tensors, under the names a weights file uses.
+
+    Works on a plain model and on one accelerate sharded with FSDP2 (the shards are gathered). Under
+    several processes every process must call it (it is a collective) and only the first receives tensors.
+    """
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    view = _parts_module(model, parts)
+    state = get_model_state_dict(view, options=_full_state_options(cpu_offload=True))
+    aliases = _aliases(view)
+    return {name: tensor.contiguous() for name, tensor in state.items() if name not in aliases}
+
+
+def write_weights(path: Path, tensors: dict[str, torch.Tensor], parts: list[str], metadata: dict[str, str]) -> Path:
+    """Write tensors named `<part>.<name>` to one safetensors file, atomically."""
+    from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    save_model(_parts_module(model, parts), str(tmp), metadata={**metadata, "parts": ",".join(parts)})
+    save_file(tensors, str(tmp), metadata={**metadata, "parts": ",".join(parts)})
     tmp.replace(path)
     return path
+
+
+def save_weights(path: Path, model: nn.Module, parts: list[str], metadata: dict[str, str]) -> Path:
+    """Write the named parts of a (single-process) model, e.g. encoder and projector, to one file."""
+    return write_weights(path, part_tensors(model, parts), parts, metadata)
 
 
 def read_metadata(path: Path) -> dict[str, str]:
@@ -72,16 +106,24 @@ def check_identity(metadata: dict[str, str], expected: dict[str, str], path: Pat
 
 
 def load_weights(path: Path, model: nn.Module, expected: dict[str, str], stage: str | None = None) -> dict[str, str]:
-    """Load the parts a weights file holds into a model after checking its metadata."""
-    from safetensors.torch import load_model
+    """Load the parts a weights file holds into a model after checking its metadata (preset, k, models,
+    stage) and that its names are exactly those of the parts. The model may be sharded by FSDP2: every
+    process reads the file and keeps its own shard."""
+    from safetensors.torch import load_file
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict
 
     metadata = read_metadata(path)
     check_identity(metadata, expected, path)
     if stage is not None and metadata.get("stage") != stage:
         raise CourseError(f"{path} holds weights of stage {metadata.get('stage')!r}, not {stage!r}.")
     parts = [p for p in metadata.get("parts", "").split(",") if p]
+    view = _parts_module(model, parts) if parts and all(hasattr(model, p) for p in parts) else nn.ModuleDict()
+    tensors = load_file(str(path))
+    expected_names = set(view.state_dict()) - _aliases(view)
     try:
-        load_model(_parts_module(model, parts), str(path), strict=True)
+        if not parts or set(tensors) != expected_names:
+            raise ValueError(f"parts {parts}, differing names {sorted(set(tensors) ^ expected_names)[:3]}")
+        set_model_state_dict(view, tensors, options=_full_state_options(strict=False))
     except Exception as err:
         raise CourseError(
             f"{path} could not be loaded into the model ({err}): it is corrupt or from another model. "
@@ -98,27 +140,36 @@ def guard_folder(folder: Path, expected: dict[str, str]) -> None:
 
 
 # ---- resumable state ------------------------------------------------------------------------------
-def save_state(folder: Path, model: nn.Module, parts: list[str], optimizer, scheduler, step: int,
-               metadata: dict[str, str], config: dict) -> None:
-    """Everything a resumed run needs, written to a temporary folder and swapped in (a crash mid-save
-    leaves the previous checkpoint intact)."""
-    from safetensors.torch import save_file
+STATE_FORMAT = 2  # optimizer moments keyed by parameter name (format 1 keyed them by position)
 
+
+def save_state(folder: Path, model: nn.Module, parts: list[str], optimizer, scheduler, step: int,
+               metadata: dict[str, str], config: dict, write: bool = True) -> None:
+    """Everything a resumed run needs, written to a temporary folder and swapped in (a crash mid-save
+    leaves the previous checkpoint intact). Under several processes all of them call it (sharded weights
+    and optimizer moments are gathered) and only the main one writes (write=True)."""
+    from safetensors.torch import save_file
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    weights = part_tensors(model, parts)
+    optimizer_state = get_optimizer_state_dict(_parts_module(model, parts), optimizer,
+                                               options=_full_state_options(cpu_offload=True))
+    if not write:
+        return
     target = folder / STATE_DIR
     tmp = folder / (STATE_DIR + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_weights(tmp / "model.safetensors", model, parts, {**metadata, "step": str(step)})
-    optimizer_state = optimizer.state_dict()
-    tensors = {f"state.{index}.{name}": value.detach().cpu().contiguous()
-               for index, state in optimizer_state["state"].items() for name, value in state.items()}
+    write_weights(tmp / "model.safetensors", weights, parts, {**metadata, "step": str(step)})
+    tensors = {f"state.{name}.{key}": value.detach().cpu().contiguous()
+               for name, state in optimizer_state["state"].items() for key, value in state.items()}
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     save_file(tensors, str(tmp / "optimizer.safetensors"), metadata={**metadata, "step": str(step)})
     scheduler_state = {key: value for key, value in scheduler.state_dict().items() if key != "lr_lambdas"}
     (tmp / "state.json").write_text(json.dumps({
-        "step": step, "metadata": metadata, "config": config,
+        "format": STATE_FORMAT, "step": step, "metadata": metadata, "config": config,
         "param_groups": optimizer_state["param_groups"], "scheduler": scheduler_state,
     }, indent=1))
     old = folder / (STATE_DIR + ".old")
@@ -129,15 +180,23 @@ def save_state(folder: Path, model: nn.Module, parts: list[str], optimizer, sche
     shutil.rmtree(old, ignore_errors=True)
 
 
-def load_state(folder: Path, model: nn.Module, optimizer, scheduler, metadata: dict[str, str], config: dict) -> int:
-    """Restore a run saved by save_state; returns the step to continue from."""
+def load_state(folder: Path, model: nn.Module, parts: list[str], optimizer, scheduler, metadata: dict[str, str],
+               config: dict) -> int:
+    """Restore a run saved by save_state into a plain or sharded model; returns the step to continue from."""
     from safetensors.torch import load_file
+    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
 
     target = folder / STATE_DIR
     try:
         state = json.loads((target / "state.json").read_text())
     except (OSError, ValueError) as err:
         raise CourseError(f"{target}/state.json is missing or corrupt ({err}): delete {target} and re-run.") from err
+    if state.get("format") != STATE_FORMAT:
+        raise CourseError(
+            f"The checkpoint in {target} was written by an earlier version of the course, which stored the "
+            "optimizer differently. Finish that run with the version that wrote it, or delete that folder to "
+            "start the stage over."
+        )
     if state["config"] != config:
         changed = sorted(k for k in {**config, **state["config"]} if config.get(k) != state["config"].get(k))
         raise CourseError(
@@ -147,12 +206,14 @@ def load_state(folder: Path, model: nn.Module, optimizer, scheduler, metadata: d
     load_weights(target / "model.safetensors", model, metadata)
     read_metadata(target / "optimizer.safetensors")
     tensors = load_file(str(target / "optimizer.safetensors"))
-    per_param: dict[int, dict] = {}
+    per_param: dict[str, dict] = {}
     for key, value in tensors.items():
         if key.startswith("state."):
-            _, index, name = key.split(".", 2)
-            per_param.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": per_param, "param_groups": state["param_groups"]})
+            name, moment = key.removeprefix("state.").rsplit(".", 1)
+            per_param.setdefault(name, {})[moment] = value
+    set_optimizer_state_dict(_parts_module(model, parts), optimizer,
+                             {"state": per_param, "param_groups": state["param_groups"]},
+                             options=_full_state_options(strict=False))  # parameters never reached have none
     scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(state["param_groups"])})
     torch.set_rng_state(tensors["rng.torch"])
     if "rng.cuda" in tensors and torch.cuda.is_available():

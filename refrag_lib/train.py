@@ -8,7 +8,9 @@ generator seeded by (seed, step, micro-batch): a resumed run sees exactly the da
 one would, and the step counter is the whole data position. Mixed precision follows
 the preset, with the trained parts kept in float32 (AdamW on fp16 weights loses small updates).
 AdamW, linear warm-up over the first 4% of steps, cosine decay, gradient clipping and accumulation,
-as in the paper (peak LR 2e-4 for reconstruction, 5e-5 for CPT).
+as in the paper (peak LR 2e-4 for reconstruction, 5e-5 for CPT). Under `accelerate launch` (DDP, or
+FSDP2 for decoders that do not fit one GPU) each process trains on its own micro-batches of the same
+global batch, and checkpoints and metrics are written once, by the main process.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ from .checkpoint import (
     load_state,
     load_weights,
     model_identity,
+    part_tensors,
     save_state,
-    save_weights,
+    write_weights,
 )
 from .curriculum import Curriculum
 from .errors import CourseError, MissingArtifactError
@@ -219,6 +222,7 @@ def train(
     written (it holds the optimizer moments: three times the size of the weights).
     """
     from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate.utils import DistributedType
     from tqdm.auto import tqdm
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -230,18 +234,20 @@ def train(
         # the encoder's pooler (and, in recon, nothing else) gets no gradient: let DDP skip it
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
+    if accelerator.distributed_type == DistributedType.FSDP and not accelerator.is_fsdp2:
+        raise CourseError("Sharded training needs FSDP2: set fsdp_version: 2 (see configs/accelerate/fsdp.yaml).")
     parts = task.parts
-    params = _freeze_for(model, parts)
-    optimizer = torch.optim.AdamW(params, lr=cfg.peak_lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(_freeze_for(model, parts), lr=cfg.peak_lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.steps, cfg.warmup_fraction))
-    objective, optimizer = accelerator.prepare(task.objective, optimizer)
-    config = asdict(cfg)
+    objective, prepared_optimizer = accelerator.prepare(task.objective, optimizer)
+    params = [p for group in optimizer.param_groups for p in group["params"]]  # FSDP2 swaps in sharded ones
+    config = {**asdict(cfg), "processes": accelerator.num_processes}  # N x grad_accum: the global batch
     metadata = {**identity, "stage": task.name}
 
     start_step = 0
     log_path = out_dir / "metrics.jsonl"
     if resume and (out_dir / STATE_DIR).exists():
-        start_step = load_state(out_dir, model, optimizer, scheduler, metadata, config)
+        start_step = load_state(out_dir, model, parts, optimizer, scheduler, metadata, config)
         accelerator.print(f"resumed from {out_dir / STATE_DIR} at step {start_step}/{cfg.steps}")
     history = _read_history(log_path, start_step) if start_step else []
     _write_history(log_path, history)
@@ -266,9 +272,9 @@ def train(
                 accelerator.backward(out.loss / cfg.grad_accum)
             stats.append(out)
         grad_norm = accelerator.clip_grad_norm_(params, cfg.clip_norm)
-        optimizer.step()
+        prepared_optimizer.step()
         scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        prepared_optimizer.zero_grad(set_to_none=True)
         elapsed += time.perf_counter() - tick
         totals = accelerator.reduce(_totals(stats, accelerator.device), reduction="sum")  # all processes
         row = _row(step, about, totals.tolist(), grad_norm, scheduler.get_last_lr()[0], elapsed)
@@ -280,18 +286,21 @@ def train(
             accelerator.log({k: v for k, v in row.items() if k != "step"}, step=step)
         bar.set_postfix(loss=f"{row['loss']:.3f}", **about)
         done = step + 1
-        if done % cfg.save_every == 0 or done == end_step:
-            if accelerator.is_main_process:
-                save_state(out_dir, model, parts, optimizer, scheduler, done, metadata, config)
+        if done % cfg.save_every == 0 or done == end_step:  # every process takes part (FSDP gathers shards)
+            save_state(out_dir, model, parts, optimizer, scheduler, done, metadata, config,
+                       write=accelerator.is_main_process)
             accelerator.wait_for_everyone()
     bar.close()
     if tracker_names:
         accelerator.end_training()
     finished = bool(history) and history[-1]["step"] == cfg.steps - 1
-    if finished and accelerator.is_main_process:
-        save_weights(out_dir / WEIGHTS, model, parts, {**metadata, "step": str(cfg.steps)})
-        if not keep_state:
-            shutil.rmtree(out_dir / STATE_DIR, ignore_errors=True)
+    if finished:
+        weights = part_tensors(model, parts)  # every process: gathers the shards under FSDP
+        if accelerator.is_main_process:
+            write_weights(out_dir / WEIGHTS, weights, parts, {**metadata, "step": str(cfg.steps)})
+            if not keep_state:
+                shutil.rmtree(out_dir / STATE_DIR, ignore_errors=True)
+        accelerator.wait_for_everyone()
     for module in (model.encoder, model.projector, model.decoder):
         module.eval()
     return TrainResult(model, history, summarise(history, cfg, parts, finished))
@@ -437,6 +446,9 @@ def main(argv: list[str] | None = None) -> int:
     result = train_stage(run, cfg, folder=args.folder, init_from_recon=not args.no_recon_init,
                          documents=args.documents, resume=not args.fresh, max_new_steps=args.max_new_steps,
                          progress=not args.no_progress, trackers=args.trackers)
-    run.write_metrics(args.folder or cfg.stage, result.summary)
-    print(json.dumps({k: v for k, v in result.summary.items() if k != "config"}, indent=1))
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:  # under `accelerate launch` every process gets here
+        run.write_metrics(args.folder or cfg.stage, result.summary)
+        print(json.dumps({k: v for k, v in result.summary.items() if k != "config"}, indent=1))
     return 0

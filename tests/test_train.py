@@ -78,6 +78,26 @@ def test_resume_with_other_settings_or_identity_is_refused(tmp_path):
     with pytest.raises(CourseError, match="another configuration"):
         cfg = config(steps=4)
         train(model, cfg, StageTask(model, cfg, docs(model)), tmp_path, {**IDENTITY, "k": "8"}, progress=False)
+    state_file = tmp_path / STATE_DIR / "state.json"
+    state = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps({**state, "config": {**state["config"], "processes": 2}}))
+    with pytest.raises(CourseError, match=r"other training settings \(processes\)"):  # written by 2 processes
+        run_tiny(tmp_path, config(steps=4))
+    # a checkpoint from before sharded training (format 1)
+    state_file.write_text(json.dumps({k: v for k, v in state.items() if k != "format"}))
+    with pytest.raises(CourseError, match="earlier version of the course"):
+        run_tiny(tmp_path, config(steps=4))
+
+
+def test_a_weights_file_with_other_tensor_names_is_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    run_tiny(tmp_path, config(steps=2))
+    tensors = load_file(str(tmp_path / WEIGHTS))
+    tensors.pop(next(name for name in tensors if name.startswith("projector.")))
+    save_file(tensors, str(tmp_path / WEIGHTS), metadata=read_metadata(tmp_path / WEIGHTS))
+    with pytest.raises(CourseError, match="could not be loaded"):
+        load_weights(tmp_path / WEIGHTS, tiny_refrag(k=4), IDENTITY)
 
 
 def test_corrupt_checkpoint_gives_a_clear_error(tmp_path):
