@@ -65,9 +65,10 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
 
 
 def test_fsdp_shards_the_model_saves_whole_weights_and_resumes(tmp_path):
-    """CPT with the decoder trained (its tied embedding included), sharded over two processes."""
-    launch(tmp_path / "fsdp", grad_accum=1, stage="cpt", config="fsdp.yaml")
-    launch(tmp_path / "one", grad_accum=2, stage="cpt")
+    """CPT with the decoder trained (its tied embedding included), sharded over two processes that
+    accumulate gradients over 2 micro-batches (FSDP2 skips the gradient sync on the first)."""
+    launch(tmp_path / "fsdp", grad_accum=2, stage="cpt", config="fsdp.yaml")
+    launch(tmp_path / "one", grad_accum=4, stage="cpt")
     shards = [json.loads((tmp_path / "fsdp" / f"sharding-rank{r}.json").read_text()) for r in (0, 1)]
     assert all(s["sharded"] and s["decoder_layer"] == "FSDPLlamaDecoderLayer" for s in shards)
     vocab = len(tiny_refrag().decoder_tokenizer)
@@ -82,9 +83,9 @@ def test_fsdp_shards_the_model_saves_whole_weights_and_resumes(tmp_path):
     losses = [r["loss"] for r in metrics(tmp_path / "one")]
     assert [r["loss"] for r in metrics(tmp_path / "fsdp")] == pytest.approx(losses, rel=1e-4)
     # stopped after 2 of 4 steps and launched again: resumes from the gathered state, ends identical
-    launch(tmp_path / "resumed", grad_accum=1, stage="cpt", config="fsdp.yaml", max_new_steps=2)
+    launch(tmp_path / "resumed", grad_accum=2, stage="cpt", config="fsdp.yaml", max_new_steps=2)
     assert not (tmp_path / "resumed" / "ckpt" / WEIGHTS).exists()
-    launch(tmp_path / "resumed", grad_accum=1, stage="cpt", config="fsdp.yaml", max_new_steps=2)
+    launch(tmp_path / "resumed", grad_accum=2, stage="cpt", config="fsdp.yaml", max_new_steps=2)
     resumed = load_file(str(tmp_path / "resumed" / "ckpt" / WEIGHTS))
     for name in sharded:
         torch.testing.assert_close(resumed[name], sharded[name], atol=1e-6, rtol=0)
