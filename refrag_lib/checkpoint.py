@@ -37,6 +37,7 @@ def _parts_module(model: nn.Module, parts: list[str]) -> nn.ModuleDict:
 
 
 def _full_state_options(**options):
+    """torch.distributed.checkpoint options for whole (gathered) tensors rather than per-process shards."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions
 
     return StateDictOptions(full_state_dict=True, **options)
@@ -118,9 +119,9 @@ def load_weights(path: Path, model: nn.Module, expected: dict[str, str], stage: 
         raise CourseError(f"{path} holds weights of stage {metadata.get('stage')!r}, not {stage!r}.")
     parts = [p for p in metadata.get("parts", "").split(",") if p]
     view = _parts_module(model, parts) if parts and all(hasattr(model, p) for p in parts) else nn.ModuleDict()
-    tensors = load_file(str(path))
     expected_names = set(view.state_dict()) - _aliases(view)
     try:
+        tensors = load_file(str(path))
         if not parts or set(tensors) != expected_names:
             raise ValueError(f"parts {parts}, differing names {sorted(set(tensors) ^ expected_names)[:3]}")
         set_model_state_dict(view, tensors, options=_full_state_options(strict=False))
