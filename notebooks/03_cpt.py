@@ -206,7 +206,7 @@ print("wrote", path)
 # the compressed arms to beat "no context" only by as much as the short training taught them. Where
 # the shape differs, the budget is the first suspect: rerun with more STEPS on a GPU preset.
 #
-# A default run of notebooks 02 + 03 on a 2-core CPU (19 minutes together) measured, in log-ppl of
+# A default run of notebooks 02 + 03 on a 2-core CPU (14 minutes together) measured, in log-ppl of
 # the 64-token continuation: no context 4.30, REFRAG-16 3.81, CPT without reconstruction init 3.88,
 # last 16 tokens 3.62, full context 2.24. REFRAG sits between no context and full context, and the
 # reconstruction initialisation helps (Table 12's direction, with a much smaller gap); but the last
