@@ -250,7 +250,8 @@ def train(
         start_step = load_state(out_dir, model, parts, optimizer, scheduler, metadata, config)
         accelerator.print(f"resumed from {out_dir / STATE_DIR} at step {start_step}/{cfg.steps}")
     history = _read_history(log_path, start_step) if start_step else []
-    _write_history(log_path, history)
+    if accelerator.is_main_process:
+        _write_history(log_path, history)
     if tracker_names:
         accelerator.init_trackers(f"refrag-{task.name}", config=config)
 
@@ -286,7 +287,9 @@ def train(
             accelerator.log({k: v for k, v in row.items() if k != "step"}, step=step)
         bar.set_postfix(loss=f"{row['loss']:.3f}", **about)
         done = step + 1
-        if done % cfg.save_every == 0 or done == end_step:  # every process takes part (FSDP gathers shards)
+        dropped_anyway = done == cfg.steps and not keep_state  # no resumable state to write for a finished run
+        if (done % cfg.save_every == 0 or done == end_step) and not dropped_anyway:
+            # every process takes part (FSDP gathers shards)
             save_state(out_dir, model, parts, optimizer, scheduler, done, metadata, config,
                        write=accelerator.is_main_process)
             accelerator.wait_for_everyone()
