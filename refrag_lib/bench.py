@@ -190,9 +190,8 @@ def decode_step_seconds(model: RefragModel, run: Prefilled, steps: int) -> list[
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         position = position + 1
         start = clock(device)
-        out = model.decoder(input_ids=token[:, None], attention_mask=mask, position_ids=position,
-                            past_key_values=cache, use_cache=True)
-        token = out.logits[:, -1, :].argmax(dim=-1)
+        logits, cache = model.decode_step(token, mask, position, cache)
+        token = logits.argmax(dim=-1)
         times.append(clock(device) - start)
     return times
 

@@ -85,8 +85,9 @@ def chunk_nll(model: RefragModel, batch: Sequence[Segments]) -> list[torch.Tenso
     expand = [[True] * len(ex.chunks) for ex in contexts]
     dim = model.encoder.config.hidden_size
     inputs = model.build_inputs(contexts, expand, chunk_vectors=torch.zeros(0, dim), padding_side="right")
-    hidden = model.decoder.get_decoder()(
-        inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask, position_ids=inputs.position_ids
+    hidden = model.decoder.base_model(
+        inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask, position_ids=inputs.position_ids,
+        use_cache=False,  # a scoring/training pass: a KV cache would only hold memory
     ).last_hidden_state
     logits = model.decoder.get_output_embeddings()(hidden[:, :-1]).float()
     token_nll = F.cross_entropy(logits.transpose(1, 2), inputs.token_ids[:, 1:], reduction="none").cpu()
@@ -129,8 +130,9 @@ def mixed_input_nll(model: RefragModel, examples: Sequence[ScoredExample],
     vectors = torch.cat(compressed) if compressed else torch.zeros(0)
     inputs = model.build_inputs(batch, masks, chunk_vectors=vectors, padding_side="right")
     labels = shifted_labels(inputs)
-    hidden = model.decoder.get_decoder()(
-        inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask, position_ids=inputs.position_ids
+    hidden = model.decoder.base_model(
+        inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask, position_ids=inputs.position_ids,
+        use_cache=False,  # a scoring/training pass: a KV cache would only hold memory
     ).last_hidden_state
     rows, cols = (labels != IGNORE).nonzero(as_tuple=True)
     logits = model.decoder.get_output_embeddings()(hidden[rows, cols]).float()

@@ -85,8 +85,9 @@ def suffix_token_stats(
     """
     inputs = model.build_inputs(batch, expand, padding_side="right")
     labels = shifted_labels(inputs)
-    hidden = model.decoder.get_decoder()(
-        inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask, position_ids=inputs.position_ids
+    hidden = model.decoder.base_model(
+        inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask, position_ids=inputs.position_ids,
+        use_cache=False,  # a scoring/training pass: a KV cache would only hold memory
     ).last_hidden_state
     rows, cols = (labels != IGNORE).nonzero(as_tuple=True)
     if rows.numel() == 0:

@@ -9,6 +9,8 @@ the batch, one decoder forward for the prefill.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -221,15 +223,16 @@ class RefragModel(nn.Module):
         """One decoder pass over the whole input; logits only at the last position (all TTFT needs)."""
         from transformers import DynamicCache
 
-        out = self.decoder(
-            inputs_embeds=inputs.inputs_embeds,
-            attention_mask=inputs.attention_mask,
-            position_ids=inputs.position_ids,
-            past_key_values=DynamicCache(),
-            use_cache=True,
-            logits_to_keep=1,
+        return forward_with_cache(
+            self.decoder, DynamicCache(), inputs_embeds=inputs.inputs_embeds,
+            attention_mask=inputs.attention_mask, position_ids=inputs.position_ids, logits_to_keep=1,
         )
-        return out.logits[:, -1, :], out.past_key_values
+
+    def decode_step(self, token: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, cache):
+        """One KV-cached step: feed one token per row, get the next logits and the grown cache."""
+        return forward_with_cache(
+            self.decoder, cache, input_ids=token[:, None], attention_mask=attention_mask, position_ids=position_ids
+        )
 
     @torch.no_grad()
     def generate(
@@ -260,13 +263,30 @@ class RefragModel(nn.Module):
                 break
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             position = position + 1
-            out = self.decoder(
-                input_ids=token[:, None], attention_mask=mask, position_ids=position,
-                past_key_values=cache, use_cache=True,
-            )
-            logits, cache = out.logits[:, -1, :], out.past_key_values
+            logits, cache = self.decode_step(token, mask, position, cache)
         rows = torch.stack(steps, dim=1).tolist() if steps else [[] for _ in range(mask.shape[0])]
         return [row[: row.index(self.eos_id)] if self.eos_id in row else row for row in rows]
+
+
+@functools.cache
+def cache_keyword(decoder_class: type) -> str:
+    """The name under which this transformers release takes the KV cache.
+
+    transformers 5.24 renamed `past_key_values` to `cache` (the old name warns, and goes in 5.40);
+    earlier releases of the supported range know only `past_key_values`. Asked once per class.
+    """
+    parameters = inspect.signature(decoder_class.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def forward_with_cache(decoder: nn.Module, cache, **inputs):
+    """A decoder forward that reads and grows `cache`: (last-position logits, the cache).
+
+    Every KV-cached call in the course goes through here, so a renamed argument is mended once.
+    """
+    out = decoder(**inputs, use_cache=True, **{cache_keyword(type(decoder)): cache})
+    grown = out.get("cache")  # the output field follows the argument's name
+    return out.logits[:, -1, :], grown if grown is not None else out.past_key_values
 
 
 def _pick(logits: torch.Tensor, do_sample: bool, temperature: float, generator) -> torch.Tensor:

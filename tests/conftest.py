@@ -1,5 +1,7 @@
 """Shared fixtures: tiny random models (no downloads) and the real offline models (loaded once)."""
 
+import os
+
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -14,6 +16,12 @@ TINY_TEXT = [
 ]
 
 
+# REFRAG_TEST_DEVICE=cuda (make gpu-check) builds every tiny model on the GPU; the default is the CPU.
+TEST_DEVICE = os.environ.get("REFRAG_TEST_DEVICE", "cpu")
+if TEST_DEVICE.startswith("cuda") and not torch.cuda.is_available():
+    raise pytest.UsageError(f"REFRAG_TEST_DEVICE={TEST_DEVICE} but torch sees no CUDA device here; unset it.")
+
+
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
     """A byte-level BPE trained in memory on a few sentences: decodes back to the exact text."""
     tok = Tokenizer(models.BPE())
@@ -26,8 +34,11 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
 
 
-def tiny_refrag(k: int = 4, seed: int = 0) -> RefragModel:
-    """A REFRAG model built from tiny random configs (hidden 32, 2 layers), transformers-test style."""
+def tiny_refrag(k: int = 4, seed: int = 0, device: str = TEST_DEVICE, dtype=torch.float32) -> RefragModel:
+    """A REFRAG model built from tiny random configs (hidden 32, 2 layers), transformers-test style.
+
+    dtype is the decoder's (the preset's dtype); encoder and projector stay float32 as in training.
+    """
     torch.manual_seed(seed)
     tok = tiny_tokenizer()
     decoder = LlamaForCausalLM(
@@ -44,7 +55,7 @@ def tiny_refrag(k: int = 4, seed: int = 0) -> RefragModel:
             num_attention_heads=2, max_position_embeddings=256, pad_token_id=tok.pad_token_id,
         )
     ).eval()
-    return RefragModel(encoder, decoder, tok, tok, k=k)
+    return RefragModel(encoder.to(device), decoder.to(device, dtype), tok, tok, k=k)
 
 
 @pytest.fixture

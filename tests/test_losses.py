@@ -68,7 +68,7 @@ def test_gradients_reach_encoder_and_projector_but_not_the_frozen_decoder(tiny):
 def test_one_encoder_call_and_one_decoder_forward_per_batch(tiny):
     calls = {"encoder": 0, "decoder": 0}
     tiny.encoder.register_forward_hook(lambda *a: calls.__setitem__("encoder", calls["encoder"] + 1))
-    tiny.decoder.get_decoder().register_forward_hook(lambda *a: calls.__setitem__("decoder", calls["decoder"] + 1))
+    tiny.decoder.base_model.register_forward_hook(lambda *a: calls.__setitem__("decoder", calls["decoder"] + 1))
     reconstruction_loss(tiny, token_lists(tiny, [12, 16, 5]))
     assert calls == {"encoder": 1, "decoder": 1}
 

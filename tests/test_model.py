@@ -5,7 +5,7 @@ import torch
 from conftest import TINY_TEXT
 
 from refrag_lib.errors import CourseError
-from refrag_lib.model import Segments, chunk_ids, expand_all
+from refrag_lib.model import Segments, cache_keyword, chunk_ids, expand_all
 
 
 def rag_batch(model, n=2):
@@ -130,3 +130,38 @@ def test_sampling_is_reproducible_with_a_generator(tiny):
     a = tiny.generate(inputs, 6, do_sample=True, generator=torch.Generator().manual_seed(3))
     b = tiny.generate(inputs, 6, do_sample=True, generator=torch.Generator().manual_seed(3))
     assert a == b
+
+
+def test_cache_keyword_follows_the_forward_signature():
+    class Renamed:
+        def forward(self, input_ids=None, cache=None, use_cache=None): ...
+
+    class Older:
+        def forward(self, input_ids=None, past_key_values=None, use_cache=None): ...
+
+    assert cache_keyword(Renamed) == "cache"
+    assert cache_keyword(Older) == "past_key_values"
+
+
+def test_cached_steps_match_one_full_forward(tiny):
+    ids = torch.tensor([tiny.tokenize(TINY_TEXT[0])[:12]])
+    full = tiny.decoder(input_ids=ids, use_cache=False).logits[0]
+    inputs = tiny.build_inputs([Segments(prefix=ids[0, :8].tolist(), chunks=[], suffix=[])], [[]])
+    logits, cache = tiny.prefill(inputs)
+    torch.testing.assert_close(logits[0], full[7])
+    mask, position = inputs.attention_mask, inputs.position_ids[:, -1:]
+    for i in range(8, 12):
+        mask, position = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1), position + 1
+        logits, cache = tiny.decode_step(ids[:, i], mask, position, cache)
+        torch.testing.assert_close(logits[0], full[i], atol=1e-5, rtol=1e-4)
+    assert cache.get_seq_length() == 12
+
+
+def test_a_deprecated_keyword_fails_the_tests(tiny):
+    """pyproject's filterwarnings turns a library's FutureWarning into an error, so it cannot pass unseen."""
+    from transformers import DynamicCache
+
+    if cache_keyword(type(tiny.decoder)) != "cache":
+        pytest.skip("this transformers release has not renamed past_key_values")
+    with pytest.raises(FutureWarning, match="past_key_values"):
+        tiny.decoder(input_ids=torch.tensor([[1, 2]]), past_key_values=DynamicCache(), use_cache=True)
