@@ -55,7 +55,10 @@ STEPS = 80  # training steps of the curriculum run
 ABLATION_STEPS = 80  # steps of the no-curriculum run (the same budget makes the comparison fair)
 POSITIONS_PER_STEP = 512  # decoder positions per step: 32 one-chunk examples or 1 sixteen-chunk example
 LR = 1e-3  # peak learning rate; 0: the paper's 2e-4 (see "Train" below for why we use more)
-EVAL_EXAMPLES = 16  # held-out windows per number of chunks
+EVAL_EXAMPLES = 16  # held-out windows per number of chunks (the quick table; regression runs guard it)
+EVAL_WINDOWS = 128  # held-out windows per number of chunks for what the vectors carry (with 95% intervals)
+CURVE_POINTS = 4  # probes of the vectors during training (the run is cut into this many exact-resume segments)
+CURVE_WINDOWS = 48  # held-out windows per probe during training
 SEED = 0
 RESUME = True  # continue an interrupted run from RUN_DIR/recon/checkpoint
 PROGRESS = True
@@ -68,19 +71,32 @@ run = start(PRESET, RUN_DIR, SMOKE, k=K or None)
 import matplotlib.pyplot as plt
 
 from refrag_lib.curriculum import Curriculum, plot_curriculum
-from refrag_lib.evaluate import chunk_counts, decoded_reconstructions, reconstruction_by_chunks
+from refrag_lib.evaluate import (
+    between_models,
+    chunk_counts,
+    decoded_reconstructions,
+    floor_scores,
+    reconstruction_by_chunks,
+    train_and_probe,
+    vectors_against_floor,
+)
+from refrag_lib.intervals import excludes_zero, format_interval
 from refrag_lib.losses import reconstruction_example, shifted_labels
 from refrag_lib.model import load_refrag
 from refrag_lib.train import TrainConfig, tokenized_documents, train_stage
-from refrag_lib.train_plots import plot_by_chunks, plot_loss_curves
+from refrag_lib.train_plots import plot_by_chunks, plot_loss_curves, plot_vector_gain
 
 steps = 10 if SMOKE else STEPS
 ablation_steps = 6 if SMOKE else ABLATION_STEPS
 positions = 300 if SMOKE else POSITIONS_PER_STEP
 eval_examples = 3 if SMOKE else EVAL_EXAMPLES
+eval_windows = 8 if SMOKE else EVAL_WINDOWS
+curve_points = 2 if SMOKE else CURVE_POINTS
+curve_windows = 6 if SMOKE else CURVE_WINDOWS
 decode_tokens = 24 if SMOKE else None  # greedy decoding is token by token: keep it short in SMOKE
 k = run.preset.k
 counts = chunk_counts(CONTEXT_TOKENS // k)
+curve_counts = [c for c in counts if c <= 4]  # probes during training stay cheap: short windows only
 print(f"k={k}, s={CONTEXT_TOKENS} -> up to {CONTEXT_TOKENS // k} chunks; evaluated at {counts} chunks")
 
 # %% [markdown]
@@ -152,6 +168,11 @@ untrained = reconstruction_by_chunks(model, held_out, counts, eval_examples)
 for n in map(str, counts):
     print(f"{n:>3} chunks: decoder alone log-ppl {lm_only['log_ppl_by_chunks'][n]:.3f} | untrained projector "
           f"{untrained['log_ppl_by_chunks'][n]:.3f} (token accuracy {untrained['token_accuracy_by_chunks'][n]:.2f})")
+# The floor on the windows of the interval table (and of the probes during training): the decoder
+# alone does not change in this stage, so it is scored once for every model compared below.
+floor = floor_scores(model, held_out, counts, eval_windows)
+curve_floor = floor_scores(model, held_out, curve_counts, curve_windows, seed=7)
+start_probe = {"step": 0, "by_chunks": vectors_against_floor(model, held_out, curve_floor)["by_chunks"]}
 del model
 
 # %% [markdown]
@@ -191,11 +212,15 @@ plt.show()
 # about the same number of decoder positions, so a one-chunk step holds many short examples and a
 # sixteen-chunk step few long ones. If the kernel dies (a Colab disconnect), re-run this cell: it
 # resumes from the last checkpoint.
+#
+# The run is cut into `CURVE_POINTS` segments: after each, the vectors are probed on held-out
+# windows (below). Resuming is exact, so the weights are those of one uninterrupted run.
 
 # %%
 config = TrainConfig(stage="recon", steps=steps, context_tokens=CONTEXT_TOKENS, positions_per_step=positions,
                      lr=LR, seed=SEED, save_every=max(1, steps // 4))
-result = train_stage(run, config, resume=RESUME, progress=PROGRESS)
+result, curve = train_and_probe(run, config, held_out, curve_floor, curve_points, resume=RESUME, progress=PROGRESS)
+curve = [start_probe, *curve]
 print({key: value for key, value in result.summary.items() if key != "config"})
 
 # %% [markdown]
@@ -253,6 +278,37 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# ## What the vectors carry, beyond the decoder's own language model
+#
+# The table above mixes two things: what the vectors tell the decoder, and what the decoder guesses
+# by itself (teacher forcing hands it every earlier token). To separate them, every held-out window is
+# scored twice, with its chunk vectors and with none, and we report the **gain** on the same windows
+# with a paired 95% bootstrap interval (`refrag_lib.intervals`). A gain whose interval excludes 0 is
+# something the vectors carry; one whose interval straddles 0 is noise at this many windows.
+#
+# Two measures: teacher-forced log-perplexity (nats per token saved by the vectors) and a
+# free-running one, where the decoder writes k tokens from the vectors alone with greedy decoding
+# and we count how many of the first chunk's k tokens it gets exactly right (no earlier tokens to
+# lean on: only the vectors can make this rise above the floor).
+
+# %%
+carried = vectors_against_floor(result.model, held_out, floor)
+print(f"{eval_windows} held-out windows per row; mean [95% interval]; gain = with vectors minus the decoder alone")
+for n, row in carried["by_chunks"].items():
+    print(f"{n:>3} chunk(s): log-ppl {format_interval(row['log_ppl'])} vs floor {format_interval(row['log_ppl_floor'])}"
+          f" -> gain {format_interval(row['log_ppl_gain'])} nats/token"
+          f"{'' if excludes_zero(row['log_ppl_gain']) else '  (within noise)'}")
+    print(f"{'':>12} token accuracy gain {format_interval(row['token_accuracy_gain'])}; first chunk exact "
+          f"{format_interval(row['first_chunk_exact'])} vs floor {format_interval(row['first_chunk_exact_floor'])}")
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+plot_vector_gain(curve, "log_ppl_gain", ax=axes[0])
+plot_vector_gain(curve, "first_chunk_exact_gain", ax=axes[1])
+axes[0].set_title("teacher-forced: nats saved per token")
+axes[1].set_title("free-running: exact first-chunk tokens")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
 # ## Read the reconstructions
 #
 # Greedy decoding from the chunk vectors alone (no teacher forcing now): the decoder writes what
@@ -280,7 +336,14 @@ ablation_config = TrainConfig(stage="recon", steps=ablation_steps, context_token
                               save_every=max(1, ablation_steps // 4))
 ablation = train_stage(run, ablation_config, folder="recon/no_curriculum", resume=RESUME, progress=PROGRESS)
 no_curriculum = reconstruction_by_chunks(ablation.model, held_out, counts, eval_examples)
+carried_no_curriculum = vectors_against_floor(ablation.model, held_out, floor)
+curriculum_gain = between_models(carried, carried_no_curriculum)
 del ablation.model
+for n, row in curriculum_gain.items():
+    verdict = "the curriculum helps" if row["log_ppl_gain"]["low"] > 0 else (
+        "the curriculum hurts" if row["log_ppl_gain"]["high"] < 0 else "within noise")
+    print(f"{n:>3} chunk(s): curriculum minus no curriculum, log-ppl gain {format_interval(row['log_ppl_gain'])}, "
+          f"first-chunk exact {format_interval(row['first_chunk_exact_gain'])} ({verdict}, {eval_windows} windows)")
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
@@ -308,6 +371,8 @@ path = run.write_metrics("recon", {
     "ablation_no_curriculum": {**no_curriculum, "steps": ablation_steps,
                                "train_seconds": ablation.summary.get("train_seconds")},
     "decoder_alone": lm_only, "untrained_projector": untrained, "eval_examples": eval_examples,
+    "vectors_against_floor": carried["by_chunks"], "vector_curve": curve, "eval_windows": eval_windows,
+    "curriculum_gain": curriculum_gain,
 })
 print("wrote", path)
 

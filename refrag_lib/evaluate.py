@@ -1,7 +1,9 @@
 """Held-out evaluation of stages 1-2: reconstruction by number of chunks, and CPT log-perplexity.
 
-All numbers are teacher-forced on documents the training never saw (the last 10%), with fixed
-windows drawn from a seeded generator so every model is scored on the same tokens.
+All numbers come from documents the training never saw (the last 10%), with fixed windows drawn
+from a seeded generator so every model is scored on the same tokens. `vectors_against_floor` is the
+measure to trust for what the chunk vectors carry: per window, with the vectors and without them
+(the decoder's own language model), teacher-forced and free-running, with 95% intervals.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import numpy as np
 import torch
 
 from .errors import CourseError
+from .intervals import mean_interval, paired_difference
 from .losses import reconstruction_example, suffix_token_stats
 from .model import RefragModel, Segments, chunk_ids, expand_all
-from .train import windows
+from .train import TrainResult, train_stage, windows
 
 
 def chunk_counts(max_chunks: int) -> list[int]:
@@ -63,6 +66,109 @@ def start_token(model: RefragModel) -> int:
     """The token a text without context starts from (BOS, or EOS where the tokenizer has no BOS)."""
     start = model.decoder_tokenizer.bos_token_id
     return model.eos_id if start is None else start
+
+
+# ---- what the vectors carry beyond the decoder's own language model -------------------------------------
+@torch.no_grad()
+def _per_window(model: RefragModel, batch: list[Segments], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mean NLL per token, token accuracy) of each example's suffix, teacher-forced."""
+    nll, accuracy = [], []
+    for i in range(0, len(batch), batch_size):
+        stats = suffix_token_stats(model, batch[i : i + batch_size])
+        tokens = stats.tokens.clamp(min=1).double()
+        nll += (stats.nll.double() / tokens).tolist()
+        accuracy += (stats.correct.double() / tokens).tolist()
+    return np.array(nll), np.array(accuracy)
+
+
+@torch.no_grad()
+def _greedy_chunk(model: RefragModel, batch: list[Segments], batch_size: int) -> list[list[int]]:
+    """k tokens of greedy decoding per example (no teacher forcing): what the decoder writes on its own."""
+    decoded = []
+    for i in range(0, len(batch), batch_size):
+        decoded += model.generate(model.build_inputs(batch[i : i + batch_size], padding_side="left"), model.k)
+    return decoded
+
+
+def _exact_share(decoded: Sequence[Sequence[int]], targets: Sequence[Sequence[int]]) -> np.ndarray:
+    """Per example, the share of target positions the decoded tokens match exactly."""
+    return np.array([sum(a == b for a, b in zip(d, t)) / len(t) for d, t in zip(decoded, targets)])
+
+
+def floor_scores(model: RefragModel, held_out: list[list[int]], counts: Sequence[int], n_windows: int = 128,
+                 batch_size: int = 8, seed: int = 2024) -> dict:
+    """The decoder alone (a start token, no vectors) on the windows `vectors_against_floor` uses.
+
+    It does not depend on the encoder or projector, so a notebook computes it once for every model it compares.
+    """
+    out = {}
+    for n in counts:
+        xs = windows(held_out, n * model.k, n_windows, np.random.default_rng([seed, n]))
+        nll, accuracy = _per_window(model, [Segments(prefix=[start_token(model)], suffix=x) for x in xs], batch_size)
+        alone = _greedy_chunk(model, [Segments(prefix=[start_token(model)])], 1)[0]  # the same for every window
+        exact = _exact_share([alone] * len(xs), [x[: model.k] for x in xs])
+        out[str(n)] = {"log_ppl": nll, "token_accuracy": accuracy, "first_chunk_exact": exact}
+    return {"counts": list(counts), "n_windows": n_windows, "seed": seed, "scores": out}
+
+
+def vectors_against_floor(model: RefragModel, held_out: list[list[int]], floor: dict, batch_size: int = 8) -> dict:
+    """Reconstruction from n chunk vectors next to the decoder alone, on the same held-out windows.
+
+    Per number of chunks: held-out log-ppl and token accuracy (teacher-forced), the share of the first
+    chunk's k tokens that greedy decoding from the vectors gets exactly right (free-running), each with
+    its 95% bootstrap interval over windows, and the gain over the floor with a paired interval.
+    """
+    table, scores = {}, {}
+    for n in floor["counts"]:
+        xs = windows(held_out, n * model.k, floor["n_windows"], np.random.default_rng([floor["seed"], n]))
+        base = floor["scores"][str(n)]
+        nll, accuracy = _per_window(model, [reconstruction_example(x, model.k) for x in xs], batch_size)
+        decoded = _greedy_chunk(model, [Segments(chunks=chunk_ids(x, model.k)) for x in xs], batch_size)
+        exact = _exact_share(decoded, [x[: model.k] for x in xs])
+        table[str(n)] = {
+            "log_ppl": mean_interval(nll), "log_ppl_floor": mean_interval(base["log_ppl"]),
+            "log_ppl_gain": paired_difference(base["log_ppl"], nll),  # > 0: the vectors lower the perplexity
+            "token_accuracy": mean_interval(accuracy), "token_accuracy_floor": mean_interval(base["token_accuracy"]),
+            "token_accuracy_gain": paired_difference(accuracy, base["token_accuracy"]),
+            "first_chunk_exact": mean_interval(exact),
+            "first_chunk_exact_floor": mean_interval(base["first_chunk_exact"]),
+            "first_chunk_exact_gain": paired_difference(exact, base["first_chunk_exact"]),
+        }
+        scores[str(n)] = {"log_ppl": nll.tolist(), "token_accuracy": accuracy.tolist(),
+                          "first_chunk_exact": exact.tolist()}
+    return {"by_chunks": table, "n_windows": floor["n_windows"], "per_window": scores}
+
+
+def between_models(better: dict, other: dict) -> dict:
+    """Paired gains of one trained model over another on the same windows (> 0: `better` is better)."""
+    out = {}
+    for n, a in better["per_window"].items():
+        b = other["per_window"][n]
+        out[n] = {"log_ppl_gain": paired_difference(b["log_ppl"], a["log_ppl"]),
+                  "token_accuracy_gain": paired_difference(a["token_accuracy"], b["token_accuracy"]),
+                  "first_chunk_exact_gain": paired_difference(a["first_chunk_exact"], b["first_chunk_exact"])}
+    return out
+
+
+def train_and_probe(run, cfg, held_out: list[list[int]], floor: dict, points: int = 4, resume: bool = True,
+                    progress: bool = True, **stage_options) -> tuple[TrainResult, list[dict]]:
+    """Train a stage in `points` equal segments and probe the vectors after each one.
+
+    The loop resumes exactly (same weights as one uninterrupted run), so the curve costs only the
+    probes: [{"step": steps done, **vectors_against_floor(...)}, ...] for plotting against steps.
+    """
+    if points < 1:
+        raise CourseError(f"points must be >= 1 (probes during training), got {points}.")
+    segment = -(-cfg.steps // points)
+    curve: list[dict] = []
+    while True:
+        result = train_stage(run, cfg, resume=resume or bool(curve), max_new_steps=segment, progress=progress,
+                             **stage_options)
+        probe = vectors_against_floor(result.model, held_out, floor)
+        curve.append({"step": len(result.history), "by_chunks": probe["by_chunks"]})
+        if result.summary["finished"]:
+            return result, curve
+        del result.model  # the next segment loads the checkpoint it left
 
 
 # ---- CPT: the paper's Table 1 arms on the same decoder --------------------------------------------------

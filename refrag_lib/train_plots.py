@@ -71,3 +71,22 @@ def plot_log_ppl_bars(log_ppl: dict[str, float], ax=None):
     ax.set_ylabel("log-perplexity of the continuation (lower is better)")
     ax.tick_params(axis="x", rotation=20)
     return ax
+
+
+def plot_vector_gain(curve: list[dict], metric: str = "log_ppl_gain", ax=None):
+    """What the vectors add over the decoder alone, against training steps: one line per chunk count,
+    its 95% interval shaded; above 0 the vectors help (log_ppl_gain: nats saved per token)."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.5))
+    steps = [point["step"] for point in curve]
+    for n in curve[0]["by_chunks"]:
+        rows = [point["by_chunks"][n][metric] for point in curve]
+        ax.plot(steps, [r["mean"] for r in rows], marker="o", label=f"{n} chunk(s)")
+        ax.fill_between(steps, [r["low"] for r in rows], [r["high"] for r in rows], alpha=0.2)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(metric.replace("_", " ") + " over the decoder alone")
+    ax.legend(fontsize=8)
+    return ax

@@ -166,3 +166,47 @@ def test_evaluation_helpers_on_a_tiny_model():
     assert [r["chunks"] for r in rows] == [1, 2] and all(0 <= r["exact_token_share"] <= 1 for r in rows)
     with pytest.raises(CourseError, match="Unknown arm"):
         context_log_ppl(model, pairs, "oracle")
+
+
+def test_vectors_against_floor_scores_the_same_windows_both_ways():
+    from refrag_lib.evaluate import between_models, floor_scores, reconstruction_by_chunks, vectors_against_floor
+
+    model = tiny_refrag(k=4)
+    held = docs(model)
+    floor = floor_scores(model, held, [1, 2], n_windows=6, batch_size=4, seed=7)
+    report = vectors_against_floor(model, held, floor, batch_size=4)
+    assert report["n_windows"] == 6 and set(report["by_chunks"]) == {"1", "2"}
+    itself = between_models(report, report)["1"]["log_ppl_gain"]
+    assert itself == {"mean": 0.0, "low": 0.0, "high": 0.0}
+    for n, row in report["by_chunks"].items():
+        scores = floor["scores"][n]
+        assert row["log_ppl_floor"]["mean"] == pytest.approx(scores["log_ppl"].mean())
+        assert row["log_ppl_gain"]["mean"] == pytest.approx(row["log_ppl_floor"]["mean"] - row["log_ppl"]["mean"])
+        for name in ("log_ppl", "token_accuracy", "first_chunk_exact"):
+            assert row[name]["low"] <= row[name]["mean"] <= row[name]["high"], name
+        assert all(0 <= row[f"first_chunk_exact{s}"]["mean"] <= 1 for s in ("", "_floor"))
+    # the same seeded windows, all of one length: the mean per window equals the token-weighted figure
+    same = reconstruction_by_chunks(model, held, [1, 2], n_examples=6, batch_size=4, seed=7)
+    for n in ("1", "2"):
+        assert report["by_chunks"][n]["log_ppl"]["mean"] == pytest.approx(same["log_ppl_by_chunks"][n], rel=1e-5)
+        assert report["by_chunks"][n]["token_accuracy"]["mean"] == pytest.approx(same["token_accuracy_by_chunks"][n])
+
+
+def test_train_and_probe_gives_a_curve_and_the_weights_of_one_uninterrupted_run(tmp_path, monkeypatch):
+    import refrag_lib.train as train_module
+    from refrag_lib.evaluate import floor_scores, train_and_probe
+
+    monkeypatch.setattr(train_module, "prepare_model", lambda run, cfg, init_from_recon=True: tiny_refrag(k=4))
+    monkeypatch.setattr(train_module, "tokenized_documents", lambda model, path=None: (docs(model), docs(model)))
+    run = open_run("cpu", tmp_path, k=4)
+    cfg = config(steps=6, curriculum=False)
+    held = docs(tiny_refrag(k=4))
+    floor = floor_scores(tiny_refrag(k=4), held, [1], n_windows=4, batch_size=4)
+    probed, curve = train_and_probe(run, cfg, held, floor, points=3, resume=False, progress=False)
+    assert [point["step"] for point in curve] == [2, 4, 6] and probed.summary["finished"]
+    assert set(curve[-1]["by_chunks"]["1"]) >= {"log_ppl_gain", "first_chunk_exact"}
+    whole = train_module.train_stage(run, cfg, folder="whole", resume=False, progress=False)
+    for name, tensor in whole.model.named_parameters():
+        torch.testing.assert_close(dict(probed.model.named_parameters())[name], tensor, atol=1e-6, rtol=0)
+    with pytest.raises(CourseError, match="points must be"):
+        train_and_probe(run, cfg, held, floor, points=0)

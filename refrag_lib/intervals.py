@@ -1,0 +1,52 @@
+"""95% bootstrap intervals for the course's quality figures (scipy.stats.bootstrap, percentile method).
+
+A figure over held-out items (windows, questions) is a mean; its interval says how far another draw
+of as many items could move it. A difference between two arms on the SAME items gets a paired
+interval (resampling items, not arms), which is far tighter than comparing two separate intervals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .errors import CourseError
+
+RESAMPLES = 2000
+
+
+def _check(values: Sequence[float]) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1 or len(array) < 2:
+        raise CourseError(f"An interval needs at least 2 held-out items, got {len(array)}: evaluate on more.")
+    return array
+
+
+def mean_interval(values: Sequence[float], seed: int = 0, level: float = 0.95) -> dict:
+    """{"mean", "low", "high"}: the mean over items and its bootstrap interval."""
+    from scipy.stats import bootstrap
+
+    array = _check(values)
+    if np.all(array == array[0]):  # every item scored the same: no spread to resample
+        return {"mean": float(array[0]), "low": float(array[0]), "high": float(array[0])}
+    ci = bootstrap((array,), np.mean, n_resamples=RESAMPLES, confidence_level=level, method="percentile",
+                   random_state=np.random.default_rng(seed)).confidence_interval
+    return {"mean": float(array.mean()), "low": float(ci.low), "high": float(ci.high)}
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], seed: int = 0, level: float = 0.95) -> dict:
+    """mean(a - b) over the same items, with its paired bootstrap interval."""
+    first, second = _check(a), _check(b)
+    if first.shape != second.shape:
+        raise CourseError(f"A paired difference needs the same items in both arms ({len(first)} vs {len(second)}).")
+    return mean_interval(first - second, seed, level)
+
+
+def excludes_zero(interval: dict) -> bool:
+    """True when the interval lies entirely on one side of 0: a difference the items support."""
+    return interval["low"] > 0 or interval["high"] < 0
+
+
+def format_interval(interval: dict, digits: int = 3) -> str:
+    return f"{interval['mean']:.{digits}f} [{interval['low']:.{digits}f}, {interval['high']:.{digits}f}]"

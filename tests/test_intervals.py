@@ -1,0 +1,35 @@
+"""Bootstrap intervals: they cover the mean, shrink with more items, and pair arms item by item."""
+
+import numpy as np
+import pytest
+
+from refrag_lib.errors import CourseError
+from refrag_lib.intervals import excludes_zero, format_interval, mean_interval, paired_difference
+
+
+def test_interval_holds_the_mean_and_shrinks_with_more_items():
+    rng = np.random.default_rng(0)
+    small, large = rng.normal(0.3, 0.1, 20), rng.normal(0.3, 0.1, 2000)
+    a, b = mean_interval(small), mean_interval(large)
+    assert a["low"] < a["mean"] < a["high"] and b["low"] < 0.3 < b["high"]
+    assert (b["high"] - b["low"]) < (a["high"] - a["low"]) / 5  # ~sqrt(100) narrower
+    assert mean_interval([1.0, 1.0, 1.0]) == {"mean": 1.0, "low": 1.0, "high": 1.0}
+
+
+def test_paired_difference_sees_a_small_shift_that_separate_intervals_hide():
+    rng = np.random.default_rng(1)
+    base = rng.normal(0.0, 1.0, 200)  # large spread between items
+    shifted = base + 0.05 + rng.normal(0.0, 0.01, 200)  # the same items, slightly better
+    assert not excludes_zero(paired_difference(base, base))
+    gain = paired_difference(shifted, base)
+    assert excludes_zero(gain) and gain["mean"] == pytest.approx(0.05, abs=0.005)
+    separate_a, separate_b = mean_interval(shifted), mean_interval(base)
+    assert separate_a["low"] < separate_b["high"]  # unpaired, the two intervals overlap
+    assert format_interval(gain, 2).startswith("0.05 [")
+
+
+def test_too_few_or_unmatched_items_are_refused():
+    with pytest.raises(CourseError, match="at least 2"):
+        mean_interval([0.5])
+    with pytest.raises(CourseError, match="same items"):
+        paired_difference([0.1, 0.2, 0.3], [0.1, 0.2])
