@@ -56,9 +56,10 @@ ABLATION_STEPS = 80  # steps of the no-curriculum run (the same budget makes the
 POSITIONS_PER_STEP = 512  # decoder positions per step: 32 one-chunk examples or 1 sixteen-chunk example
 LR = 1e-3  # peak learning rate; 0: the paper's 2e-4 (see "Train" below for why we use more)
 EVAL_EXAMPLES = 16  # held-out windows per number of chunks (the quick table; regression runs guard it)
-EVAL_WINDOWS = 128  # held-out windows per number of chunks for what the vectors carry (with 95% intervals)
+EVAL_WINDOWS = 64  # held-out windows per number of chunks up to 4 for what the vectors carry (95% intervals)
+LONG_WINDOWS = 32  # the same for 16 chunks: each window averages 256 tokens
 CURVE_POINTS = 4  # probes of the vectors during training (the run is cut into this many exact-resume segments)
-CURVE_WINDOWS = 48  # held-out windows per probe during training
+CURVE_WINDOWS = 48  # held-out one-chunk windows per probe during training
 SEED = 0
 RESUME = True  # continue an interrupted run from RUN_DIR/recon/checkpoint
 PROGRESS = True
@@ -91,12 +92,13 @@ ablation_steps = 6 if SMOKE else ABLATION_STEPS
 positions = 300 if SMOKE else POSITIONS_PER_STEP
 eval_examples = 3 if SMOKE else EVAL_EXAMPLES
 eval_windows = 8 if SMOKE else EVAL_WINDOWS
+long_windows = 4 if SMOKE else LONG_WINDOWS
 curve_points = 2 if SMOKE else CURVE_POINTS
 curve_windows = 6 if SMOKE else CURVE_WINDOWS
 decode_tokens = 24 if SMOKE else None  # greedy decoding is token by token: keep it short in SMOKE
 k = run.preset.k
 counts = chunk_counts(CONTEXT_TOKENS // k)
-curve_counts = [c for c in counts if c <= 4]  # probes during training stay cheap: short windows only
+curve_counts = [1]  # probes during training stay cheap: one-chunk windows only
 print(f"k={k}, s={CONTEXT_TOKENS} -> up to {CONTEXT_TOKENS // k} chunks; evaluated at {counts} chunks")
 
 # %% [markdown]
@@ -170,7 +172,7 @@ for n in map(str, counts):
           f"{untrained['log_ppl_by_chunks'][n]:.3f} (token accuracy {untrained['token_accuracy_by_chunks'][n]:.2f})")
 # The floor on the windows of the interval table (and of the probes during training): the decoder
 # alone does not change in this stage, so it is scored once for every model compared below.
-floor = floor_scores(model, held_out, counts, eval_windows)
+floor = floor_scores(model, held_out, counts, eval_windows, long_windows)
 curve_floor = floor_scores(model, held_out, curve_counts, curve_windows, seed=7)
 start_probe = {"step": 0, "by_chunks": vectors_against_floor(model, held_out, curve_floor)["by_chunks"]}
 del model
@@ -293,7 +295,8 @@ plt.show()
 
 # %%
 carried = vectors_against_floor(result.model, held_out, floor)
-print(f"{eval_windows} held-out windows per row; mean [95% interval]; gain = with vectors minus the decoder alone")
+print(f"held-out windows per row: {carried['n_windows']}; mean [95% interval]; "
+      "gain = with vectors minus the decoder alone")
 for n, row in carried["by_chunks"].items():
     print(f"{n:>3} chunk(s): log-ppl {format_interval(row['log_ppl'])} vs floor {format_interval(row['log_ppl_floor'])}"
           f" -> gain {format_interval(row['log_ppl_gain'])} nats/token"
@@ -343,7 +346,8 @@ for n, row in curriculum_gain.items():
     verdict = "the curriculum helps" if row["log_ppl_gain"]["low"] > 0 else (
         "the curriculum hurts" if row["log_ppl_gain"]["high"] < 0 else "within noise")
     print(f"{n:>3} chunk(s): curriculum minus no curriculum, log-ppl gain {format_interval(row['log_ppl_gain'])}, "
-          f"first-chunk exact {format_interval(row['first_chunk_exact_gain'])} ({verdict}, {eval_windows} windows)")
+          f"first-chunk exact {format_interval(row['first_chunk_exact_gain'])} "
+          f"({verdict}, {floor['n_windows'][n]} windows)")
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
@@ -359,6 +363,27 @@ for n in map(str, counts):
           f"{no_curriculum['log_ppl_by_chunks'][n]:13.3f}")
 
 # %% [markdown]
+# ## Levers: what buys the most reconstruction per CPU minute
+#
+# Eighty steps teach the vectors little. Which knob helps most within the same few minutes? `python -m
+# refrag_lib levers` trains a fresh encoder + projector per lever for the same wall-clock budget (each
+# lever's step count comes from its own measured step time), scores every one on the same held-out
+# windows against the decoder alone, and writes `RUN_DIR/recon/levers/levers.json`. It takes about
+# half an hour on a 2-core CPU, so the course does not run it for you; this cell shows the table once
+# it exists.
+
+# %%
+import json
+
+from refrag_lib.levers import format_levers
+
+levers_file = run.stage_dir("recon/levers") / "levers.json"
+if levers_file.exists():
+    print(format_levers(json.loads(levers_file.read_text())))
+else:
+    print(f"No lever table in this run yet: `python -m refrag_lib levers --run-dir {run.root}` makes one.")
+
+# %% [markdown]
 # ## Save the metrics
 #
 # `RUN_DIR/recon/metrics.json` holds the held-out numbers of the curriculum run, the ablation in the
@@ -371,7 +396,7 @@ path = run.write_metrics("recon", {
     "ablation_no_curriculum": {**no_curriculum, "steps": ablation_steps,
                                "train_seconds": ablation.summary.get("train_seconds")},
     "decoder_alone": lm_only, "untrained_projector": untrained, "eval_examples": eval_examples,
-    "vectors_against_floor": carried["by_chunks"], "vector_curve": curve, "eval_windows": eval_windows,
+    "vectors_against_floor": carried["by_chunks"], "vector_curve": curve, "eval_windows": floor["n_windows"],
     "curriculum_gain": curriculum_gain,
 })
 print("wrote", path)

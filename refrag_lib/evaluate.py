@@ -95,20 +95,23 @@ def _exact_share(decoded: Sequence[Sequence[int]], targets: Sequence[Sequence[in
     return np.array([sum(a == b for a, b in zip(d, t)) / len(t) for d, t in zip(decoded, targets)])
 
 
-def floor_scores(model: RefragModel, held_out: list[list[int]], counts: Sequence[int], n_windows: int = 128,
-                 batch_size: int = 8, seed: int = 2024) -> dict:
+def floor_scores(model: RefragModel, held_out: list[list[int]], counts: Sequence[int], n_windows: int = 64,
+                 long_windows: int | None = None, batch_size: int = 8, seed: int = 2024) -> dict:
     """The decoder alone (a start token, no vectors) on the windows `vectors_against_floor` uses.
 
-    It does not depend on the encoder or projector, so a notebook computes it once for every model it compares.
+    n_windows per chunk count; long_windows for counts above 4 (each of those windows averages over
+    n*k tokens, so fewer give as tight a log-ppl interval; None: n_windows). The floor does not depend
+    on the encoder or projector, so a notebook computes it once for every model it compares.
     """
-    out = {}
+    out, sizes = {}, {}
     for n in counts:
-        xs = windows(held_out, n * model.k, n_windows, np.random.default_rng([seed, n]))
+        sizes[str(n)] = n_windows if n <= 4 or long_windows is None else long_windows
+        xs = windows(held_out, n * model.k, sizes[str(n)], np.random.default_rng([seed, n]))
         nll, accuracy = _per_window(model, [Segments(prefix=[start_token(model)], suffix=x) for x in xs], batch_size)
         alone = _greedy_chunk(model, [Segments(prefix=[start_token(model)])], 1)[0]  # the same for every window
         exact = _exact_share([alone] * len(xs), [x[: model.k] for x in xs])
         out[str(n)] = {"log_ppl": nll, "token_accuracy": accuracy, "first_chunk_exact": exact}
-    return {"counts": list(counts), "n_windows": n_windows, "seed": seed, "scores": out}
+    return {"counts": list(counts), "n_windows": sizes, "seed": seed, "scores": out}
 
 
 def vectors_against_floor(model: RefragModel, held_out: list[list[int]], floor: dict, batch_size: int = 8) -> dict:
@@ -120,7 +123,7 @@ def vectors_against_floor(model: RefragModel, held_out: list[list[int]], floor: 
     """
     table, scores = {}, {}
     for n in floor["counts"]:
-        xs = windows(held_out, n * model.k, floor["n_windows"], np.random.default_rng([floor["seed"], n]))
+        xs = windows(held_out, n * model.k, floor["n_windows"][str(n)], np.random.default_rng([floor["seed"], n]))
         base = floor["scores"][str(n)]
         nll, accuracy = _per_window(model, [reconstruction_example(x, model.k) for x in xs], batch_size)
         decoded = _greedy_chunk(model, [Segments(chunks=chunk_ids(x, model.k)) for x in xs], batch_size)

@@ -173,9 +173,10 @@ def test_vectors_against_floor_scores_the_same_windows_both_ways():
 
     model = tiny_refrag(k=4)
     held = docs(model)
-    floor = floor_scores(model, held, [1, 2], n_windows=6, batch_size=4, seed=7)
+    floor = floor_scores(model, held, [1, 2, 8], n_windows=6, long_windows=3, batch_size=4, seed=7)
     report = vectors_against_floor(model, held, floor, batch_size=4)
-    assert report["n_windows"] == 6 and set(report["by_chunks"]) == {"1", "2"}
+    assert report["n_windows"] == {"1": 6, "2": 6, "8": 3} and set(report["by_chunks"]) == {"1", "2", "8"}
+    assert len(report["per_window"]["8"]["log_ppl"]) == 3
     itself = between_models(report, report)["1"]["log_ppl_gain"]
     assert itself == {"mean": 0.0, "low": 0.0, "high": 0.0}
     for n, row in report["by_chunks"].items():
@@ -210,3 +211,26 @@ def test_train_and_probe_gives_a_curve_and_the_weights_of_one_uninterrupted_run(
         torch.testing.assert_close(dict(probed.model.named_parameters())[name], tensor, atol=1e-6, rtol=0)
     with pytest.raises(CourseError, match="points must be"):
         train_and_probe(run, cfg, held, floor, points=0)
+
+
+def test_levers_share_the_budget_and_the_windows(tmp_path, monkeypatch):
+    import refrag_lib.train as train_module
+    from refrag_lib.evaluate import floor_scores
+    from refrag_lib.levers import Lever, format_levers, run_levers
+
+    monkeypatch.setattr(train_module, "prepare_model", lambda run, cfg, init_from_recon=True: tiny_refrag(k=4))
+    monkeypatch.setattr(train_module, "tokenized_documents", lambda model, path=None: (docs(model), docs(model)))
+    run = open_run("cpu", tmp_path, k=4)
+    held = docs(tiny_refrag(k=4))
+    floor = floor_scores(tiny_refrag(k=4), held, [1, 2], n_windows=4, batch_size=4)
+    levers = [Lever("base", {}, "-"), Lever("bigger steps", {"positions_per_step": 96}, "-")]
+    rows = run_levers(run, config(steps=1, curriculum=False), levers, budget_seconds=0.05, held_out=held,
+                      floor=floor, progress=False)
+    assert [r["lever"] for r in rows] == ["base", "bigger steps"]
+    for row in rows:  # the step count follows each lever's own measured step time
+        assert row["steps"] == max(2, int(0.05 / row["seconds_per_step"]))
+        assert set(row["by_chunks"]) == {"1", "2"} and len(row["per_window"]["1"]["log_ppl"]) == 4
+    with pytest.raises(CourseError, match="budget"):
+        run_levers(run, config(), levers, budget_seconds=0, held_out=held, floor=floor)
+    table = format_levers({"budget_seconds": 0.05, "windows": 4, "rows": rows}).splitlines()
+    assert len(table) == 3 and "vs default" in table[2] and "vs default" not in table[1]
