@@ -144,7 +144,7 @@ def test_cache_keyword_follows_the_forward_signature():
 
 
 def test_cached_steps_match_one_full_forward(tiny):
-    ids = torch.tensor([tiny.tokenize(TINY_TEXT[0])[:12]])
+    ids = torch.tensor([tiny.tokenize(TINY_TEXT[0])[:12]], device=tiny.device)
     full = tiny.decoder(input_ids=ids, use_cache=False).logits[0]
     inputs = tiny.build_inputs([Segments(prefix=ids[0, :8].tolist(), chunks=[], suffix=[])], [[]])
     logits, cache = tiny.prefill(inputs)
@@ -164,4 +164,5 @@ def test_a_deprecated_keyword_fails_the_tests(tiny):
     if cache_keyword(type(tiny.decoder)) != "cache":
         pytest.skip("this transformers release has not renamed past_key_values")
     with pytest.raises(FutureWarning, match="past_key_values"):
-        tiny.decoder(input_ids=torch.tensor([[1, 2]]), past_key_values=DynamicCache(), use_cache=True)
+        tiny.decoder(input_ids=torch.tensor([[1, 2]], device=tiny.device), past_key_values=DynamicCache(),
+                     use_cache=True)
