@@ -45,20 +45,24 @@ def seconds_per_step(run, cfg: TrainConfig, folder: str, probe_steps: int = 4) -
 
 
 def run_levers(run, base: TrainConfig, levers: list[Lever], budget_seconds: float, held_out, floor: dict,
-               progress: bool = True) -> list[dict]:
-    """Train every lever for `budget_seconds` of measured step time; score each on the floor's windows."""
+               progress: bool = True, steps: int | None = None) -> list[dict]:
+    """Train every lever for `budget_seconds` of measured step time; score each on the floor's windows.
+
+    steps: the same step count for every row instead, for levers that leave a step's cost unchanged
+    (learning rates): equal budgets by construction, no calibration.
+    """
     if budget_seconds <= 0:
         raise CourseError(f"The wall-clock budget per lever must be > 0 seconds, got {budget_seconds}.")
     rows = []
     for number, lever in enumerate(levers):
         folder = f"recon/levers/{number:02d}"
         cfg = replace(base, **lever.changes)
-        per_step = seconds_per_step(run, cfg, f"{folder}/calibrate")
-        steps = max(2, int(budget_seconds / per_step))
-        cfg = replace(cfg, steps=steps, save_every=steps)
+        per_step = seconds_per_step(run, cfg, f"{folder}/calibrate") if steps is None else None
+        steps_here = steps if steps is not None else max(2, int(budget_seconds / per_step))
+        cfg = replace(cfg, steps=steps_here, save_every=steps_here)
         result = train_stage(run, cfg, folder=folder, resume=False, progress=progress)
         probe = vectors_against_floor(result.model, held_out, floor)
-        rows.append({"lever": lever.name, "why": lever.why, "changes": lever.changes, "steps": steps,
+        rows.append({"lever": lever.name, "why": lever.why, "changes": lever.changes, "steps": steps_here,
                      "seconds_per_step": per_step, "train_seconds": result.summary["train_seconds"],
                      "by_chunks": probe["by_chunks"], "per_window": probe["per_window"]})
         del result.model
@@ -69,7 +73,8 @@ def format_levers(report: dict) -> str:
     """The lever table: steps in the budget, the gain over the decoder alone, and the paired change
     against the course default on the same windows (* where its 95% interval excludes 0)."""
     rows, default = report["rows"], report["rows"][0]
-    lines = [f"{report['budget_seconds']:.0f} s of training per lever, {report['windows']} held-out windows per "
+    budget = (f"{report['budget_seconds']:.0f} s" if report.get("budget_seconds") else f"{rows[0]['steps']} steps")
+    lines = [f"{budget} of training per lever, {report['windows']} held-out windows per "
              "chunk count; log-ppl gain over the decoder alone (nats/token) [95% interval]; "
              f"'vs default': paired change against '{default['lever']}'"]
     for row in rows:
@@ -99,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--windows", type=int, default=64, help="held-out windows per number of chunks (half above 4)")
     parser.add_argument("--context", type=int, default=256, help="s: the longest text reconstructed")
     parser.add_argument("--only", nargs="*", help="lever numbers to run (default: all)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="the same steps for every lever (for levers that do not change a step's cost)")
     args = parser.parse_args(argv)
     run = open_run(args.preset, args.run_dir)
     model = load_refrag(run.preset)
@@ -108,9 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     del model
     base = TrainConfig(stage="recon", steps=1, context_tokens=args.context, positions_per_step=512, lr=1e-3)
     chosen = [RECON_LEVERS[int(i)] for i in args.only] if args.only else RECON_LEVERS
-    rows = run_levers(run, base, chosen, args.budget, held_out, floor)
-    out = run.stage_dir("recon/levers") / "levers.json"
-    out.write_text(json.dumps({"budget_seconds": args.budget, "windows": args.windows, "counts": counts,
+    rows = run_levers(run, base, chosen, args.budget, held_out, floor, steps=args.steps)
+    name = "levers.json" if args.steps is None else f"levers-{args.steps}-steps.json"
+    out = run.stage_dir("recon/levers") / name
+    out.write_text(json.dumps({"budget_seconds": args.budget if args.steps is None else None, "windows": args.windows, "counts": counts,
                                "command": "python -m refrag_lib levers " + " ".join(argv or []), "rows": rows}))
     print(format_levers(json.loads(out.read_text())))
     print("wrote", out)

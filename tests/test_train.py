@@ -230,6 +230,9 @@ def test_levers_share_the_budget_and_the_windows(tmp_path, monkeypatch):
     for row in rows:  # the step count follows each lever's own measured step time
         assert row["steps"] == max(2, int(0.05 / row["seconds_per_step"]))
         assert set(row["by_chunks"]) == {"1", "2"} and len(row["per_window"]["1"]["log_ppl"]) == 4
+    fixed = run_levers(run, config(steps=1, curriculum=False), levers[:1], budget_seconds=1, held_out=held,
+                       floor=floor, progress=False, steps=3)
+    assert fixed[0]["steps"] == 3 and fixed[0]["seconds_per_step"] is None
     with pytest.raises(CourseError, match="budget"):
         run_levers(run, config(), levers, budget_seconds=0, held_out=held, floor=floor)
     table = format_levers({"budget_seconds": 0.05, "windows": 4, "rows": rows}).splitlines()
