@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = run_levers(run, base, chosen, args.budget, held_out, floor, steps=args.steps)
     name = "levers.json" if args.steps is None else f"levers-{args.steps}-steps.json"
     out = run.stage_dir("recon/levers") / name
-    out.write_text(json.dumps({"budget_seconds": args.budget if args.steps is None else None, "windows": args.windows, "counts": counts,
+    budget = args.budget if args.steps is None else None
+    out.write_text(json.dumps({"budget_seconds": budget, "windows": args.windows, "counts": counts,
                                "command": "python -m refrag_lib levers " + " ".join(argv or []), "rows": rows}))
     print(format_levers(json.loads(out.read_text())))
     print("wrote", out)
