@@ -95,6 +95,11 @@ def _exact_share(decoded: Sequence[Sequence[int]], targets: Sequence[Sequence[in
     return np.array([sum(a == b for a, b in zip(d, t)) / len(t) for d, t in zip(decoded, targets)])
 
 
+def _probe_windows(model: RefragModel, held_out: list[list[int]], n: int, size: int, seed: int) -> list[list[int]]:
+    """The held-out windows of n chunks that the floor and every probed model share."""
+    return windows(held_out, n * model.k, size, np.random.default_rng([seed, n]))
+
+
 def floor_scores(model: RefragModel, held_out: list[list[int]], counts: Sequence[int], n_windows: int = 64,
                  long_windows: int | None = None, batch_size: int = 8, seed: int = 2024) -> dict:
     """The decoder alone (a start token, no vectors) on the windows `vectors_against_floor` uses.
@@ -104,11 +109,11 @@ def floor_scores(model: RefragModel, held_out: list[list[int]], counts: Sequence
     on the encoder or projector, so a notebook computes it once for every model it compares.
     """
     out, sizes = {}, {}
+    alone = _greedy_chunk(model, [Segments(prefix=[start_token(model)])], 1)[0]  # the same for every window
     for n in counts:
         sizes[str(n)] = n_windows if n <= 4 or long_windows is None else long_windows
-        xs = windows(held_out, n * model.k, sizes[str(n)], np.random.default_rng([seed, n]))
+        xs = _probe_windows(model, held_out, n, sizes[str(n)], seed)
         nll, accuracy = _per_window(model, [Segments(prefix=[start_token(model)], suffix=x) for x in xs], batch_size)
-        alone = _greedy_chunk(model, [Segments(prefix=[start_token(model)])], 1)[0]  # the same for every window
         exact = _exact_share([alone] * len(xs), [x[: model.k] for x in xs])
         out[str(n)] = {"log_ppl": nll, "token_accuracy": accuracy, "first_chunk_exact": exact}
     return {"counts": list(counts), "n_windows": sizes, "seed": seed, "scores": out}
@@ -123,7 +128,7 @@ def vectors_against_floor(model: RefragModel, held_out: list[list[int]], floor: 
     """
     table, scores = {}, {}
     for n in floor["counts"]:
-        xs = windows(held_out, n * model.k, floor["n_windows"][str(n)], np.random.default_rng([floor["seed"], n]))
+        xs = _probe_windows(model, held_out, n, floor["n_windows"][str(n)], floor["seed"])
         base = floor["scores"][str(n)]
         nll, accuracy = _per_window(model, [reconstruction_example(x, model.k) for x in xs], batch_size)
         decoded = _greedy_chunk(model, [Segments(chunks=chunk_ids(x, model.k)) for x in xs], batch_size)
@@ -158,7 +163,7 @@ def train_and_probe(run, cfg, held_out: list[list[int]], floor: dict, points: in
     """Train a stage in `points` equal segments and probe the vectors after each one.
 
     The loop resumes exactly (same weights as one uninterrupted run), so the curve costs only the
-    probes: [{"step": steps done, **vectors_against_floor(...)}, ...] for plotting against steps.
+    probes: [{"step": steps done, "by_chunks": vectors_against_floor(...)["by_chunks"]}, ...].
     """
     if points < 1:
         raise CourseError(f"points must be >= 1 (probes during training), got {points}.")
