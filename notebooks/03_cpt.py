@@ -52,13 +52,13 @@ RUN_DIR = ""
 K = 0  # tokens per chunk; 0: the preset's k (16). Must match notebook 02's run.
 CONTEXT_TOKENS = 256  # s: compressed context (16 chunks of k 16)
 CONTINUATION_TOKENS = 64  # o: tokens predicted after the context
-STEPS = 80
-ABLATION_STEPS = 80  # CPT without reconstruction initialisation (same budget: a fair comparison)
+STEPS = 0  # CPT steps; 0: the preset's budget (cpu 80, t4 1000, a100 1200)
+ABLATION_STEPS = 0  # CPT without reconstruction initialisation; 0: the same as STEPS (a fair comparison)
 POSITIONS_PER_STEP = 512
-LR = 2.5e-4  # peak learning rate; 0: the paper's 5e-5 (5x more here, like notebook 02, for a short CPU budget)
+LR = 0.0  # peak learning rate; 0: the course's 1e-4 (chosen by the lever table below; the paper's is 5e-5)
 EXPAND_FRACTION = 0.1  # p: share of chunks left as tokens during training (the paper's mixed input)
 TRAIN_DECODER = False  # the paper unfreezes everything; see the note below before turning this on
-EVAL_EXAMPLES = 16
+EVAL_PAIRS = 0  # held-out (context, continuation) pairs every arm is scored on; 0: the preset's (cpu 64)
 SEED = 0
 RESUME = True
 PROGRESS = True
@@ -70,15 +70,18 @@ run = start(PRESET, RUN_DIR, SMOKE, k=K or None)
 
 import matplotlib.pyplot as plt
 
-from refrag_lib.evaluate import context_log_ppl, cpt_windows
+from refrag_lib.evaluate import cpt_arms, cpt_windows, paired_cpt
+from refrag_lib.intervals import format_interval
 from refrag_lib.model import load_refrag
-from refrag_lib.train import TrainConfig, load_trained, tokenized_documents, train_stage
+from refrag_lib.train import COURSE_LR, TrainConfig, load_trained, tokenized_documents, train_stage
 from refrag_lib.train_plots import plot_log_ppl_bars, plot_loss_curves
 
-steps = 8 if SMOKE else STEPS
-ablation_steps = 6 if SMOKE else ABLATION_STEPS
+budget = run.preset.budget
+steps = 8 if SMOKE else STEPS or budget.cpt_steps
+ablation_steps = 6 if SMOKE else ABLATION_STEPS or steps
 positions = 300 if SMOKE else POSITIONS_PER_STEP
-eval_examples = 3 if SMOKE else EVAL_EXAMPLES
+lr = LR or COURSE_LR["cpt"]
+eval_pairs = 3 if SMOKE else EVAL_PAIRS or budget.cpt_pairs
 recon = run.read_metrics("recon")  # stops here, naming notebook 02, when it has not run
 print(f"reconstruction run: {recon['steps_done']} steps, held-out log-ppl by chunks {recon['log_ppl_by_chunks']}")
 
@@ -99,11 +102,12 @@ print(f"reconstruction run: {recon['steps_done']} steps, held-out log-ppl by chu
 
 # %%
 config = TrainConfig(stage="cpt", steps=steps, context_tokens=CONTEXT_TOKENS,
-                     continuation_tokens=CONTINUATION_TOKENS, positions_per_step=positions, lr=LR,
+                     continuation_tokens=CONTINUATION_TOKENS, positions_per_step=positions, lr=lr,
                      expand_fraction=EXPAND_FRACTION, train_decoder=TRAIN_DECODER, seed=SEED,
                      save_every=max(1, steps // 4))
 result = train_stage(run, config, resume=RESUME, progress=PROGRESS)
 print({key: value for key, value in result.summary.items() if key != "config"})
+print(f"largest gradient norm before clipping at {config.clip_norm}: {result.summary['max_grad_norm']:.1f}")
 
 # %% [markdown]
 # ### Your turn: which chunks stay tokens
@@ -145,7 +149,7 @@ reveal("mixed_expansion")  # the reference solution, folded
 
 # %%
 ablation_config = TrainConfig(stage="cpt", steps=ablation_steps, context_tokens=CONTEXT_TOKENS,
-                              continuation_tokens=CONTINUATION_TOKENS, positions_per_step=positions, lr=LR,
+                              continuation_tokens=CONTINUATION_TOKENS, positions_per_step=positions, lr=lr,
                               expand_fraction=EXPAND_FRACTION, train_decoder=TRAIN_DECODER, seed=SEED,
                               save_every=max(1, ablation_steps // 4))
 ablation = train_stage(run, ablation_config, folder="cpt/no_recon_init", init_from_recon=False,
@@ -168,19 +172,47 @@ plt.show()
 
 # %%
 _, held_out = tokenized_documents(result.model)
-pairs = cpt_windows(held_out, CONTEXT_TOKENS, CONTINUATION_TOKENS, eval_examples)
+pairs = cpt_windows(held_out, CONTEXT_TOKENS, CONTINUATION_TOKENS, eval_pairs)
 base = load_refrag(run.preset) if TRAIN_DECODER else result.model  # the decoder the baselines use
-log_ppl = {arm: context_log_ppl(base, pairs, arm) for arm in ("no_context", "full_context", "last_tokens")}
-log_ppl["refrag_recon_only"] = context_log_ppl(load_trained(run, "recon"), pairs, "refrag")
-log_ppl["refrag"] = context_log_ppl(result.model, pairs, "refrag")
-log_ppl["refrag_no_recon_init"] = context_log_ppl(ablation.model, pairs, "refrag")
-for name, value in log_ppl.items():
-    print(f"{name:22s} {value:.3f}")
+scores = cpt_arms(base, pairs, ("no_context", "full_context", "last_tokens"))
+per_pair = scores.pop("per_pair")
+gains = {}  # paired gain over the last s/k tokens on the same pairs (> 0: the chunk vectors do better)
+for name, model in (("refrag_recon_only", load_trained(run, "recon")), ("refrag", result.model),
+                    ("refrag_no_recon_init", ablation.model)):
+    arm = cpt_arms(model, pairs, ("refrag",), baselines=per_pair)
+    scores[name], gains[name] = arm["refrag"], arm["gain_over_last_tokens"]
+    per_pair[name] = arm["per_pair"]["refrag"]
+recon_init_gain = paired_cpt({"refrag": per_pair["refrag"]}, {"refrag": per_pair["refrag_no_recon_init"]})
+log_ppl = {name: interval["mean"] for name, interval in scores.items()}
+print(f"{len(pairs)} held-out pairs; log-ppl of the {CONTINUATION_TOKENS}-token continuation [95% interval]")
+for name, interval in scores.items():
+    gain = f"   gain over the last s/k tokens {format_interval(gains[name])}" if name in gains else ""
+    print(f"{name:22s} {format_interval(interval)}{gain}")
+print(f"reconstruction init vs from scratch (paired, > 0: init helps): {format_interval(recon_init_gain)}")
 
 # %%
-plot_log_ppl_bars(log_ppl)
-plt.title(f"Held-out continuation log-ppl (s={CONTEXT_TOKENS}, o={CONTINUATION_TOKENS}, k={run.preset.k})")
+plot_log_ppl_bars(scores)
+plt.title(f"Held-out continuation log-ppl, 95% intervals (s={CONTEXT_TOKENS}, o={CONTINUATION_TOKENS}, "
+          f"k={run.preset.k})")
 plt.show()
+
+# %% [markdown]
+# ## Levers: what makes CPT learn most in the same budget
+#
+# `python -m refrag_lib levers --stage cpt` trains CPT once per lever from the same reconstruction
+# weights (learning rates, the decoder trained as the paper does, another seed, no reconstruction
+# init), each for the same decoder positions, and scores them on the same held-out pairs against the
+# last s/k tokens. It takes about 25 minutes on a 2-core CPU, so the course does not run it for you;
+# this cell shows the table once it exists.
+
+# %%
+from refrag_lib.levers import ablation_rows, format_levers, read_levers
+
+levers = read_levers(run, "cpt")
+if levers:
+    print(format_levers(levers))
+else:
+    print(f"No lever table in this run yet: `python -m refrag_lib levers --stage cpt --run-dir {run.root}` makes one.")
 
 # %% [markdown]
 # ## Save the metrics
@@ -188,10 +220,13 @@ plt.show()
 # %%
 summary = {key: value for key, value in result.summary.items() if key != "config"}
 path = run.write_metrics("cpt", {
-    **summary, "config": result.summary.get("config"), "log_ppl": log_ppl, "eval_examples": eval_examples,
+    **summary, "config": result.summary.get("config"), "log_ppl": log_ppl, "eval_pairs": len(pairs),
+    "intervals": scores, "gain_over_last_tokens": gains, "recon_init_gain": recon_init_gain,
     "ablation_no_recon_init": {"steps": ablation_steps, "train_seconds": ablation.summary.get("train_seconds"),
                                "first_loss": ablation.summary.get("first_loss"),
-                               "last_loss": ablation.summary.get("last_loss")},
+                               "last_loss": ablation.summary.get("last_loss"),
+                               "max_grad_norm": ablation.summary.get("max_grad_norm")},
+    "ablation": ablation_rows(levers) if levers else [],
 })
 print("wrote", path)
 

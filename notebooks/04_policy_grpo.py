@@ -51,7 +51,7 @@ PROGRESS = True
 MIXED_CPT_STEPS = 20  # CPT steps with a random 10 percent of chunks left as tokens (the step before RL)
 MIXED_FRACTION = 0.1
 MIXED_POSITIONS = 256  # decoder positions per mixed-CPT step
-GRPO_STEPS = 120
+GRPO_STEPS = 0  # 0: the preset's budget (cpu 120, t4 600, a100 800)
 BATCH_SIZE = 2  # examples per GRPO step
 GROUP_SIZE = 4  # G, selections sampled per example
 UPDATES = 4  # policy updates per batch of rollouts
@@ -60,7 +60,7 @@ POLICY_LR = 0.003
 POLICY_WIDTH = 64
 CONTEXT_TOKENS = 256  # s, 16 chunks of k tokens
 CONTINUATION_TOKENS = 32  # o, the true continuation that the reward and the evaluation score
-EVAL_EXAMPLES = 16  # held-out examples for Figure 3
+EVAL_EXAMPLES = 0  # held-out examples for Figure 3; 0: the preset's (cpu 16)
 RANDOM_SEEDS = 3
 SEED = 0
 
@@ -110,8 +110,8 @@ from refrag_lib.policy_plots import (
 from refrag_lib.train import tokenized_documents
 
 mixed_steps, mixed_positions = (1, 64) if SMOKE else (MIXED_CPT_STEPS, MIXED_POSITIONS)
-grpo_steps, batch_size = (2, 1) if SMOKE else (GRPO_STEPS, BATCH_SIZE)
-eval_examples = 2 if SMOKE else EVAL_EXAMPLES
+grpo_steps, batch_size = (2, 1) if SMOKE else (GRPO_STEPS or run.preset.budget.grpo_steps, BATCH_SIZE)
+eval_examples = 2 if SMOKE else EVAL_EXAMPLES or run.preset.budget.policy_examples
 context = 8 * run.preset.k if SMOKE else CONTEXT_TOKENS  # SMOKE: 8 chunks (p = 0.05 then expands none)
 continuation = 16 if SMOKE else CONTINUATION_TOKENS
 k = run.preset.k

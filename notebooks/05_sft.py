@@ -47,14 +47,14 @@ SMOKE = False  # True: one SFT step per arm and a handful of questions (under 3 
 PRESET = "auto"  # auto: chosen by the GPU present (cpu without one); or cpu, t4, a100, paper
 RUN_DIR = ""
 PROGRESS = True
-STEPS = 60  # SFT steps per arm (both arms get the same; about 5.5 minutes for both on a 2-core CPU)
+STEPS = 0  # SFT steps per arm (both arms get the same); 0: the preset's budget (cpu 60: 5.5 minutes for both)
 BATCH_SIZE = 1  # questions per step
 LR = 2e-5  # the paper's SFT learning rate
 TOP_K = 3  # K: passages retrieved per question
 P = 0.1  # share of REFRAG chunks the policy expands
 GOLD_FRACTION = 1.0  # share of training questions whose gold passage is put among the K passages
 TRAIN_QUESTIONS = 400  # training questions retrieved for (steps x batch size of them are drawn)
-EVAL_QUESTIONS = 30  # held-out questions (each row reads them all: the slow part on a CPU)
+EVAL_QUESTIONS = 0  # held-out questions (each row reads them all: the slow part on a CPU); 0: the preset's (cpu 30)
 MAX_NEW_TOKENS = 10  # answers are short IDs such as River_033
 TTFT_QUESTIONS = 3  # questions whose TTFT is measured per row
 TTFT_REPEATS = 5
@@ -93,8 +93,9 @@ from refrag_lib.sft import (
 )
 from refrag_lib.sft_plots import examples_html, plot_em_ttft, plot_sft_losses
 
-steps = 1 if SMOKE else STEPS
-train_questions, eval_questions = (40, 4) if SMOKE else (TRAIN_QUESTIONS, EVAL_QUESTIONS)
+steps = 1 if SMOKE else STEPS or run.preset.budget.sft_steps
+eval_questions = 4 if SMOKE else EVAL_QUESTIONS or run.preset.budget.eval_questions
+train_questions = 40 if SMOKE else TRAIN_QUESTIONS
 ttft_questions, ttft_repeats, candidates = (1, 2, 3) if SMOKE else (TTFT_QUESTIONS, TTFT_REPEATS, LATENCY_CANDIDATES)
 config = SFTConfig(steps=steps, top_k=TOP_K, p=P, batch_size=BATCH_SIZE, lr=LR, gold_fraction=GOLD_FRACTION,
                    seed=SEED)

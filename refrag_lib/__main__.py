@@ -1,10 +1,20 @@
-"""Command line: `python -m refrag_lib <command> ...`; each command lives in the module that owns it."""
+"""Command line: `python -m refrag_lib <command> ...`; each command lives in the module that owns it.
+
+A mistake the course can explain (a CourseError: bad input, a missing artifact, a malformed file)
+prints its message alone on stderr and exits with status 1; `--debug` anywhere on the line, or
+REFRAG_DEBUG=1 in the environment, shows the traceback instead.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+from .errors import CourseError
+
+DEBUG_VARIABLE = "REFRAG_DEBUG"
 
 # command -> ("module:function" taking the remaining arguments, one-line help)
 COMMANDS = {
@@ -25,14 +35,23 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
+    argv = [arg for arg in argv if arg != "--debug"]
     if not argv or argv[0] not in COMMANDS:
         parser = argparse.ArgumentParser(prog="python -m refrag_lib")
         parser.add_argument("command", choices=sorted(COMMANDS))
         parser.print_help()
         print("\ncommands:\n" + "\n".join(f"  {name:10s} {text}" for name, (_, text) in COMMANDS.items()))
+        print("\n--debug (or REFRAG_DEBUG=1): show the traceback of an error instead of its message alone")
         return 2
     module, function = COMMANDS[argv[0]][0].split(":")
-    return getattr(importlib.import_module(module), function)(argv[1:]) or 0
+    try:
+        return getattr(importlib.import_module(module), function)(argv[1:]) or 0
+    except CourseError as err:
+        if debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

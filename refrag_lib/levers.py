@@ -1,11 +1,12 @@
-"""Which settings make stage 1 (reconstruction) learn most per CPU minute: one table of levers.
+"""Which settings make stages 1-2 learn most per CPU minute: one table of levers per stage.
 
-Every row trains a fresh encoder + projector for about the same wall-clock budget (its step count
-comes from its own seconds per step, measured on its first steps) and is scored on the SAME held-out
-windows against the decoder alone (`evaluate.vectors_against_floor`). The first steps are mostly
-one-chunk steps, slower than the long ones that follow, so the budget a row really got can differ:
-the table prints each row's measured training seconds next to its gains; read them together.
-`python -m refrag_lib levers` writes RUN_DIR/recon/levers/levers.json; notebook 02 shows it.
+Every row trains a fresh run of the stage with one setting changed, for the same budget of decoder
+positions as the course default (a row with twice the positions per step gets half the steps: the
+same compute), and is scored on the SAME held-out windows. Reconstruction rows are scored against the
+decoder alone (`evaluate.vectors_against_floor`), CPT rows against the paper's baselines on the same
+decoder (`evaluate.cpt_arms`). The table prints each row's measured training seconds next to its
+gains. `python -m refrag_lib levers --stage recon|cpt` writes RUN_DIR/<stage>/levers/levers.json;
+notebooks 02 and 03 show them.
 """
 
 from __future__ import annotations
@@ -14,10 +15,17 @@ import argparse
 import json
 from dataclasses import dataclass, replace
 
-from .errors import CourseError
-from .evaluate import between_models, chunk_counts, floor_scores, vectors_against_floor
+from .evaluate import (
+    between_models,
+    chunk_counts,
+    cpt_arms,
+    cpt_windows,
+    floor_scores,
+    paired_cpt,
+    vectors_against_floor,
+)
 from .intervals import excludes_zero, format_interval
-from .train import TrainConfig, tokenized_documents, train_stage
+from .train import TrainConfig, default_config, tokenized_documents, train_stage
 
 
 @dataclass(frozen=True)
@@ -25,102 +33,154 @@ class Lever:
     name: str
     changes: dict  # TrainConfig fields that differ from the course default
     why: str
+    init_from_recon: bool = True  # CPT only: False is the Table 12 ablation
 
 
 RECON_LEVERS = [
-    Lever("course default", {}, "peak LR 1e-3, 512 decoder positions per step, the paper's curriculum"),
-    Lever("LR 3e-3", {"lr": 3e-3}, "a short run may need bigger steps than the paper's long one"),
-    Lever("LR 3e-4", {"lr": 3e-4}, "closer to the paper's 2e-4: does the default overshoot?"),
+    Lever("course default", {}, "peak LR 3e-3, 512 decoder positions per step, the paper's curriculum, seed 0"),
+    Lever("seed 1", {"seed": 1}, "the default from another seed: the spread a lever has to beat"),
+    Lever("LR 1e-3", {"lr": 1e-3}, "the previous default"),
+    Lever("LR 1e-2", {"lr": 1e-2}, "does a still larger step keep helping?"),
+    Lever("LR 3e-4", {"lr": 3e-4}, "close to the paper's 2e-4, made for a long run"),
     Lever("256 positions per step", {"positions_per_step": 256}, "examples per step vs steps: twice the updates"),
-    Lever("1024 positions per step", {"positions_per_step": 1024}, "half the updates, less noisy gradients"),
     Lever("no curriculum", {"curriculum": False}, "every step reconstructs s/k chunks (Table 11's question)"),
 ]
 
+CPT_LEVERS = [
+    Lever("course default", {}, "peak LR 1e-4, decoder frozen, p = 0.1, from the reconstruction weights"),
+    Lever("seed 1", {"seed": 1}, "the default from another seed: the spread a lever has to beat"),
+    Lever("LR 2.5e-4", {"lr": 2.5e-4}, "the previous default: loss spikes at steps 20-35"),
+    Lever("LR 3e-5", {"lr": 3e-5}, "close to the paper's 5e-5"),
+    Lever("decoder trained", {"train_decoder": True, "lr": 5e-5}, "the paper's recipe: every part, LR 5e-5"),
+    Lever("no reconstruction init", {}, "CPT from a fresh encoder + projector (Table 12)", init_from_recon=False),
+]
 
-def seconds_per_step(run, cfg: TrainConfig, folder: str, probe_steps: int = 4) -> float:
-    """Measured seconds of one step of `cfg` (the first step, which warms caches, is left out)."""
-    probe = replace(cfg, steps=probe_steps, save_every=probe_steps)
-    history = train_stage(run, probe, folder=folder, resume=False, progress=False).history
-    return (history[-1]["seconds"] - history[0]["seconds"]) / (len(history) - 1)
+LEVERS = {"recon": RECON_LEVERS, "cpt": CPT_LEVERS}
 
 
-def run_levers(run, base: TrainConfig, levers: list[Lever], budget_seconds: float, held_out, floor: dict,
-               progress: bool = True, steps: int | None = None) -> list[dict]:
-    """Train every lever for `budget_seconds` of measured step time; score each on the floor's windows.
+def equal_compute_steps(base: TrainConfig, cfg: TrainConfig) -> int:
+    """The steps that give `cfg` the decoder positions `base` gets in base.steps steps."""
+    return max(2, round(base.steps * base.positions_per_step / cfg.positions_per_step))
 
-    steps: the same step count for every row instead, for levers that leave a step's cost unchanged
-    (learning rates): equal budgets by construction, no calibration.
-    """
-    if budget_seconds <= 0:
-        raise CourseError(f"The wall-clock budget per lever must be > 0 seconds, got {budget_seconds}.")
+
+def run_levers(run, base: TrainConfig, levers: list[Lever], score, progress: bool = True) -> list[dict]:
+    """Train every lever on the budget of `base` and score each with score(model) -> per-window dict."""
     rows = []
     for number, lever in enumerate(levers):
-        folder = f"recon/levers/{number:02d}"
         cfg = replace(base, **lever.changes)
-        per_step = seconds_per_step(run, cfg, f"{folder}/calibrate") if steps is None else None
-        steps_here = steps if steps is not None else max(2, int(budget_seconds / per_step))
-        cfg = replace(cfg, steps=steps_here, save_every=steps_here)
-        result = train_stage(run, cfg, folder=folder, resume=False, progress=progress)
-        probe = vectors_against_floor(result.model, held_out, floor)
-        rows.append({"lever": lever.name, "why": lever.why, "changes": lever.changes, "steps": steps_here,
-                     "seconds_per_step": per_step, "train_seconds": result.summary["train_seconds"],
-                     "by_chunks": probe["by_chunks"], "per_window": probe["per_window"]})
+        cfg = replace(cfg, steps=equal_compute_steps(base, cfg), save_every=base.steps * 4)
+        result = train_stage(run, cfg, folder=f"{base.stage}/levers/{number:02d}", resume=False,
+                             init_from_recon=lever.init_from_recon, progress=progress)
+        rows.append({"lever": lever.name, "why": lever.why, "changes": lever.changes, "steps": cfg.steps,
+                     "train_seconds": result.summary["train_seconds"],
+                     "max_grad_norm": result.summary["max_grad_norm"], **score(result.model)})
         del result.model
     return rows
 
 
 def format_levers(report: dict) -> str:
-    """The lever table: steps in the budget, the gain over the decoder alone, and the paired change
-    against the course default on the same windows (* where its 95% interval excludes 0)."""
+    """The lever table of either stage: * marks a paired change against the default whose 95% interval
+    excludes 0."""
     rows, default = report["rows"], report["rows"][0]
-    budget = (f"{report['budget_seconds']:.0f} s" if report.get("budget_seconds") else f"{rows[0]['steps']} steps")
-    lines = [f"{budget} of training per lever, {report['windows']} held-out windows per "
-             "chunk count; log-ppl gain over the decoder alone (nats/token) [95% interval]; "
-             f"'vs default': paired change against '{default['lever']}'"]
+    lines = [report["heading"]]
     for row in rows:
-        versus = between_models(row, default) if row is not default else None
-        cells = []
-        for n, cell in row["by_chunks"].items():
-            text = f"{n} ch {format_interval(cell['log_ppl_gain'])}"
-            if versus:
-                change = versus[n]["log_ppl_gain"]
-                text += f" (vs default {change['mean']:+.3f}{'*' if excludes_zero(change) else ''})"
-            cells.append(text)
-        exact = row["by_chunks"][next(iter(row["by_chunks"]))]["first_chunk_exact"]
-        lines.append(f"{row['lever']:>24} | {row['steps']:4d} steps, {row['train_seconds']:4.0f} s trained | "
-                     + " | ".join(cells) + f" | 1-chunk exact {format_interval(exact, 2)}")
+        cells = (_recon_cells(row, default) if report["stage"] == "recon" else _cpt_cells(row, default))
+        lines.append(f"{row['lever']:>24} | {row['steps']:4d} steps, {row['train_seconds']:4.0f} s, "
+                     f"max grad norm {row['max_grad_norm']:5.1f} | " + " | ".join(cells))
     return "\n".join(lines)
 
 
+def _versus(change: dict) -> str:
+    return f" (vs default {change['mean']:+.3f}{'*' if excludes_zero(change) else ''})"
+
+
+def _recon_cells(row: dict, default: dict) -> list[str]:
+    versus = between_models(row, default) if row is not default else None
+    cells = []
+    for n, cell in row["by_chunks"].items():
+        text = f"{n} ch {format_interval(cell['log_ppl_gain'])}, acc {cell['token_accuracy_gain']['mean']:+.3f}"
+        cells.append(text + (_versus(versus[n]["log_ppl_gain"]) if versus else ""))
+    exact = row["by_chunks"][next(iter(row["by_chunks"]))]["first_chunk_exact"]
+    return [*cells, f"1-chunk exact {format_interval(exact, 2)}"]
+
+
+def _cpt_cells(row: dict, default: dict) -> list[str]:
+    gain = format_interval(row["gain_over_last_tokens"])
+    text = f"log-ppl {format_interval(row['refrag'])}, vs last s/k tokens {gain}"
+    if row is not default:
+        text += _versus(paired_cpt(row["per_pair"], default["per_pair"]))
+    return [text]
+
+
+def ablation_row(lever: str, setting: dict, steps: int, seconds: float, by_chunks: dict | None = None,
+                 log_ppl: dict | None = None) -> dict:
+    """One row of metrics.json's `ablation`: reconstruction gives `by_chunks` (its one-chunk accuracy
+    and log-ppl are reported), CPT its continuation `log_ppl` (no accuracy)."""
+    one = by_chunks["1"] if by_chunks else None
+    return {"lever": lever, "setting": setting, "steps": steps, "seconds": seconds,
+            "accuracy": one["token_accuracy"] if one else None, "log_ppl": one["log_ppl"] if one else log_ppl}
+
+
+def ablation_rows(report: dict) -> list[dict]:
+    """The lever table as metrics.json's `ablation` rows."""
+    return [ablation_row(row["lever"], row["changes"], row["steps"], row["train_seconds"],
+                         by_chunks=row.get("by_chunks"), log_ppl=row.get("refrag")) for row in report["rows"]]
+
+
+def read_levers(run, stage: str) -> dict | None:
+    """The lever table `python -m refrag_lib levers --stage <stage>` left in this run, or None."""
+    path = run.stage_dir(f"{stage}/levers") / "levers.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m refrag_lib levers`: the stage-1 lever table, written to RUN_DIR/recon/levers/levers.json."""
+    """`python -m refrag_lib levers`: a stage's lever table, written to RUN_DIR/<stage>/levers/levers.json."""
     from .model import load_refrag
     from .runs import open_run
 
     parser = argparse.ArgumentParser(prog="python -m refrag_lib levers", description=main.__doc__)
+    parser.add_argument("--stage", default="recon", choices=sorted(LEVERS))
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--run-dir", default="", help="artifacts folder (default runs/<preset>)")
-    parser.add_argument("--budget", type=float, default=240.0, help="wall-clock seconds of training per lever")
-    parser.add_argument("--windows", type=int, default=64, help="held-out windows per number of chunks (half above 4)")
-    parser.add_argument("--context", type=int, default=256, help="s: the longest text reconstructed")
-    parser.add_argument("--only", nargs="*", help="lever numbers to run (default: all)")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="the same steps for every lever (for levers that do not change a step's cost)")
+    parser.add_argument("--steps", type=int, default=80,
+                        help="steps of the default row (every row gets its decoder positions)")
+    parser.add_argument("--windows", type=int, default=64, help="held-out windows (recon: per chunk count)")
+    parser.add_argument("--only", nargs="*", help="lever numbers to run (default: all; 0 is the reference)")
     args = parser.parse_args(argv)
     run = open_run(args.preset, args.run_dir)
+    if args.stage == "cpt":
+        run.require("recon", "weights.safetensors")  # before any work: names notebook 02 when missing
     model = load_refrag(run.preset)
     _, held_out = tokenized_documents(model)
-    counts = chunk_counts(args.context // run.preset.k)
-    floor = floor_scores(model, held_out, counts, args.windows, long_windows=args.windows // 2)
+    base = replace(default_config(args.stage), steps=args.steps)
+    if args.stage == "recon":
+        floor = floor_scores(model, held_out, chunk_counts(base.context_tokens // run.preset.k), args.windows,
+                             long_windows=args.windows // 2)
+
+        def score(trained):
+            probe = vectors_against_floor(trained, held_out, floor)
+            return {"by_chunks": probe["by_chunks"], "per_window": probe["per_window"]}
+
+        heading = (f"{args.steps} steps of {base.positions_per_step} positions' compute per lever, {args.windows} "
+                   "held-out windows per chunk count; log-ppl gain over the decoder alone [95% interval], "
+                   "token-accuracy gain; 'vs default': paired change in log-ppl gain")
+    else:
+        pairs = cpt_windows(held_out, base.context_tokens, base.continuation_tokens, args.windows)
+        baselines = cpt_arms(model, pairs, ("last_tokens",))["per_pair"]
+
+        def score(trained):
+            return cpt_arms(trained, pairs, ("refrag",), baselines=baselines)
+
+        heading = (f"{args.steps} steps of {base.positions_per_step} positions' compute per lever, {args.windows} "
+                   "held-out (context, continuation) pairs; REFRAG log-ppl [95% interval] and its gain over "
+                   "the last s/k tokens on the frozen decoder; 'vs default': paired change (> 0 better)")
     del model
-    base = TrainConfig(stage="recon", steps=1, context_tokens=args.context, positions_per_step=512, lr=1e-3)
-    chosen = [RECON_LEVERS[int(i)] for i in args.only] if args.only else RECON_LEVERS
-    rows = run_levers(run, base, chosen, args.budget, held_out, floor, steps=args.steps)
-    name = "levers.json" if args.steps is None else f"levers-{args.steps}-steps.json"
-    out = run.stage_dir("recon/levers") / name
-    budget = args.budget if args.steps is None else None
-    out.write_text(json.dumps({"budget_seconds": budget, "windows": args.windows, "counts": counts,
-                               "command": "python -m refrag_lib levers " + " ".join(argv or []), "rows": rows}))
+    chosen = [LEVERS[args.stage][int(i)] for i in args.only] if args.only else LEVERS[args.stage]
+    rows = run_levers(run, base, chosen, score)
+    out = run.stage_dir(f"{args.stage}/levers") / "levers.json"
+    out.write_text(json.dumps({"stage": args.stage, "heading": heading, "steps": args.steps,
+                               "windows": args.windows, "rows": rows,
+                               "command": "python -m refrag_lib levers " + " ".join(argv or [])}))
     print(format_levers(json.loads(out.read_text())))
     print("wrote", out)
     return 0

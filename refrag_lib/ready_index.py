@@ -158,11 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
     run = open_run(args.preset, args.run_dir)
-    try:
-        ready = load_run_ready(run)
-        result = generate_answer(ready, args.question, args.top_k, args.p, args.max_new_tokens)
-    except CourseError as err:
-        print(f"error: {err}")
-        return 1
+    ready = load_run_ready(run)
+    result = generate_answer(ready, args.question, args.top_k, args.p, args.max_new_tokens)
     print(json.dumps(result, indent=1) if args.json else format_answer(result))
     return 0

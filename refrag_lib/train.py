@@ -47,6 +47,9 @@ from .model import RefragModel
 
 STAGES = ("recon", "cpt")
 PAPER_LR = {"recon": 2e-4, "cpt": 5e-5}
+# The course's peak LRs for its short budgets, chosen by the lever tables of notebooks 02 and 03
+# (`python -m refrag_lib levers`): a few hundred steps need larger steps than the paper's long runs.
+COURSE_LR = {"recon": 3e-3, "cpt": 1e-4}
 MIXED_PRECISION = {"float32": "no", "float16": "fp16", "bfloat16": "bf16"}
 HELD_OUT_FRACTION = 0.1  # the last 10% of documents are never trained on
 
@@ -93,6 +96,14 @@ class TrainResult:
     model: RefragModel
     history: list[dict] = field(default_factory=list)  # one row per step (also in metrics.jsonl)
     summary: dict = field(default_factory=dict)
+
+
+def default_config(stage: str, steps: int = 80, **changes) -> TrainConfig:
+    """The course's recipe for a stage (the lever tables' reference row); `changes` override fields."""
+    if stage not in STAGES:
+        raise CourseError(f"stage must be one of {STAGES}, got {stage!r}.")
+    cpt = {"expand_fraction": 0.1} if stage == "cpt" else {}
+    return TrainConfig(stage=stage, steps=steps, lr=COURSE_LR[stage], **{**cpt, **changes})
 
 
 # ---- data -------------------------------------------------------------------------------------------
@@ -261,6 +272,9 @@ def train(
     elapsed = history[-1]["seconds"] if history else 0.0
     for step in bar:
         tick = time.perf_counter()
+        # dropout (the encoder trains in train mode) draws from torch's generator: seeded per step and
+        # process, so a resumed run and an uninterrupted one draw the same masks
+        torch.manual_seed(int(np.random.SeedSequence([cfg.seed, step, accelerator.process_index]).generate_state(1)[0]))
         stats = []
         for micro in range(cfg.grad_accum):
             # One stream per global micro-batch: N processes x A accumulation steps draw the same examples
@@ -346,6 +360,8 @@ def summarise(history: list[dict], cfg, parts: list[str], finished: bool) -> dic
     return {
         "steps_done": len(history), "finished": finished, "train_seconds": seconds,
         "samples_per_second": examples / seconds if seconds else 0.0,
+        # before clipping: a spike here is the first sign of an unstable run
+        "max_grad_norm": max(row["grad_norm"] for row in history),
         "first_loss": float(np.mean([r["loss"] for r in history[:window]])),
         "last_loss": float(np.mean([r["loss"] for r in history[-window:]])),
         "trained_parts": parts, "config": asdict(cfg),
@@ -378,6 +394,7 @@ def prepare_model(run, cfg: TrainConfig, init_from_recon: bool = True) -> Refrag
                 f"{err} CPT starts from the reconstruction weights; to train CPT from scratch on purpose "
                 "(the Table 12 ablation) pass init_from_recon=False (CLI: --no-recon-init)."
             ) from err
+    torch.manual_seed(cfg.seed)  # the projector's random initialisation follows the run's seed
     model = load_refrag(run.preset)
     if recon_weights is not None:
         load_weights(recon_weights, model, model_identity(run.preset, "recon"), stage="recon")

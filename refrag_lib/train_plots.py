@@ -57,17 +57,21 @@ def plot_by_chunks(results: dict[str, dict], key: str = "log_ppl_by_chunks", ax=
     return ax
 
 
-def plot_log_ppl_bars(log_ppl: dict[str, float], ax=None):
-    """The CPT table as bars (lower is better)."""
+def plot_log_ppl_bars(log_ppl: dict[str, dict], ax=None):
+    """The CPT table as bars (lower is better): arm -> {"mean", "low", "high"}, the 95% interval as a
+    whisker."""
     import matplotlib.pyplot as plt
 
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 3.5))
     names = list(log_ppl)
-    bars = ax.bar(names, [log_ppl[n] for n in names], color="tab:blue")
-    for bar, name in zip(bars, names):
-        ax.annotate(f"{log_ppl[name]:.3f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                    ha="center", va="bottom", fontsize=8)
+    means = [log_ppl[n]["mean"] for n in names]
+    whiskers = [[m - log_ppl[n]["low"] for n, m in zip(names, means)],
+                [log_ppl[n]["high"] - m for n, m in zip(names, means)]]
+    bars = ax.bar(names, means, yerr=whiskers, capsize=3, color="tab:blue")
+    for bar, mean in zip(bars, means):
+        ax.annotate(f"{mean:.3f}", (bar.get_x() + bar.get_width() / 2, 0.02), ha="center", va="bottom",
+                    fontsize=8, color="white", xycoords=("data", "axes fraction"))
     ax.set_ylabel("log-perplexity of the continuation (lower is better)")
     ax.tick_params(axis="x", rotation=20)
     return ax

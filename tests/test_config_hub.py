@@ -20,6 +20,19 @@ def test_presets_cover_cpu_colab_a100_and_paper():
     assert [p.name for p in PRESETS.values() if p.gated] == ["paper"]
 
 
+def test_every_preset_carries_its_budget():
+    from dataclasses import astuple
+
+    cpu = get_preset("cpu").budget
+    assert "measured" in cpu.sized_from and cpu.recon_steps == 80  # what a default `make course` ran
+    for name in ("t4", "a100", "paper"):
+        budget = get_preset(name).budget
+        # a GPU trains longer and evaluates on more than the laptop; its sizing says it is an estimate
+        assert all(gpu >= laptop for gpu, laptop in zip(astuple(budget)[:-1], astuple(cpu)[:-1])), name
+        assert "not measured" in budget.sized_from
+    assert get_preset("t4", k=8).budget == get_preset("t4").budget
+
+
 @pytest.mark.parametrize(
     "gpu, expected",
     [(None, "cpu"), ("Tesla T4", "t4"), ("NVIDIA L4", "t4"), ("NVIDIA A100-SXM4-40GB", "a100"),

@@ -31,6 +31,12 @@ def test_reconstruction_notebook_trains_and_writes_the_contract(notebooks):
     assert m["last_loss"] < m["first_loss"]  # the loss went down (mean of the first vs last logged steps)
     losses = logged_losses(notebooks.root / "recon")
     assert len(losses) == m["steps_done"] and finite(losses)
+    assert set(m["no_vector_floor"]) == {"token_accuracy_by_chunks", "log_ppl_by_chunks"} and m["max_grad_norm"] > 0
+    assert 0.0 <= m["free_running_exact_first_chunk"] <= 1.0
+    cell = m["intervals"]["1"]["token_accuracy_gain"]
+    assert cell["low"] <= cell["mean"] <= cell["high"]
+    assert [row["lever"] for row in m["ablation"][:2]] == ["this run", "no curriculum"]
+    assert all({"lever", "setting", "accuracy", "log_ppl", "seconds"} <= set(row) for row in m["ablation"])
     for folder in ("recon", "recon/no_curriculum"):
         assert (notebooks.root / folder / "weights.safetensors").is_file()
 
@@ -44,5 +50,9 @@ def test_cpt_notebook_compares_the_paper_baselines(notebooks):
     assert m["train_seconds"] > 0
     # the same decoder with the whole context must beat it with none (the documents repeat their facts)
     assert m["log_ppl"]["full_context"] < m["log_ppl"]["no_context"]
-    assert m["last_loss"] < m["first_loss"]
+    assert m["last_loss"] < m["first_loss"] and m["max_grad_norm"] > 0
+    for arm, interval in m["intervals"].items():  # every figure with its 95% interval over the same pairs
+        assert interval["low"] <= m["log_ppl"][arm] <= interval["high"]
+    assert set(m["gain_over_last_tokens"]) == {"refrag", "refrag_recon_only", "refrag_no_recon_init"}
+    assert m["eval_pairs"] == 3 and "mean" in m["recon_init_gain"]
     assert (notebooks.root / "cpt" / "weights.safetensors").is_file()

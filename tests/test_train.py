@@ -1,6 +1,7 @@
 """The shared training loop on tiny random models: learning, exact resume, checkpoints, bad input."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -142,7 +143,7 @@ def test_evaluation_helpers_on_a_tiny_model():
     from refrag_lib.evaluate import (
         ARMS,
         chunk_counts,
-        context_log_ppl,
+        cpt_arms,
         cpt_windows,
         decoded_reconstructions,
         reconstruction_by_chunks,
@@ -160,12 +161,14 @@ def test_evaluation_helpers_on_a_tiny_model():
     last = ARMS["last_tokens"](model, context, continuation)
     assert last.prefix == context[-4:]  # s/k = 4 tokens: as many decoder positions as 4 chunk vectors
     assert len(ARMS["refrag"](model, context, continuation).chunks) == 4
-    values = {arm: context_log_ppl(model, pairs, arm) for arm in ARMS}
-    assert all(v > 0 for v in values.values())
+    scores = cpt_arms(model, pairs, list(ARMS), baselines={"last_tokens": [0.0] * 3})
+    assert all(0 < scores[arm]["low"] <= scores[arm]["mean"] <= scores[arm]["high"] for arm in ARMS)
+    refrag = scores["per_pair"]["refrag"]
+    assert len(refrag) == 3 and scores["gain_over_last_tokens"]["mean"] == pytest.approx(-sum(refrag) / 3)
     rows = decoded_reconstructions(model, held, [1, 2], max_tokens=5)
     assert [r["chunks"] for r in rows] == [1, 2] and all(0 <= r["exact_token_share"] <= 1 for r in rows)
     with pytest.raises(CourseError, match="Unknown arm"):
-        context_log_ppl(model, pairs, "oracle")
+        cpt_arms(model, pairs, ["oracle"])
 
 
 def test_vectors_against_floor_scores_the_same_windows_both_ways():
@@ -213,27 +216,58 @@ def test_train_and_probe_gives_a_curve_and_the_weights_of_one_uninterrupted_run(
         train_and_probe(run, cfg, held, floor, points=0)
 
 
-def test_levers_share_the_budget_and_the_windows(tmp_path, monkeypatch):
+def test_levers_share_the_compute_and_the_windows(tmp_path, monkeypatch):
     import refrag_lib.train as train_module
-    from refrag_lib.evaluate import floor_scores
-    from refrag_lib.levers import Lever, format_levers, run_levers
+    from refrag_lib.evaluate import cpt_arms, cpt_windows, floor_scores, vectors_against_floor
+    from refrag_lib.levers import Lever, equal_compute_steps, format_levers, run_levers
 
-    monkeypatch.setattr(train_module, "prepare_model", lambda run, cfg, init_from_recon=True: tiny_refrag(k=4))
+    inits = []
+    monkeypatch.setattr(train_module, "prepare_model",
+                        lambda run, cfg, init_from_recon=True: inits.append(init_from_recon) or tiny_refrag(k=4))
     monkeypatch.setattr(train_module, "tokenized_documents", lambda model, path=None: (docs(model), docs(model)))
     run = open_run("cpu", tmp_path, k=4)
     held = docs(tiny_refrag(k=4))
     floor = floor_scores(tiny_refrag(k=4), held, [1, 2], n_windows=4, batch_size=4)
+
+    def score(model):
+        probe = vectors_against_floor(model, held, floor)
+        return {"by_chunks": probe["by_chunks"], "per_window": probe["per_window"]}
+
+    base = config(steps=4, curriculum=False)
     levers = [Lever("base", {}, "-"), Lever("bigger steps", {"positions_per_step": 96}, "-")]
-    rows = run_levers(run, config(steps=1, curriculum=False), levers, budget_seconds=0.05, held_out=held,
-                      floor=floor, progress=False)
-    assert [r["lever"] for r in rows] == ["base", "bigger steps"]
-    for row in rows:  # the step count follows each lever's own measured step time
-        assert row["steps"] == max(2, int(0.05 / row["seconds_per_step"]))
+    rows = run_levers(run, base, levers, score, progress=False)
+    assert [(r["lever"], r["steps"]) for r in rows] == [("base", 4), ("bigger steps", 2)]  # the same positions
+    assert equal_compute_steps(base, replace(base, positions_per_step=24)) == 8
+    for row in rows:
         assert set(row["by_chunks"]) == {"1", "2"} and len(row["per_window"]["1"]["log_ppl"]) == 4
-    fixed = run_levers(run, config(steps=1, curriculum=False), levers[:1], budget_seconds=1, held_out=held,
-                       floor=floor, progress=False, steps=3)
-    assert fixed[0]["steps"] == 3 and fixed[0]["seconds_per_step"] is None
-    with pytest.raises(CourseError, match="budget"):
-        run_levers(run, config(), levers, budget_seconds=0, held_out=held, floor=floor)
-    table = format_levers({"budget_seconds": 0.05, "windows": 4, "rows": rows}).splitlines()
+        assert row["max_grad_norm"] > 0
+    table = format_levers({"stage": "recon", "heading": "h", "rows": rows}).splitlines()
     assert len(table) == 3 and "vs default" in table[2] and "vs default" not in table[1]
+
+    pairs = cpt_windows(held, 16, 8, 4)
+    baselines = cpt_arms(tiny_refrag(k=4), pairs, ("last_tokens",))["per_pair"]
+    cpt_rows = run_levers(run, config("cpt", steps=2), [Lever("base", {}, "-"), Lever("scratch", {}, "-", False)],
+                          lambda model: cpt_arms(model, pairs, ("refrag",), baselines=baselines), progress=False)
+    assert inits[-2:] == [True, False]  # the Table 12 row starts from a fresh encoder + projector
+    assert len(cpt_rows[1]["per_pair"]["refrag"]) == 4 and "gain_over_last_tokens" in cpt_rows[1]
+    cpt_table = format_levers({"stage": "cpt", "heading": "h", "rows": cpt_rows}).splitlines()
+    assert "vs last s/k tokens" in cpt_table[1] and "vs default" in cpt_table[2]
+
+
+def test_the_seed_fixes_the_projector_and_the_dropout(tmp_path):
+    """Two runs with one seed end with the same weights, whatever the process drew before."""
+    from refrag_lib.train import default_config
+
+    ends = []
+    for noise in (123, 456):
+        model = tiny_refrag(k=4)
+        assert model.encoder.config.hidden_dropout_prob > 0  # dropout draws from torch's generator
+        torch.manual_seed(noise)  # whatever ran before in the process
+        cfg = config(steps=3)
+        ends.append(train(model, cfg, StageTask(model, cfg, docs(model)), tmp_path / str(noise), IDENTITY,
+                          progress=False).model)
+    for (name, a), b in zip(ends[0].named_parameters(), ends[1].parameters()):
+        torch.testing.assert_close(a, b, atol=0, rtol=0, msg=name)
+    assert default_config("cpt").expand_fraction == 0.1 and default_config("recon", steps=5).steps == 5
+    with pytest.raises(CourseError, match="stage must be"):
+        default_config("sft")
