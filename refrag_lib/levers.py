@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from dataclasses import dataclass, replace
 
+from .errors import CourseError
 from .evaluate import (
     between_models,
     chunk_counts,
@@ -40,6 +42,9 @@ RECON_LEVERS = [
     Lever("course default", {}, "peak LR 3e-3, 512 decoder positions per step, the paper's curriculum, seed 0"),
     Lever("seed 1", {"seed": 1}, "the default from another seed: the spread a lever has to beat"),
     Lever("LR 1e-3", {"lr": 1e-3}, "the previous default"),
+    Lever("LR 1e-3, seed 1", {"lr": 1e-3, "seed": 1}, "is the previous default steadier from seed to seed?"),
+    Lever("warm-up 25%", {"warmup_fraction": 0.25}, "3 warm-up steps let early gradient spikes through"),
+    Lever("warm-up 25%, seed 1", {"warmup_fraction": 0.25, "seed": 1}, "the same from another seed"),
     Lever("LR 1e-2", {"lr": 1e-2}, "does a still larger step keep helping?"),
     Lever("LR 3e-4", {"lr": 3e-4}, "close to the paper's 2e-4, made for a long run"),
     Lever("256 positions per step", {"positions_per_step": 256}, "examples per step vs steps: twice the updates"),
@@ -66,10 +71,11 @@ def equal_compute_steps(base: TrainConfig, cfg: TrainConfig) -> int:
 def run_levers(run, base: TrainConfig, levers: list[Lever], score, progress: bool = True) -> list[dict]:
     """Train every lever on the budget of `base` and score each with score(model) -> per-window dict."""
     rows = []
-    for number, lever in enumerate(levers):
+    for lever in levers:
         cfg = replace(base, **lever.changes)
         cfg = replace(cfg, steps=equal_compute_steps(base, cfg), save_every=base.steps * 4)
-        result = train_stage(run, cfg, folder=f"{base.stage}/levers/{number:02d}", resume=False,
+        folder = f"{base.stage}/levers/" + re.sub(r"[^a-z0-9]+", "-", lever.name.lower()).strip("-")
+        result = train_stage(run, cfg, folder=folder, resume=False,
                              init_from_recon=lever.init_from_recon, progress=progress)
         rows.append({"lever": lever.name, "why": lever.why, "changes": lever.changes, "steps": cfg.steps,
                      "train_seconds": result.summary["train_seconds"],
@@ -110,6 +116,14 @@ def _cpt_cells(row: dict, default: dict) -> list[str]:
     if row is not default:
         text += _versus(paired_cpt(row["per_pair"], default["per_pair"]))
     return [text]
+
+
+def merge_rows(earlier: list[dict], fresh: list[dict], levers: list[Lever]) -> list[dict]:
+    """A table's rows with rows just run: a lever run again replaces its row; the order is `levers`'s,
+    so the reference row (the course default) stays first."""
+    names = [lever.name for lever in levers]
+    merged = {**{row["lever"]: row for row in earlier}, **{row["lever"]: row for row in fresh}}
+    return sorted(merged.values(), key=lambda row: names.index(row["lever"]) if row["lever"] in names else len(names))
 
 
 def ablation_row(lever: str, setting: dict, steps: int, seconds: float, by_chunks: dict | None = None,
@@ -176,11 +190,18 @@ def main(argv: list[str] | None = None) -> int:
                    "the last s/k tokens on the frozen decoder; 'vs default': paired change (> 0 better)")
     del model
     chosen = [LEVERS[args.stage][int(i)] for i in args.only] if args.only else LEVERS[args.stage]
-    rows = run_levers(run, base, chosen, score)
     out = run.stage_dir(f"{args.stage}/levers") / "levers.json"
-    out.write_text(json.dumps({"stage": args.stage, "heading": heading, "steps": args.steps,
-                               "windows": args.windows, "rows": rows,
-                               "command": "python -m refrag_lib levers " + " ".join(argv or [])}))
+    report = {"stage": args.stage, "heading": heading, "steps": args.steps, "windows": args.windows, "rows": [],
+              "commands": []}
+    earlier = read_levers(run, args.stage)
+    if earlier and (earlier.get("steps"), earlier.get("windows")) == (args.steps, args.windows):
+        report = earlier  # rows run now join (or replace) the table's rows of the same budget and windows
+    elif earlier:
+        raise CourseError(f"{out} holds levers of {earlier.get('steps')} steps on {earlier.get('windows')} windows; "
+                          f"move it away to start a table of {args.steps} steps on {args.windows}.")
+    report["rows"] = merge_rows(report["rows"], run_levers(run, base, chosen, score), LEVERS[args.stage])
+    report["commands"] = [*report.get("commands", []), "python -m refrag_lib levers " + " ".join(argv or [])]
+    out.write_text(json.dumps(report))
     print(format_levers(json.loads(out.read_text())))
     print("wrote", out)
     return 0

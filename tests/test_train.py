@@ -219,7 +219,7 @@ def test_train_and_probe_gives_a_curve_and_the_weights_of_one_uninterrupted_run(
 def test_levers_share_the_compute_and_the_windows(tmp_path, monkeypatch):
     import refrag_lib.train as train_module
     from refrag_lib.evaluate import cpt_arms, cpt_windows, floor_scores, vectors_against_floor
-    from refrag_lib.levers import Lever, equal_compute_steps, format_levers, run_levers
+    from refrag_lib.levers import Lever, equal_compute_steps, format_levers, merge_rows, run_levers
 
     inits = []
     monkeypatch.setattr(train_module, "prepare_model",
@@ -241,6 +241,9 @@ def test_levers_share_the_compute_and_the_windows(tmp_path, monkeypatch):
     for row in rows:
         assert set(row["by_chunks"]) == {"1", "2"} and len(row["per_window"]["1"]["log_ppl"]) == 4
         assert row["max_grad_norm"] > 0
+    rerun = {**rows[0], "steps": 99}
+    merged = merge_rows(rows, [rerun, {"lever": "new", "steps": 1}], [*levers, Lever("new", {}, "-")])
+    assert [(r["lever"], r["steps"]) for r in merged] == [("base", 99), ("bigger steps", 2), ("new", 1)]
     table = format_levers({"stage": "recon", "heading": "h", "rows": rows}).splitlines()
     assert len(table) == 3 and "vs default" in table[2] and "vs default" not in table[1]
 
