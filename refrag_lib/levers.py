@@ -43,6 +43,8 @@ RECON_LEVERS = [
     Lever("seed 1", {"seed": 1}, "the default from another seed: the spread a lever has to beat"),
     Lever("LR 1e-3", {"lr": 1e-3}, "the previous default"),
     Lever("LR 1e-3, seed 1", {"lr": 1e-3, "seed": 1}, "is the previous default steadier from seed to seed?"),
+    Lever("encoder LR x0.1", {"encoder_lr_scale": 0.1}, "projector at 3e-3, the pretrained encoder at 3e-4"),
+    Lever("encoder LR x0.1, seed 1", {"encoder_lr_scale": 0.1, "seed": 1}, "the same from another seed"),
     Lever("warm-up 25%", {"warmup_fraction": 0.25}, "3 warm-up steps let early gradient spikes through"),
     Lever("warm-up 25%, seed 1", {"warmup_fraction": 0.25, "seed": 1}, "the same from another seed"),
     Lever("LR 1e-2", {"lr": 1e-2}, "does a still larger step keep helping?"),

@@ -65,6 +65,7 @@ class TrainConfig:
     positions_per_step: int = 512  # decoder positions per micro-batch; batch size = this // example length
     grad_accum: int = 1
     lr: float = 0.0  # 0: the paper's peak LR for the stage
+    encoder_lr_scale: float = 1.0  # the encoder's peak LR is lr x this (a pretrained encoder may need smaller steps)
     warmup_fraction: float = 0.04
     weight_decay: float = 0.0
     clip_norm: float = 1.0
@@ -77,8 +78,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.stage not in STAGES:
             raise CourseError(f"stage must be one of {STAGES}, got {self.stage!r}.")
-        if self.steps < 1 or self.grad_accum < 1 or self.positions_per_step < 1:
-            raise CourseError("steps, grad_accum and positions_per_step must be positive.")
+        if self.steps < 1 or self.grad_accum < 1 or self.positions_per_step < 1 or self.encoder_lr_scale <= 0:
+            raise CourseError("steps, grad_accum, positions_per_step and encoder_lr_scale must be positive.")
         if self.stage == "recon" and self.train_decoder:
             raise CourseError("Reconstruction keeps the decoder frozen (train_decoder=False); only CPT may train it.")
 
@@ -201,6 +202,17 @@ def _freeze_for(model: RefragModel, parts: list[str]) -> list[nn.Parameter]:
     return [p for name in parts for p in getattr(model, name).parameters()]
 
 
+def _param_groups(model: RefragModel, parts: list[str], cfg) -> list[dict]:
+    """The trained parameters as optimizer groups: the encoder at peak_lr x encoder_lr_scale (SFTConfig
+    has no such field: one LR), everything else at peak_lr."""
+    params = _freeze_for(model, parts)
+    encoder = {id(p) for p in model.encoder.parameters()}
+    scale = getattr(cfg, "encoder_lr_scale", 1.0)
+    groups = [{"params": [p for p in params if id(p) in encoder], "lr": cfg.peak_lr * scale},
+              {"params": [p for p in params if id(p) not in encoder], "lr": cfg.peak_lr}]
+    return [group for group in groups if group["params"]]
+
+
 def _trackers(names: list[str]) -> list[str]:
     modules = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
     for name in names:
@@ -248,7 +260,7 @@ def train(
     if accelerator.distributed_type == DistributedType.FSDP and not accelerator.is_fsdp2:
         raise CourseError("Sharded training needs FSDP2: set fsdp_version: 2 (see configs/accelerate/fsdp.yaml).")
     parts = task.parts
-    optimizer = torch.optim.AdamW(_freeze_for(model, parts), lr=cfg.peak_lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(_param_groups(model, parts, cfg), lr=cfg.peak_lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.steps, cfg.warmup_fraction))
     objective, prepared_optimizer = accelerator.prepare(task.objective, optimizer)
     params = [p for group in optimizer.param_groups for p in group["params"]]  # FSDP2 swaps in sharded ones
@@ -292,7 +304,7 @@ def train(
         prepared_optimizer.zero_grad(set_to_none=True)
         elapsed += time.perf_counter() - tick
         totals = accelerator.reduce(_totals(stats, accelerator.device), reduction="sum")  # all processes
-        row = _row(step, about, totals.tolist(), grad_norm, scheduler.get_last_lr()[0], elapsed)
+        row = _row(step, about, totals.tolist(), grad_norm, scheduler.get_last_lr()[-1], elapsed)
         history.append(row)
         if accelerator.is_main_process:
             with log_path.open("a") as f:

@@ -274,3 +274,16 @@ def test_the_seed_fixes_the_projector_and_the_dropout(tmp_path):
     assert default_config("cpt").expand_fraction == 0.1 and default_config("recon", steps=5).steps == 5
     with pytest.raises(CourseError, match="stage must be"):
         default_config("sft")
+
+
+def test_the_encoder_can_take_smaller_steps(tmp_path):
+    from refrag_lib.train import _param_groups
+
+    assert run_tiny(tmp_path, config(steps=2, encoder_lr_scale=0.1)).summary["finished"]
+
+    model = tiny_refrag(k=4)
+    encoder, rest = _param_groups(model, ["encoder", "projector"], config(encoder_lr_scale=0.1))
+    assert encoder["lr"] == pytest.approx(3e-4) and rest["lr"] == pytest.approx(3e-3)
+    assert {id(p) for p in encoder["params"]} == {id(p) for p in model.encoder.parameters()}
+    with pytest.raises(CourseError, match="encoder_lr_scale"):
+        config(encoder_lr_scale=0)
