@@ -45,7 +45,7 @@ RECON_LEVERS = [
     Lever("LR 1e-3, seed 1", {"lr": 1e-3, "seed": 1}, "is the previous default steadier from seed to seed?"),
     Lever("encoder LR x0.1", {"encoder_lr_scale": 0.1}, "projector at 3e-3, the pretrained encoder at 3e-4"),
     Lever("encoder LR x0.1, seed 1", {"encoder_lr_scale": 0.1, "seed": 1}, "the same from another seed"),
-    Lever("warm-up 25%", {"warmup_fraction": 0.25}, "3 warm-up steps let early gradient spikes through"),
+    Lever("warm-up 25%", {"warmup_fraction": 0.25}, "3 warm-up steps may let early gradient spikes through"),
     Lever("warm-up 25%, seed 1", {"warmup_fraction": 0.25, "seed": 1}, "the same from another seed"),
     Lever("LR 1e-2", {"lr": 1e-2}, "does a still larger step keep helping?"),
     Lever("LR 3e-4", {"lr": 3e-4}, "close to the paper's 2e-4, made for a long run"),
