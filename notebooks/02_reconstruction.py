@@ -369,11 +369,12 @@ for n in map(str, counts):
 # ## Levers: what buys the most reconstruction per CPU minute
 #
 # Eighty steps teach the vectors little. Which knob helps most within the same few minutes? `python -m
-# refrag_lib levers` trains a fresh encoder + projector per lever for the same wall-clock budget (each
-# lever's step count comes from its own measured step time), scores every one on the same held-out
-# windows against the decoder alone, and writes `RUN_DIR/recon/levers/levers.json`. It takes about
-# half an hour on a 2-core CPU, so the course does not run it for you; this cell shows the table once
-# it exists.
+# refrag_lib levers` trains a fresh encoder + projector per lever on the same compute (every row gets
+# the decoder positions of 80 default steps: twice the positions per step, half the steps), scores
+# every one on the same held-out windows against the decoder alone, and writes
+# `RUN_DIR/recon/levers/levers.json` (`--only 2 5` runs some rows and adds them to the table). All
+# twelve rows take about 50 minutes on a 2-core CPU, so the course does not run them for you; this
+# cell shows the table once it exists.
 
 # %%
 from refrag_lib.levers import ablation_row, ablation_rows, format_levers, read_levers

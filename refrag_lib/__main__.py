@@ -25,7 +25,7 @@ COMMANDS = {
     "data": ("refrag_lib.data:main", "regenerate the synthetic data set in data/"),
     "index": ("refrag_lib.index:main", "build the retrieval index and chunk store for a run"),
     "train": ("refrag_lib.train:main", "train a stage (recon | cpt) with the shared accelerate loop"),
-    "levers": ("refrag_lib.levers:main", "stage 1 per CPU minute: training levers on the same windows and budget"),
+    "levers": ("refrag_lib.levers:main", "stages 1-2: training levers on the same compute and held-out windows"),
     "loss-speed": ("refrag_lib.loss_speed:main", "samples/s of the batched reconstruction loss vs a per-chunk loop"),
     "bench": ("refrag_lib.bench:main", "TTFT/TTIT/memory benchmark of REFRAG against ordinary RAG"),
     "regress": ("refrag_lib.regress:main", "compare a run's metrics with a committed baseline"),
