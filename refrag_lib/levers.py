@@ -143,9 +143,14 @@ def ablation_rows(report: dict) -> list[dict]:
                          by_chunks=row.get("by_chunks"), log_ppl=row.get("refrag")) for row in report["rows"]]
 
 
+def levers_path(run, stage: str):
+    """Where a run keeps a stage's lever table."""
+    return run.stage_dir(f"{stage}/levers") / "levers.json"
+
+
 def read_levers(run, stage: str) -> dict | None:
     """The lever table `python -m refrag_lib levers --stage <stage>` left in this run, or None."""
-    path = run.stage_dir(f"{stage}/levers") / "levers.json"
+    path = levers_path(run, stage)
     return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -192,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                    "the last s/k tokens on the frozen decoder; 'vs default': paired change (> 0 better)")
     del model
     chosen = [LEVERS[args.stage][int(i)] for i in args.only] if args.only else LEVERS[args.stage]
-    out = run.stage_dir(f"{args.stage}/levers") / "levers.json"
+    out = levers_path(run, args.stage)
     report = {"stage": args.stage, "heading": heading, "steps": args.steps, "windows": args.windows, "rows": [],
               "commands": []}
     earlier = read_levers(run, args.stage)
@@ -204,6 +209,6 @@ def main(argv: list[str] | None = None) -> int:
     report["rows"] = merge_rows(report["rows"], run_levers(run, base, chosen, score), LEVERS[args.stage])
     report["commands"] = [*report.get("commands", []), "python -m refrag_lib levers " + " ".join(argv or [])]
     out.write_text(json.dumps(report))
-    print(format_levers(json.loads(out.read_text())))
+    print(format_levers(report))
     print("wrote", out)
     return 0
