@@ -36,6 +36,7 @@ class Lever:
     changes: dict  # TrainConfig fields that differ from the course default
     why: str
     init_from_recon: bool = True  # CPT only: False is the Table 12 ablation
+    k: int | None = None  # tokens per chunk vector; None: the preset's (a row of another k has its own floor)
 
 
 RECON_LEVERS = [
@@ -51,6 +52,7 @@ RECON_LEVERS = [
     Lever("LR 3e-4", {"lr": 3e-4}, "close to the paper's 2e-4, made for a long run"),
     Lever("256 positions per step", {"positions_per_step": 256}, "examples per step vs steps: twice the updates"),
     Lever("no curriculum", {"curriculum": False}, "every step reconstructs s/k chunks (Table 11's question)"),
+    Lever("k = 8", {}, "half the tokens per vector (twice the vectors): scored against its own floor", k=8),
 ]
 
 CPT_LEVERS = [
@@ -74,12 +76,14 @@ def run_levers(run, base: TrainConfig, levers: list[Lever], score, progress: boo
     """Train every lever on the budget of `base` and score each with score(model) -> per-window dict."""
     rows = []
     for lever in levers:
+        lever_run = replace(run, preset=run.preset.with_k(lever.k)) if lever.k else run
         cfg = replace(base, **lever.changes)
         cfg = replace(cfg, steps=equal_compute_steps(base, cfg), save_every=base.steps * 4)
         folder = f"{base.stage}/levers/" + re.sub(r"[^a-z0-9]+", "-", lever.name.lower()).strip("-")
-        result = train_stage(run, cfg, folder=folder, resume=False,
+        result = train_stage(lever_run, cfg, folder=folder, resume=False,
                              init_from_recon=lever.init_from_recon, progress=progress)
-        rows.append({"lever": lever.name, "why": lever.why, "changes": lever.changes, "steps": cfg.steps,
+        rows.append({"lever": lever.name, "why": lever.why, "changes": lever.changes, "k": result.model.k,
+                     "steps": cfg.steps,
                      "train_seconds": result.summary["train_seconds"],
                      "max_grad_norm": result.summary["max_grad_norm"], **score(result.model)})
         del result.model
@@ -103,10 +107,13 @@ def _versus(change: dict) -> str:
 
 
 def _recon_cells(row: dict, default: dict) -> list[str]:
-    versus = between_models(row, default) if row is not default else None
+    # rows of another k are scored on windows of their own length: no paired change against the default
+    same_windows = row is not default and row.get("k") == default.get("k")
+    versus = between_models(row, default) if same_windows else None
     cells = []
     for n, cell in row["by_chunks"].items():
-        text = f"{n} ch {format_interval(cell['log_ppl_gain'])}, acc {cell['token_accuracy_gain']['mean']:+.3f}"
+        label = f"{n} ch" if row.get("k") == default.get("k") else f"{n} ch of k={row['k']}"
+        text = f"{label} {format_interval(cell['log_ppl_gain'])}, acc {cell['token_accuracy_gain']['mean']:+.3f}"
         cells.append(text + (_versus(versus[n]["log_ppl_gain"]) if versus else ""))
     exact = row["by_chunks"][next(iter(row["by_chunks"]))]["first_chunk_exact"]
     return [*cells, f"1-chunk exact {format_interval(exact, 2)}"]
@@ -175,11 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     _, held_out = tokenized_documents(model)
     base = replace(default_config(args.stage), steps=args.steps)
     if args.stage == "recon":
-        floor = floor_scores(model, held_out, chunk_counts(base.context_tokens // run.preset.k), args.windows,
-                             long_windows=args.windows // 2)
+        floors = {}  # per k: the decoder alone on windows of n*k tokens (it needs no encoder or projector)
 
         def score(trained):
-            probe = vectors_against_floor(trained, held_out, floor)
+            if trained.k not in floors:
+                floors[trained.k] = floor_scores(trained, held_out, chunk_counts(base.context_tokens // trained.k),
+                                                 args.windows, long_windows=args.windows // 2)
+            probe = vectors_against_floor(trained, held_out, floors[trained.k])
             return {"by_chunks": probe["by_chunks"], "per_window": probe["per_window"]}
 
         heading = (f"{args.steps} steps of {base.positions_per_step} positions' compute per lever, {args.windows} "
