@@ -89,10 +89,7 @@ from refrag_lib.grpo import (
 )
 from refrag_lib.policy import (
     ChunkPolicy,
-    PerplexitySelector,
     PolicyConfig,
-    PolicySelector,
-    RandomSelector,
     effective_compression,
     load_policy,
     n_expanded,
@@ -107,6 +104,7 @@ from refrag_lib.policy_plots import (
     plot_selection_frequency,
     selection_frequency,
 )
+from refrag_lib.selectors import PerplexitySelector, PolicySelector, RandomSelector
 from refrag_lib.train import tokenized_documents
 
 mixed_steps, mixed_positions = (1, 64) if SMOKE else (MIXED_CPT_STEPS, MIXED_POSITIONS)

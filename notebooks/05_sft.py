@@ -16,11 +16,12 @@
 # tokens. Now the task itself: answer a question from retrieved passages. In this notebook we
 # 1. fine-tune two models the same way (same start, same questions and passages, same steps and
 #    learning rate): **RAG-FT** reads the K passages as tokens, **REFRAG** reads them as chunk vectors
-#    with a fraction p of chunks expanded by the trained policy;
+#    with a fraction p of chunks expanded by a selector: by default the chunks closest to the question;
 # 2. save a **REFRAG-ready index**: the retrieval index plus chunk vectors of the fine-tuned encoder,
 #    so answering needs no encoder pass;
-# 3. evaluate on held-out questions: exact match, F1, whether the answer was retrieved at all, decoder
-#    input length and time to first token, also with the gold passage forced in, and at equal latency.
+# 3. evaluate on held-out questions, every EM and F1 with its 95% interval: exact match, F1, whether the
+#    answer was retrieved at all, decoder input length and time to first token, also with the gold passage
+#    forced in, at equal latency, and for every selector at p = 0.05, 0.1 and 0.25.
 #
 # Artifacts go to `RUN_DIR/sft/` (weights of both arms, `ready_index/`, metrics.json).
 
@@ -51,10 +52,13 @@ STEPS = 0  # SFT steps per arm (both arms get the same); 0: the preset's budget 
 BATCH_SIZE = 1  # questions per step
 LR = 2e-5  # the paper's SFT learning rate
 TOP_K = 3  # K: passages retrieved per question
-P = 0.1  # share of REFRAG chunks the policy expands
+P = 0.1  # share of REFRAG chunks expanded
+SELECTOR = "question"  # what REFRAG expands, in training and in the table's rows: question | rl | random | none
+GRID_SELECTORS = ["question", "rl", "random", "none"]  # the selector x p grid (perplexity: add it, ~1 min more)
+GRID_FRACTIONS = [0.05, 0.1, 0.25]
 GOLD_FRACTION = 1.0  # share of training questions whose gold passage is put among the K passages
 TRAIN_QUESTIONS = 400  # training questions retrieved for (steps x batch size of them are drawn)
-EVAL_QUESTIONS = 0  # held-out questions (each row reads them all: the slow part on a CPU); 0: the preset's (cpu 30)
+EVAL_QUESTIONS = 0  # held-out questions (each row reads them all: the slow part on a CPU); 0: the preset's (cpu 150)
 MAX_NEW_TOKENS = 10  # answers are short IDs such as River_033
 TTFT_QUESTIONS = 3  # questions whose TTFT is measured per row
 TTFT_REPEATS = 5
@@ -72,33 +76,26 @@ import copy
 import matplotlib.pyplot as plt
 from IPython.display import HTML, display
 
+from refrag_lib.answering import generate_answer, selection_input
 from refrag_lib.checkpoint import model_identity
 from refrag_lib.data import default_data_dir, load_qa
 from refrag_lib.grpo import policy_path
-from refrag_lib.index import load_retriever, load_run_index
+from refrag_lib.index import load_chunk_store, load_retriever, load_run_index
+from refrag_lib.intervals import format_interval
 from refrag_lib.policy import effective_compression, load_policy
-from refrag_lib.qa import build_prompt, input_positions
-from refrag_lib.ready_index import READY_FOLDER, build_ready_index, format_answer, generate_answer, load_ready_index
-from refrag_lib.sft import (
-    PassageChunks,
-    SFTConfig,
-    answerable,
-    evaluate_all,
-    load_start_model,
-    metrics_table,
-    policy_expansion,
-    retrieve_items,
-    side_by_side,
-    train_arm,
-)
-from refrag_lib.sft_plots import examples_html, plot_em_ttft, plot_sft_losses
+from refrag_lib.qa import answerable, build_prompt, input_positions, retrieve_items
+from refrag_lib.qa_eval import evaluate_all, grid_table, metrics_table, paired_differences, side_by_side
+from refrag_lib.ready_index import READY_FOLDER, build_ready_index, format_answer, load_ready_index
+from refrag_lib.selectors import make_selector
+from refrag_lib.sft import PassageChunks, SFTConfig, load_start_model, train_arm
+from refrag_lib.sft_plots import examples_html, plot_em_ttft, plot_selector_grid, plot_sft_losses
 
 steps = 1 if SMOKE else STEPS or run.preset.budget.sft_steps
 eval_questions = 4 if SMOKE else EVAL_QUESTIONS or run.preset.budget.eval_questions
 train_questions = 40 if SMOKE else TRAIN_QUESTIONS
 ttft_questions, ttft_repeats, candidates = (1, 2, 3) if SMOKE else (TTFT_QUESTIONS, TTFT_REPEATS, LATENCY_CANDIDATES)
-config = SFTConfig(steps=steps, top_k=TOP_K, p=P, batch_size=BATCH_SIZE, lr=LR, gold_fraction=GOLD_FRACTION,
-                   seed=SEED)
+config = SFTConfig(steps=steps, top_k=TOP_K, p=P, selector=SELECTOR, batch_size=BATCH_SIZE, lr=LR,
+                   gold_fraction=GOLD_FRACTION, seed=SEED)
 
 # %% [markdown]
 # ## The data: questions, retrieved passages, short answers
@@ -131,7 +128,16 @@ print(f"{len(train_items)} training questions (gold among the top {TOP_K}: {hit:
 # - **RAG-FT** feeds every passage as tokens. It never uses the encoder or projector, so only the
 #   decoder is trained.
 # - **REFRAG** feeds each passage's k-token chunks as chunk vectors, except the round(p·L) chunks the
-#   policy expands; encoder, projector and decoder are trained end to end, as in the paper.
+#   selector expands; encoder, projector and decoder are trained end to end, as in the paper. The
+#   REFRAG arm trains with the selector it is evaluated with (`SELECTOR`).
+#
+# **Why the selector matters here.** Every answer is an ID such as River_033 that only exact tokens
+# carry: a chunk vector holds the gist of 16 tokens (notebook 02: one-chunk reconstruction barely beats
+# the decoder alone), not an ID. REFRAG can answer only if the chunk holding the answer is one it
+# expands. The paper's policy (notebook 04, `rl`) chooses from the chunk vectors alone, blind to the
+# question. The `question` selector scores each chunk by the cosine between the retriever's vector of
+# the question and the retriever's vector of the chunk's text: notebook 01 stored one per chunk next to
+# the index, so choosing costs a matrix-vector product and no encoder pass.
 #
 # Here is what that does to the decoder input of one training question:
 
@@ -139,12 +145,14 @@ print(f"{len(train_items)} training questions (gold among the top {TOP_K}: {hit:
 model = load_start_model(run)
 rag_model = copy.deepcopy(model)  # the same start, trained separately
 policy = load_policy(policy_path(run), model_identity(run.preset, "policy"))
-chunks = PassageChunks(model, index.passages)
+index_store = load_chunk_store(run.require("index", "chunk_store.safetensors"), model, index, probe=0)  # its keys
+chunks = PassageChunks(model, index.passages, keys=index_store)
+selector = make_selector(SELECTOR, policy, model, seed=SEED)
 demo = train_items[0]
 per_passage = chunks(demo.rows)
 prompt = build_prompt(model, demo.question, per_passage)
 vectors = model.encode_chunks(prompt.chunks).detach().split([len(c) for c in per_passage])
-expand = policy_expansion(policy, vectors, P)
+expand = selector([selection_input(prompt, vectors, demo.question_key, chunks.keys_for(demo.rows))], P)[0]
 print(demo.question, "->", demo.answers[0])
 print(f"RAG-FT reads {input_positions(prompt, [True] * len(expand))} positions; REFRAG reads "
       f"{input_positions(prompt, expand)} ({len(expand)} chunks of k={model.k}, {sum(expand)} expanded; "
@@ -164,7 +172,7 @@ print(f"RAG-FT reads {input_positions(prompt, [True] * len(expand))} positions; 
 identity = model_identity(run.preset, "sft")
 rag = train_arm(rag_model, "rag", config, train_items, chunks, None, run.stage_dir("sft") / "rag", identity,
                 progress=PROGRESS)
-refrag = train_arm(model, "refrag", config, train_items, chunks, policy, run.stage_dir("sft") / "refrag",
+refrag = train_arm(model, "refrag", config, train_items, chunks, selector, run.stage_dir("sft") / "refrag",
                    identity, progress=PROGRESS)
 for name, arm in (("rag", rag), ("refrag", refrag)):
     done, seconds = arm.summary["steps_done"], arm.summary["train_seconds"]
@@ -177,7 +185,8 @@ plt.show()
 # ## The REFRAG-ready index
 #
 # Fine-tuning changed the encoder, so every chunk vector computed before is stale. We compute them
-# once more with the fine-tuned encoder and save them next to the retrieval index. At question time
+# once more with the fine-tuned encoder and save them next to the retrieval index, with notebook 01's
+# retriever vector of every chunk (the question selector's; they do not depend on the encoder). At question time
 # REFRAG then runs no encoder at all: it looks the vectors up ("with cache"). Loading the folder back
 # re-encodes a few chunks and compares: a store made by another encoder (or another k) is refused.
 # `python -m refrag_lib generate --question "..."` answers from this folder.
@@ -185,7 +194,7 @@ plt.show()
 # %%
 ready_folder = run.stage_dir("sft") / READY_FOLDER
 build_ready_index(ready_folder, model, index, weights="sft/refrag/weights.safetensors", p=P, top_k=TOP_K,
-                  progress=PROGRESS)
+                  selector=SELECTOR, keys_from=run.root / "index", progress=PROGRESS)
 ready = load_ready_index(ready_folder, model, retriever, policy)
 print(f"{ready.store.n_chunks} chunk vectors for {len(ready.index)} passages in {ready_folder}")
 
@@ -208,19 +217,27 @@ print(f"{ready.store.n_chunks} chunk vectors for {len(ready.index)} passages in 
 # projector -> prefill -> first token from the prefill logits, warm-up discarded, median of repeats.
 
 # %%
-evaluation = evaluate_all(rag_model, model, eval_items, ready.store, policy, P, TOP_K, max_passages,
-                          ttft_questions=ttft_questions, repeats=ttft_repeats, max_new_tokens=MAX_NEW_TOKENS,
-                          latency_candidates=candidates, progress=PROGRESS)
+grid_names = dict.fromkeys([*GRID_SELECTORS, SELECTOR])  # the table's selector too, in the grid's order
+grid_selectors = {name: make_selector(name, policy, model, seed=SEED) for name in grid_names}
+evaluation = evaluate_all(rag_model, model, eval_items, ready.store, grid_selectors, SELECTOR, P, TOP_K,
+                          max_passages, GRID_FRACTIONS, ttft_questions=ttft_questions, repeats=ttft_repeats,
+                          max_new_tokens=MAX_NEW_TOKENS, latency_candidates=candidates, progress=PROGRESS)
 results = evaluation["results"]
 table = metrics_table(results)
+paired = paired_differences(results)
+grid = grid_table(evaluation["grid"])
 n_equal = evaluation["equal_latency_passages"]
 print(f"equal latency: REFRAG with {n_equal} passages; TTFT (ms) by passage count: "
       f"{ {n: round(t, 1) for n, t in evaluation['equal_latency_grid_ms'].items()} }, RAG-FT at K={TOP_K}: "
       f"{table['ttft_ms']['rag']:.1f}")
-print(f"{'row':28s} {'EM':>5s} {'F1':>5s} {'in ctx':>6s} {'inputs':>7s} {'TTFT ms':>8s}")
+print(f"{len(eval_items)} questions; EM [95% interval]; REFRAG rows: EM minus RAG-FT's, paired interval")
+print(f"{'row':28s} {'EM':>18s} {'F1':>5s} {'in ctx':>6s} {'inputs':>7s} {'TTFT ms':>8s}  vs RAG-FT")
 for row in results:
-    print(f"{row:28s} {table['exact_match'][row]:5.2f} {table['f1'][row]:5.2f} "
-          f"{table['answer_in_context'][row]:6.2f} {table['input_tokens'][row]:7.1f} {table['ttft_ms'][row]:8.1f}")
+    low, high = table["exact_match_ci"][row]
+    versus = format_interval(paired[row], 2) if row in paired else ""
+    print(f"{row:28s} {table['exact_match'][row]:5.2f} [{low:.2f}, {high:.2f}] {table['f1'][row]:5.2f} "
+          f"{table['answer_in_context'][row]:6.2f} {table['input_tokens'][row]:7.1f} {table['ttft_ms'][row]:8.1f}  "
+          f"{versus}")
 
 # %% [markdown]
 # ### Your turn: token F1
@@ -252,9 +269,34 @@ plot_em_ttft(table, TOP_K, n_equal)
 plt.show()
 
 # %% [markdown]
+# ## Which chunks to expand: every selector at every p
+# REFRAG at K, the same fine-tuned model and the same questions, only the choice of expanded chunks
+# changes: `question` (closest to the question), `rl` (the paper's question-blind policy), `random`,
+# and `none` (every chunk a vector). A larger p keeps more chunks as tokens: more chances that the
+# answer's chunk is one of them, and a longer decoder input (TTFT). RAG-FT reads everything as tokens.
+# The bars are 95% intervals over questions; two selectors differ where their paired interval (printed)
+# excludes 0. (The model was fine-tuned with `SELECTOR`'s choices, which favours that selector a little.)
+
+# %%
+from refrag_lib.intervals import paired_difference
+
+per_question = {name: {p: row["per_question"]["exact_match"] for p, row in rows.items()}
+                for name, rows in evaluation["grid"].items()}
+for name, rows in grid.items():
+    for p, row in rows.items():
+        line = f"{name:9s} p={float(p):4.2f}  EM {row['exact_match']:.2f} [{row['ci'][0]:.2f}, {row['ci'][1]:.2f}]"
+        line += f"  TTFT {row['ttft_ms']:6.1f} ms"
+        if name != SELECTOR and p in per_question[SELECTOR] and len(eval_items) > 1:
+            diff = paired_difference(per_question[SELECTOR][p], per_question[name][p])
+            line += f"  {SELECTOR} minus {name}: {format_interval(diff, 2)}"
+        print(line)
+plot_selector_grid(grid, table["exact_match"]["rag"], table["ttft_ms"]["rag"])
+plt.show()
+
+# %% [markdown]
 # ## Answers side by side
 #
-# Green: exact match. The last column shows the chunks REFRAG's policy kept as tokens; everything
+# Green: exact match. The last column shows the chunks REFRAG's selector kept as tokens; everything
 # else reached the decoder as one vector per k tokens.
 
 # %%
@@ -276,18 +318,21 @@ print(format_answer(generate_answer(ready, eval_items[0].question, max_new_token
 # reading. REFRAG at equal latency: what the saved time buys when it is spent on more passages (the
 # paper: +1.2-1.9% over RAG at equal latency with LLaMA-2-7B).
 #
-# A default run on a 2-core CPU measured exact match 0.43 for RAG-FT and 0.00 for REFRAG (0.00 even
-# with the gold passage forced in), with TTFT 728 ms against 277 ms. REFRAG answers sooner but cannot
-# yet read exact IDs such as River_033 out of chunk vectors whose one-chunk reconstruction accuracy
-# is 0.2 (notebook 02): SFT cannot make up for a stage 1 that had minutes instead of the paper's
-# billions of tokens. More training of stages 1-2 (more STEPS, a GPU preset) is what the paper's
-# recipe relies on; this course has not measured how much of the gap it closes.
+# Before this notebook had the question selector, a default run on a 2-core CPU measured exact match
+# 0.43 for RAG-FT and 0.00 for REFRAG (0.00 even with the gold passage forced in; 30 questions): the
+# question-blind policy expanded the same positions for every question, and an ID inside a compressed
+# chunk cannot be read back from one vector whose one-chunk reconstruction barely beats the decoder
+# alone (notebook 02). Expanding what the question points at is the lever that lets REFRAG read IDs at
+# all; the grid above says how much of RAG-FT's exact match it recovers at each p, and at what TTFT.
 
 # %%
 rag_em = table["exact_match"]["rag"]
 run.write_metrics("sft", {
     **{key: table[key] for key in ("exact_match", "f1", "ttft_ms", "input_tokens", "answer_in_context",
-                                   "expanded_fraction")},
+                                   "expanded_fraction", "exact_match_ci", "f1_ci")},
+    "paired_difference_ci": {row: [d["low"], d["high"]] for row, d in paired.items()},
+    "paired_difference": {row: d["mean"] for row, d in paired.items()},
+    "selector": SELECTOR, "selector_grid": grid,
     "n_eval": len(eval_items), "p": P, "top_k": TOP_K, "steps": steps, "batch_size": BATCH_SIZE, "lr": LR,
     "gold_fraction": GOLD_FRACTION, "n_train_questions": len(train_items),
     "equal_latency_passages": n_equal, "equal_latency_grid_ms": evaluation["equal_latency_grid_ms"],

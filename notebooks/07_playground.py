@@ -20,7 +20,11 @@
 #
 # The knobs: **k** (among the compression rates you trained: each k has its own run folder),
 # **p** the fraction of chunks to expand, **top-K** passages, and the **selector** that picks the
-# chunks: the GRPO policy of notebook 04, the perplexity heuristic, random, or none.
+# chunks: **question** (the chunks the retriever finds closest to the question, the one REFRAG was
+# fine-tuned with in notebook 05), **rl** (the paper's question-blind GRPO policy of notebook 04), the
+# perplexity heuristic, random, or none. Answers are IDs such as River_033 that only exact tokens carry,
+# so REFRAG can answer only when the chunk holding the answer is one it expands: try the same question
+# with `question` and with `rl`.
 #
 # Needs `RUN_DIR/sft/` from notebook 05 (and what it needs: 01-04).
 
@@ -50,7 +54,7 @@ QUESTION = ""  # empty: a question from the evaluation split
 K = 0  # 0: the run's k
 P = 0.25
 TOP_K = 3
-SELECTOR = "rl"  # rl | perplexity | random | none
+SELECTOR = "question"  # question | rl | perplexity | random | none
 
 # %%
 from IPython.display import HTML, display

@@ -24,19 +24,8 @@ import torch.nn.functional as F
 from .errors import CourseError
 from .losses import IGNORE, next_paragraph_example, shifted_labels
 from .model import RefragModel, Segments
-from .policy import (
-    ChunkPolicy,
-    PerplexitySelector,
-    RandomSelector,
-    ScoredExample,
-    Selector,
-    check_fraction,
-    n_expanded,
-    sample_ordered,
-    stack_vectors,
-    step_log_probs,
-    to_mask,
-)
+from .policy import ChunkPolicy, check_fraction, n_expanded, sample_ordered, step_log_probs, to_mask
+from .selectors import FixedSelector, PerplexitySelector, RandomSelector, ScoredExample, Selector, stack_vectors
 
 FIGURE3_FRACTIONS = (0.0, 0.05, 0.1, 0.25, 0.5)
 
@@ -208,7 +197,7 @@ def grpo_step(model: RefragModel, policy: ChunkPolicy, optimizer, examples: Sequ
     g = cfg.group_size
     if len({ex.n_chunks for ex in examples}) != 1:
         raise CourseError("A GRPO batch needs examples with the same number of chunks (same context length s).")
-    c, valid = stack_vectors(examples)
+    c, valid = stack_vectors([ex.chunk_vectors for ex in examples])
     n = n_expanded(p, examples[0].n_chunks)
     with torch.no_grad():
         logits = policy.eval()(c, valid)
@@ -310,8 +299,6 @@ def figure3(model: RefragModel, examples: Sequence[ScoredExample], selectors: di
     ppl_asc are added here, the caller passes the learned policy (and anything else) in `selectors`.
     """
     from tqdm.auto import tqdm
-
-    from .policy import FixedSelector
 
     if len(random_seeds) < 1:
         raise CourseError("figure3 needs at least one random seed (3 or more to measure the spread).")

@@ -334,6 +334,7 @@ class ChunkStore:
     token_ids: torch.Tensor  # [n_tokens] int64
     token_offsets: torch.Tensor  # [n_chunks + 1] int64
     meta: dict
+    keys: torch.Tensor | None = None  # [n_chunks, retriever dim] unit retriever vectors (the question selector)
 
     @property
     def n_passages(self) -> int:
@@ -361,6 +362,13 @@ class ChunkStore:
         vectors = torch.cat(parts) if parts else self.vectors[:0]
         return chunks, vectors
 
+    def keys_for(self, passage_rows: Sequence[int]) -> torch.Tensor | None:
+        """The retriever vectors of these passages' chunks, in chunks_for's order (None: a store without keys)."""
+        if self.keys is None:
+            return None
+        spans = [(int(self.passage_offsets[r]), int(self.passage_offsets[r + 1])) for r in passage_rows]
+        return torch.cat([self.keys[lo:hi] for lo, hi in spans]) if spans else self.keys[:0]
+
     def save(self, path: str | Path) -> Path:
         """One safetensors file; the metadata says which models, k and encoder weights made it."""
         from safetensors.torch import save_file
@@ -369,6 +377,8 @@ class ChunkStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {"vectors": self.vectors.contiguous(), "passage_offsets": self.passage_offsets,
                    "token_ids": self.token_ids, "token_offsets": self.token_offsets}
+        if self.keys is not None:
+            tensors["keys"] = self.keys.contiguous()
         save_file(tensors, str(path), metadata={name: str(value) for name, value in self.meta.items()})
         return path
 
@@ -388,11 +398,15 @@ def encoder_eval_mode(model):
 
 @torch.inference_mode()
 def build_chunk_store(model, passages: Sequence[Passage | str], encoder_weights: str = "pretrained",
-                      batch_size: int = 256, progress: bool = True) -> ChunkStore:
+                      batch_size: int = 256, progress: bool = True, retriever: Retriever | None = None,
+                      keys: torch.Tensor | None = None) -> ChunkStore:
     """Chunk every passage into k decoder tokens and encode all chunks (one encoder call per batch).
 
     encoder_weights records which encoder weights made the vectors ("pretrained", or the checkpoint
     of a trained encoder): call this again after training the encoder, the old vectors are stale.
+    With a retriever, each chunk's text is also embedded as a unit retriever vector (the keys the
+    question selector compares with the question); `keys` reuses keys computed before for the same
+    chunks (they do not depend on the encoder: see `read_chunk_keys`).
     """
     from tqdm.auto import tqdm
 
@@ -406,6 +420,11 @@ def build_chunk_store(model, passages: Sequence[Passage | str], encoder_weights:
     with encoder_eval_mode(model):
         parts = [model.encode_chunks(chunks[i : i + batch_size]).float().cpu()
                  for i in tqdm(range(0, len(chunks), batch_size), desc="chunk vectors", disable=not progress)]
+    if retriever is not None:
+        texts_of_chunks = model.decoder_tokenizer.batch_decode(chunks)
+        keys = torch.from_numpy(retriever.embed(texts_of_chunks, batch_size=64, progress=progress, desc="chunk keys"))
+    if keys is not None and len(keys) != len(chunks):
+        raise CourseError(f"{len(keys)} chunk keys for {len(chunks)} chunks: they were made for other passages or k.")
     meta = {"encoder": model_label(model.encoder), "decoder": model_label(model.decoder),
             "encoder_signature": model_signature(model.encoder),
             "decoder_signature": model_signature(model.decoder), "k": model.k,
@@ -417,7 +436,8 @@ def build_chunk_store(model, passages: Sequence[Passage | str], encoder_weights:
         passage_offsets=torch.tensor(np.cumsum([0] + [len(cs) for cs in per_passage]), dtype=torch.long),
         token_ids=torch.tensor([t for c in chunks for t in c], dtype=torch.long),
         token_offsets=torch.tensor(np.cumsum([0] + [len(c) for c in chunks]), dtype=torch.long),
-        meta=meta,
+        meta={**meta, **({"retriever": retriever.name} if retriever is not None else {})},
+        keys=keys,
     )
 
 
@@ -440,7 +460,7 @@ def load_chunk_store(path: str | Path, model, index: PassageIndex | None = None,
     for name in ("k", "n_passages", "n_chunks"):
         meta[name] = int(meta[name])
     store = ChunkStore(tensors["vectors"], tensors["passage_offsets"], tensors["token_ids"],
-                       tensors["token_offsets"], meta)
+                       tensors["token_offsets"], meta, tensors.get("keys"))
     rebuild = "Rebuild it with build_chunk_store(model, index.passages) and save it (notebook 01 does this)."
     built = (meta["k"], meta["encoder_signature"], meta["decoder_signature"])
     if built != (model.k, model_signature(model.encoder), model_signature(model.decoder)):
@@ -455,6 +475,31 @@ def load_chunk_store(path: str | Path, model, index: PassageIndex | None = None,
     _check_vectors(store, model, probe, f"The chunk store {path} was computed with other encoder weights "
                    f"(it says encoder_weights={meta['encoder_weights']!r}). {rebuild}")
     return store
+
+
+def read_chunk_keys(path: str | Path, store: ChunkStore) -> torch.Tensor:
+    """The chunk keys of the store saved at `path` (notebook 01's), for `store`'s chunks.
+
+    Keys are retriever vectors of chunk texts, so a store computed later with a trained encoder (the
+    ready index of notebook 05) reuses them; refused unless both stores hold the same chunks.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    path = path / CHUNK_STORE_FILE if path.is_dir() else path
+    if not path.is_file():
+        raise MissingArtifactError(f"{path} is missing. {BUILD_HINT}.")
+    with safe_open(str(path), framework="pt") as f:
+        if "keys" not in f.keys():
+            from .selectors import REBUILD_KEYS
+
+            raise CourseError(f"{path}: {REBUILD_KEYS}")
+        same = torch.equal(f.get_tensor("token_ids"), store.token_ids) and torch.equal(
+            f.get_tensor("token_offsets"), store.token_offsets)
+        if not same:
+            raise CourseError(f"{path} holds other chunks than this store (another k, tokenizer or passage list): "
+                              "rerun notebooks/01_indexing.ipynb with this run's preset and k.")
+        return f.get_tensor("keys")
 
 
 @torch.inference_mode()
@@ -499,10 +544,11 @@ def build_run_index(run, passages: Sequence[Passage], questions: Sequence[QAExam
 
     model = model or load_refrag(run.preset).eval()
     start = time.perf_counter()
-    store = build_chunk_store(model, index.passages, "pretrained", chunk_batch_size, progress)
+    store = build_chunk_store(model, index.passages, "pretrained", chunk_batch_size, progress, retriever=retriever)
     chunk_store_seconds = time.perf_counter() - start
     store.save(folder / CHUNK_STORE_FILE)
-    print(f"chunk store: {store.n_chunks} chunks of k={model.k} in {chunk_store_seconds:.1f} s")
+    print(f"chunk store: {store.n_chunks} chunks of k={model.k}, with their retriever keys, in "
+          f"{chunk_store_seconds:.1f} s")
 
     metrics = {"n_passages": len(index), "n_eval": len(questions), "retriever": retriever.name,
                "dim": index.dim, "index_device": index.device, "embed_seconds": round(embed_seconds, 2),

@@ -12,17 +12,12 @@ import html
 import json
 from pathlib import Path
 
+from .answering import generate_answer, retrieve_question
 from .errors import CourseError
-from .policy import FixedSelector, PerplexitySelector, RandomSelector, ScoredExample, check_fraction
-from .ready_index import READY_FILE, READY_FOLDER, generate_answer, load_run_ready, retrieve_question
+from .policy import check_fraction
+from .ready_index import READY_FILE, READY_FOLDER, load_run_ready
 from .runs import Run, open_run
-
-SELECTORS = {
-    "rl": "the GRPO policy of notebook 04",
-    "perplexity": "the chunks the decoder finds hardest to predict",
-    "random": "chunks chosen at random",
-    "none": "no chunk expanded (p is ignored)",
-}
+from .selectors import SELECTORS, make_selector
 
 
 def trained_runs(run: Run) -> dict[int, Path]:
@@ -65,43 +60,28 @@ class Playground:
     def n_passages(self, k: int | None = None) -> int:
         return len(self._models(k or self.ks[0])[0].index.passages)
 
-    def compare(self, question: str, k: int, p: float, top_k: int, selector: str = "rl", seed: int = 0,
+    def compare(self, question: str, k: int, p: float, top_k: int, selector: str = "question", seed: int = 0,
                 max_new_tokens: int = 12, repeats: int = 3) -> dict:
         """Both answers for one question, with the TTFT of each and every chunk marked expanded or compressed."""
         if selector not in SELECTORS:
             raise CourseError(f"Unknown selector {selector!r}: choose one of {', '.join(SELECTORS)}.")
         check_fraction(p)
         ready, rag_model = self._models(k)
-        choose = None if selector == "rl" else expansion_chooser(ready.model, selector, seed)
+        chooser = make_selector(selector, ready.policy, ready.model, seed)
         retrieved = retrieve_question(ready, question, top_k)  # one retrieval: both readers see the same passages
-        refrag = generate_answer(ready, question, top_k, p, max_new_tokens, repeats, choose=choose, retrieved=retrieved)
+        refrag = generate_answer(ready, question, top_k, p, max_new_tokens, repeats, selector=chooser,
+                                 retrieved=retrieved)
         rag = generate_answer(ready, question, top_k, p, max_new_tokens, repeats, arm="rag", model=rag_model,
                               retrieved=retrieved)
         return {"question": question, "k": k, "p": p, "top_k": top_k, "selector": selector, "rag": rag,
                 "refrag": refrag}
 
-    def ask(self, question: str, k: int, p: float, top_k: int, selector: str = "rl") -> str:
+    def ask(self, question: str, k: int, p: float, top_k: int, selector: str = "question") -> str:
         """compare() as HTML; bad input becomes a friendly message instead of a traceback."""
         try:
             return render_html(self.compare(question, k, p, top_k, selector))
         except CourseError as err:
             return f"<p style='color:#a33'><b>Cannot answer yet:</b> {html.escape(str(err))}</p>"
-
-
-def expansion_chooser(model, selector: str, seed: int):
-    """A `choose(prompt, per-passage vectors, p)` for sft.prepare from one of the heuristic selectors."""
-    import torch
-
-    from .grpo import chunk_nll
-
-    def choose(prompt, vectors, p):
-        nll = chunk_nll(model, [prompt])[0] if selector == "perplexity" else torch.full((len(prompt.chunks),), 0.0)
-        example = ScoredExample(prompt, torch.cat(vectors), nll)
-        pick = {"perplexity": PerplexitySelector(descending=True), "random": RandomSelector(seed),
-                "none": FixedSelector(expand=False)}[selector]
-        return pick([example], p)[0]
-
-    return choose
 
 
 def render_html(result: dict) -> str:
@@ -135,7 +115,7 @@ def controls(playground: Playground, question: str = "", top_k: int = 3, p: floa
     fraction = widgets.FloatSlider(value=p, min=0.0, max=1.0, step=0.05, description="p", continuous_update=False)
     most = min(20, playground.n_passages())
     passages = widgets.IntSlider(value=min(top_k, most), min=1, max=most, description="top-K", continuous_update=False)
-    selector = widgets.Dropdown(options=list(SELECTORS), value="rl", description="selector")
+    selector = widgets.Dropdown(options=list(SELECTORS), value="question", description="selector")
     button = widgets.Button(description="Ask", button_style="primary")
     answer = widgets.HTML()
 

@@ -12,8 +12,7 @@ the Plackett-Luce product
 Adding Gumbel noise to the logits and taking the top T' draws exactly this distribution in one shot
 (Gumbel-top-k). At inference the policy expands its greedy top-T' chunks.
 
-Every selector (RL policy, perplexity-descending/ascending, random, none, all) answers the same
-question: given scored examples and p, which chunks to expand (one bool per chunk).
+The policy is one of the course's selectors; all of them share one interface in refrag_lib.selectors.
 """
 
 from __future__ import annotations
@@ -24,12 +23,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from .errors import CourseError
-from .model import Segments
 
 POLICY_WEIGHTS = "policy.safetensors"
 
@@ -153,108 +150,6 @@ def to_mask(order: torch.Tensor | Sequence[Sequence[int]], n_chunks: Sequence[in
             mask[i] = True
         masks.append(mask)
     return masks
-
-
-# ---- examples with what every selector needs ----------------------------------------------------------
-@dataclass
-class ScoredExample:
-    """One next-paragraph example with its chunk vectors c_i (encoder outputs) and per-chunk NLL."""
-
-    segments: Segments
-    chunk_vectors: torch.Tensor  # [L, encoder dim]
-    chunk_nll: torch.Tensor  # [L] decoder's mean NLL of each chunk's tokens with the full context as tokens
-
-    @property
-    def n_chunks(self) -> int:
-        return len(self.segments.chunks)
-
-
-def stack_vectors(examples: Sequence[ScoredExample]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Chunk vectors of a batch padded to [B, L_max, dim], with the valid mask [B, L_max]."""
-    longest = max(ex.n_chunks for ex in examples)
-    dim = examples[0].chunk_vectors.shape[-1]
-    c = torch.zeros(len(examples), longest, dim)
-    valid = torch.zeros(len(examples), longest, dtype=torch.bool)
-    for row, ex in enumerate(examples):
-        c[row, : ex.n_chunks] = ex.chunk_vectors.float().cpu()
-        valid[row, : ex.n_chunks] = True
-    return c, valid
-
-
-# ---- selectors: (examples, p) -> expansion masks ------------------------------------------------------
-class Selector:
-    """Chooses round(p * L) chunks of each example to expand."""
-
-    name = "selector"
-
-    def __call__(self, examples: Sequence[ScoredExample], p: float) -> list[list[bool]]:
-        check_fraction(p)
-        return [self.pick(ex, n_expanded(p, ex.n_chunks)) for ex in examples]
-
-    def pick(self, example: ScoredExample, n: int) -> list[bool]:
-        raise NotImplementedError
-
-
-class PerplexitySelector(Selector):
-    """Expand the chunks the decoder finds hardest (descending NLL) or easiest (ascending)."""
-
-    def __init__(self, descending: bool = True):
-        self.descending = descending
-        self.name = "ppl_desc" if descending else "ppl_asc"
-
-    def pick(self, example: ScoredExample, n: int) -> list[bool]:
-        if torch.isnan(example.chunk_nll).any():
-            raise CourseError(
-                "These examples carry no chunk NLL: score them with score_examples(..., with_chunk_nll=True)."
-            )
-        order = torch.argsort(example.chunk_nll.float().cpu(), descending=self.descending, stable=True)
-        return to_mask([order[:n].tolist()], [example.n_chunks])[0]
-
-
-class RandomSelector(Selector):
-    """Expand chunks chosen uniformly at random (its own seeded generator: repeatable)."""
-
-    name = "random"
-
-    def __init__(self, seed: int = 0):
-        self.rng = np.random.default_rng(seed)
-
-    def pick(self, example: ScoredExample, n: int) -> list[bool]:
-        return to_mask([self.rng.choice(example.n_chunks, size=n, replace=False).tolist()], [example.n_chunks])[0]
-
-
-class FixedSelector(Selector):
-    """Ignore p: compress every chunk (none, the REFRAG floor) or expand every chunk (all, ordinary RAG)."""
-
-    def __init__(self, expand: bool):
-        self.expand = expand
-        self.name = "all" if expand else "none"
-
-    def __call__(self, examples: Sequence[ScoredExample], p: float) -> list[list[bool]]:
-        check_fraction(p)
-        return [[self.expand] * ex.n_chunks for ex in examples]
-
-
-class PolicySelector(Selector):
-    """The learned policy's greedy top-T' chunks."""
-
-    name = "rl"
-
-    def __init__(self, policy: ChunkPolicy):
-        self.policy = policy
-
-    @torch.no_grad()
-    def __call__(self, examples: Sequence[ScoredExample], p: float) -> list[list[bool]]:
-        check_fraction(p)
-        if not examples:
-            return []
-        c, valid = stack_vectors(examples)
-        logits = self.policy.eval()(c, valid)
-        masks = []
-        for row, ex in enumerate(examples):
-            picks = greedy(logits[row : row + 1, : ex.n_chunks], n_expanded(p, ex.n_chunks))
-            masks.append(to_mask(picks, [ex.n_chunks])[0])
-        return masks
 
 
 # ---- saving and loading: tied to the preset, k and encoder it was trained for -------------------------

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .policy import ScoredExample, Selector, effective_compression
+from .policy import effective_compression
+from .selectors import ScoredExample, Selector
 
 STYLE = {  # selector -> (label, colour, marker)
     "rl": ("RL policy (GRPO)", "tab:red", "o"),

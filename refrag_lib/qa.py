@@ -19,10 +19,50 @@ import collections
 import re
 import string
 from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
 
 from .bench import ANSWER_SUFFIX, QUESTION_PREFIX
 from .errors import CourseError
 from .model import RefragModel, Segments
+
+
+@dataclass(frozen=True)
+class QAItem:
+    """A question with its retrieved passage rows (best first), the row of its gold passage, and its
+    retriever vector (what the question selector compares the chunks with)."""
+
+    question: str
+    answers: tuple[str, ...]
+    rows: list[int]
+    gold: int | None = None
+    question_key: np.ndarray | None = None
+
+
+def retrieve_items(retriever, index, questions, top_k: int, progress: bool = False) -> list[QAItem]:
+    """Retrieve top_k passages for every question (one batched retriever pass), keeping each question's vector."""
+    if not questions:
+        raise CourseError("No questions to retrieve for.")
+    if retriever.name != index.retriever:
+        raise CourseError(f"the index was built with retriever {index.retriever!r} but the questions are "
+                          f"embedded with {retriever.name!r}; use the same retriever for both.")
+    keys = retriever.embed([q.question for q in questions], progress=progress, desc="questions")
+    rows, _ = index.search(keys, top_k)
+    row_of = {p.id: i for i, p in enumerate(index.passages)}
+    return [QAItem(q.question, tuple(q.answers), [int(r) for r in ranked], row_of.get(q.gold_passage_id), key)
+            for q, ranked, key in zip(questions, rows, keys)]
+
+
+def answerable(questions, index, limit: int | None = None) -> list:
+    """The first `limit` questions whose gold passage is in the index (a SMOKE index holds part of the corpus)."""
+    ids = {p.id for p in index.passages}
+    kept = [q for q in questions if q.gold_passage_id in ids]
+    if not kept:
+        raise CourseError("None of the questions has its gold passage in the index: index the corpus they were "
+                          "written for (notebook 01).")
+    return kept[:limit]
+
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = set(string.punctuation)

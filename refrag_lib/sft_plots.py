@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
-from .sft import ROWS
+from .qa_eval import ROWS
 
 LABELS = {"no_context": "no context", "rag": "RAG-FT, K", "refrag": "REFRAG, K",
           "refrag_equal_latency": "REFRAG, equal latency"}
@@ -35,6 +35,28 @@ def plot_em_ttft(metrics: dict, top_k: int, equal_latency_passages: int):
     ttft_ax.set_title("Time to first token")
     for ax in (em_ax, ttft_ax):
         ax.set_xticks(x, labels, rotation=15, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_selector_grid(grid: dict, rag_em: float, rag_ttft_ms: float):
+    """EM (95% interval) against TTFT for every selector, one point per p; RAG-FT as a star."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, rows in grid.items():
+        ps = sorted(rows, key=float)
+        em = [rows[p]["exact_match"] for p in ps]
+        errors = [[e - rows[p]["ci"][0] for e, p in zip(em, ps)], [rows[p]["ci"][1] - e for e, p in zip(em, ps)]]
+        ax.errorbar([rows[p]["ttft_ms"] for p in ps], em, yerr=errors, marker="o", capsize=3, label=name)
+        for p, e in zip(ps, em):
+            ax.annotate(f"p={float(p):g}", (rows[p]["ttft_ms"], e), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+    ax.scatter([rag_ttft_ms], [rag_em], marker="*", s=160, color="black", label="RAG-FT (all tokens)", zorder=3)
+    ax.set_xlabel("TTFT, median ms (with cache)")
+    ax.set_ylabel("exact match")
+    ax.set_title("REFRAG at K: which chunks stay tokens")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

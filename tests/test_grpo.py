@@ -22,7 +22,8 @@ from refrag_lib.grpo import (
     train_policy,
 )
 from refrag_lib.losses import next_paragraph_example, suffix_token_stats
-from refrag_lib.policy import ChunkPolicy, PolicyConfig, PolicySelector, selection_log_prob
+from refrag_lib.policy import ChunkPolicy, PolicyConfig, selection_log_prob
+from refrag_lib.selectors import PolicySelector
 
 
 def test_advantages_are_normalised_within_each_group():

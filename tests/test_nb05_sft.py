@@ -35,6 +35,20 @@ def test_metrics_contract(sft_run):
     assert metrics["top_k"] <= metrics["equal_latency_passages"] <= 8 * metrics["top_k"]
     for arm in ("rag", "refrag"):
         assert math.isfinite(metrics["train"][arm]["last_loss"])
+    for key in ("exact_match_ci", "f1_ci"):
+        assert set(metrics[key]) == NAMES, key
+        for row, (low, high) in metrics[key].items():
+            assert low <= metrics[key[:-3]][row] <= high, (key, row)
+    assert set(metrics["paired_difference_ci"]) == {n for n in NAMES if n.startswith("refrag")}
+    assert metrics["selector"] == "question" and metrics["train"]["refrag"]["config"]["selector"] == "question"
+    grid = metrics["selector_grid"]
+    assert set(grid) == {"question", "rl", "random", "none"} and set(grid["none"]) == {"0.0"}
+    assert set(grid["question"]) == {"0.05", "0.1", "0.25"}
+    for rows in grid.values():
+        for cell in rows.values():
+            assert cell["ci"][0] <= cell["exact_match"] <= cell["ci"][1] and cell["ttft_ms"] > 0
+    # the table's REFRAG row is the grid's cell of the same selector and p
+    assert metrics["exact_match"]["refrag"] == grid["question"][str(metrics["p"])]["exact_match"]
 
 
 def test_floors_a_broken_pipeline_would_miss(sft_run):
@@ -59,3 +73,6 @@ def test_generate_command_answers_from_the_ready_index(sft_run, notebooks, capsy
     out = capsys.readouterr().out
     assert code == 0, out
     assert "answer:" in out and "TTFT" in out and "expanded chunks" in out and "retrieved passages" in out
+    assert "selector: question" in out
+    code = main(["generate", "--run-dir", str(notebooks.root), "--question", "Where?", "--selector", "rl"])
+    assert code == 0 and "selector: rl" in capsys.readouterr().out

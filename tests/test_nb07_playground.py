@@ -22,7 +22,7 @@ def playground(notebooks):
 
 def test_both_readers_see_the_same_passages(playground):
     question = "Where is Institute_131 located?"
-    result = playground.compare(question, 16, 0.25, 3, "rl", repeats=1)
+    result = playground.compare(question, 16, 0.25, 3, "question", repeats=1)
     rag, refrag = result["rag"], result["refrag"]
     assert [p["id"] for p in rag["passages"]] == [p["id"] for p in refrag["passages"]]
     assert all(c["expanded"] for p in rag["passages"] for c in p["chunks"])

@@ -10,12 +10,7 @@ from refrag_lib.errors import CourseError
 from refrag_lib.model import Segments
 from refrag_lib.policy import (
     ChunkPolicy,
-    FixedSelector,
-    PerplexitySelector,
     PolicyConfig,
-    PolicySelector,
-    RandomSelector,
-    ScoredExample,
     effective_compression,
     greedy,
     load_policy,
@@ -26,6 +21,7 @@ from refrag_lib.policy import (
     step_log_probs,
     to_mask,
 )
+from refrag_lib.selectors import FixedSelector, PerplexitySelector, PolicySelector, RandomSelector, ScoredExample
 
 
 def scored(nll, dim=6, seed=0):

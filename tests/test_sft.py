@@ -9,25 +9,17 @@ import pytest
 import torch
 from conftest import TINY_TEXT, tiny_refrag
 
+from refrag_lib.answering import generate_answer
 from refrag_lib.checkpoint import STATE_DIR, WEIGHTS, read_metadata
 from refrag_lib.data import Passage, QAExample
 from refrag_lib.errors import CourseError
 from refrag_lib.index import Retriever, build_chunk_store, build_index
 from refrag_lib.policy import ChunkPolicy, PolicyConfig
-from refrag_lib.ready_index import build_ready_index, generate_answer, load_ready_index
-from refrag_lib.sft import (
-    ROWS,
-    PassageChunks,
-    SFTConfig,
-    SFTTask,
-    evaluate_all,
-    metrics_table,
-    policy_expansion,
-    retrieve_items,
-    side_by_side,
-    train_arm,
-    training_batch,
-)
+from refrag_lib.qa import retrieve_items
+from refrag_lib.qa_eval import ROWS, evaluate_all, grid_table, metrics_table, paired_differences, side_by_side
+from refrag_lib.ready_index import build_ready_index, load_ready_index
+from refrag_lib.selectors import PolicySelector, make_selector
+from refrag_lib.sft import PassageChunks, SFTConfig, SFTTask, train_arm, training_batch
 from refrag_lib.train import train
 
 IDENTITY = {"preset": "tiny", "k": "4", "encoder": "tiny-bert", "decoder": "tiny-llama"}
@@ -57,23 +49,14 @@ def test_training_batches_are_repeatable_and_hold_the_gold(setup):
     assert all(b.gold in b.rows and len(b.rows) == 2 for b in first)
 
 
-def test_policy_expansion_picks_round_p_of_all_chunks(setup):
-    model, _, _, _, policy = setup
-    vectors = [torch.randn(5, model.encoder.config.hidden_size), torch.randn(3, model.encoder.config.hidden_size)]
-    assert sum(policy_expansion(policy, vectors, 0.25)) == 2
-    assert policy_expansion(None, vectors, 0.0) == [False] * 8
-    with pytest.raises(CourseError, match="policy"):
-        policy_expansion(None, vectors, 0.5)
-
-
 @pytest.mark.parametrize("arm", ["rag", "refrag"])
 def test_each_arm_trains_its_parts_only(setup, arm, tmp_path):
     start, _, index, items, policy = setup
     model = copy.deepcopy(start)
     before = {name: copy.deepcopy(getattr(model, name).state_dict()) for name in ("encoder", "projector", "decoder")}
     cfg = SFTConfig(steps=2, top_k=2, batch_size=2, p=0.25, lr=1e-3)
-    result = train_arm(model, arm, cfg, items, PassageChunks(model, index.passages), policy, tmp_path,
-                       {"preset": "tiny"}, progress=False)
+    result = train_arm(model, arm, cfg, items, PassageChunks(model, index.passages), PolicySelector(policy),
+                       tmp_path, {"preset": "tiny"}, progress=False)
     assert len(result.history) == 2 and all(math.isfinite(r["loss"]) for r in result.history)
     changed = {name: any(not torch.equal(v, getattr(model, name).state_dict()[key]) for key, v in state.items())
                for name, state in before.items()}
@@ -82,9 +65,11 @@ def test_each_arm_trains_its_parts_only(setup, arm, tmp_path):
 
 
 def test_interrupted_arm_resumes_to_the_same_weights(setup, tmp_path):
-    start, _, index, items, policy = setup
+    start, retriever, index, items, _ = setup
     cfg = SFTConfig(steps=3, top_k=2, batch_size=2, p=0.25, lr=1e-3, save_every=1)
-    chunks = PassageChunks(start, index.passages)
+    keys = build_chunk_store(start, index.passages, progress=False, retriever=retriever)
+    chunks = PassageChunks(start, index.passages, keys=keys)  # the REFRAG arm expands the question's chunks
+    policy = make_selector("question")
     whole = copy.deepcopy(start)
     torch.manual_seed(0)  # dropout in the trained encoder draws from torch's generator (saved with the state)
     train_arm(whole, "refrag", cfg, items, chunks, policy, tmp_path / "whole", IDENTITY, progress=False)
@@ -103,11 +88,22 @@ def test_interrupted_arm_resumes_to_the_same_weights(setup, tmp_path):
 
 
 def test_evaluation_table_has_every_row(setup):
-    model, _, index, items, policy = setup
-    store = build_chunk_store(model, index.passages, progress=False)
-    out = evaluate_all(model, model, items[:3], store, policy, p=0.25, top_k=2, max_passages=4, ttft_questions=1,
-                       repeats=2, warmup=0, max_new_tokens=3, progress=False)
+    model, retriever, index, items, policy = setup
+    store = build_chunk_store(model, index.passages, progress=False, retriever=retriever)
+    selectors = {name: make_selector(name, policy, model) for name in ("question", "rl", "perplexity", "none")}
+    out = evaluate_all(model, model, items[:3], store, selectors, "question", p=0.25, top_k=2, max_passages=4,
+                       fractions=(0.25, 0.5), ttft_questions=1, repeats=2, warmup=0, max_new_tokens=3,
+                       progress=False)
     table = metrics_table(out["results"])
+    for row, (low, high) in table["exact_match_ci"].items():
+        assert low <= table["exact_match"][row] <= high
+    assert set(paired_differences(out["results"])) == {"refrag", "refrag_gold", "refrag_equal_latency",
+                                                        "refrag_equal_latency_gold"}
+    grid = grid_table(out["grid"])
+    assert {name: sorted(rows) for name, rows in grid.items()} == {
+        "question": ["0.25", "0.5"], "rl": ["0.25", "0.5"], "perplexity": ["0.25", "0.5"], "none": ["0.0"]}
+    assert out["results"]["refrag"] is out["grid"]["question"]["0.25"]  # the table's row, answered once
+    assert grid["question"]["0.5"]["expanded_fraction"] > grid["question"]["0.25"]["expanded_fraction"] > 0
     names = {*ROWS, *(row + "_gold" for row in ROWS)}
     for key in ("exact_match", "f1", "ttft_ms", "input_tokens"):
         assert set(table[key]) == names
@@ -123,11 +119,23 @@ def test_evaluation_table_has_every_row(setup):
 
 def test_ready_index_round_trip_and_refusals(setup, tmp_path):
     model, retriever, index, _, policy = setup
-    build_ready_index(tmp_path, model, index, "test", p=0.25, top_k=2, progress=False)
+    first = tmp_path / "first"
+    keys = build_chunk_store(model, index.passages, progress=False, retriever=retriever)
+    keys.save(first / "chunk_store.safetensors")
+    build_ready_index(tmp_path, model, index, "test", p=0.25, top_k=2, selector="question", keys_from=first,
+                      progress=False)
     ready = load_ready_index(tmp_path, model, retriever, policy)
+    assert ready.selector == "question" and torch.equal(ready.store.keys, keys.keys)
     result = generate_answer(ready, "Which river at City_003?", max_new_tokens=3, repeats=1)
-    assert len(result["passages"]) == 2 and result["ttft_ms"] > 0
+    assert len(result["passages"]) == 2 and result["ttft_ms"] > 0 and result["selector"] == "question"
     assert len(result["expanded_chunks"]) == round(0.25 * result["n_chunks"])
+    assert generate_answer(ready, "Which river?", max_new_tokens=2, repeats=1, selector="rl")["selector"] == "rl"
+    with pytest.raises(CourseError, match="Unknown selector"):
+        generate_answer(ready, "Which river?", selector="greedy")
+    build_ready_index(tmp_path / "old", model, index, "test", p=0.25, top_k=2, selector="question", progress=False)
+    old = load_ready_index(tmp_path / "old", model, retriever, policy)  # a store without question-side vectors
+    with pytest.raises(CourseError, match="rerun notebooks/01_indexing"):
+        generate_answer(old, "Which river?", max_new_tokens=2, repeats=1)
     with pytest.raises(CourseError, match="top-K must be between 1 and the"):
         generate_answer(ready, "Which river?", top_k=len(index) + 1)
     other = tiny_refrag(k=4, seed=1)  # same architecture, other encoder weights
@@ -142,4 +150,6 @@ def test_sft_config_refuses_nonsense():
         SFTConfig(steps=0)
     with pytest.raises(CourseError):
         SFTConfig(steps=1, p=1.5)
+    with pytest.raises(CourseError, match="Unknown selector 'greedy'"):
+        SFTConfig(steps=1, selector="greedy")
     assert np.isclose(SFTConfig(steps=1).lr, 2e-5)

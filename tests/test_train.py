@@ -222,8 +222,11 @@ def test_levers_share_the_compute_and_the_windows(tmp_path, monkeypatch):
     from refrag_lib.levers import Lever, equal_compute_steps, format_levers, merge_rows, run_levers
 
     inits = []
-    monkeypatch.setattr(train_module, "prepare_model",
-                        lambda run, cfg, init_from_recon=True: inits.append(init_from_recon) or tiny_refrag(k=run.preset.k))
+    def prepare(run, cfg, init_from_recon=True):
+        inits.append(init_from_recon)
+        return tiny_refrag(k=run.preset.k)
+
+    monkeypatch.setattr(train_module, "prepare_model", prepare)
     monkeypatch.setattr(train_module, "tokenized_documents", lambda model, path=None: (docs(model), docs(model)))
     run = open_run("cpu", tmp_path, k=4)
     held = docs(tiny_refrag(k=4))

@@ -1,0 +1,191 @@
+"""Which chunks stay tokens: every selector of the course behind one interface.
+
+A selector gets one `ScoredExample` per decoder input (its chunks, their vectors c_i, and what else a
+selector may look at) and a fraction p, and returns one bool per chunk: True for the round(p * L) of
+the L chunks it expands. The course's selectors:
+- rl: the GRPO policy of notebook 04, the paper's: it reads the chunk vectors alone, blind to the question;
+- question: the chunks whose retriever vectors (stored next to the index, `ChunkStore.keys`) lie
+  closest to the question's; no encoder pass at question time;
+- perplexity: the chunks the decoder finds hardest to predict with the whole context as tokens (one
+  extra full prefill: a yardstick, not a fast path);
+- random; none (compress everything) and all (ordinary RAG).
+`make_selector(name, ...)` builds one by its name, the way notebook 05, the playground and
+`python -m refrag_lib generate` ask for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import CourseError
+from .model import Segments
+from .policy import ChunkPolicy, check_fraction, greedy, n_expanded, to_mask
+
+SELECTORS = {
+    "question": "the chunks closest to the question (retriever cosine, stored vectors)",
+    "rl": "the question-blind GRPO policy of notebook 04 (the paper's)",
+    "perplexity": "the chunks the decoder finds hardest to predict",
+    "random": "chunks chosen at random",
+    "none": "no chunk expanded (p is ignored)",
+}
+REBUILD_KEYS = ("This chunk store has no question-side vectors (it was built before the 'question' selector "
+                "existed): rerun notebooks/01_indexing.ipynb, then notebooks/05_sft.ipynb to rebuild the ready index.")
+
+
+@dataclass
+class ScoredExample:
+    """One decoder input's chunks with what the selectors look at.
+
+    chunk_nll: the decoder's mean NLL of each chunk with the full context as tokens (perplexity; NaN or
+    None when not scored). passage_lengths: chunks per passage (the policy scores each passage on its own,
+    positions counted from its start); None: one passage. question_key / chunk_keys: unit retriever
+    vectors of the question and of each chunk (the question selector).
+    """
+
+    segments: Segments
+    chunk_vectors: torch.Tensor  # [L, encoder dim]
+    chunk_nll: torch.Tensor | None = None  # [L]
+    passage_lengths: Sequence[int] | None = None
+    question_key: torch.Tensor | None = None  # [retriever dim]
+    chunk_keys: torch.Tensor | None = None  # [L, retriever dim]
+
+    @property
+    def n_chunks(self) -> int:
+        return len(self.segments.chunks)
+
+    def passages(self) -> list[int]:
+        return list(self.passage_lengths) if self.passage_lengths is not None else [self.n_chunks]
+
+
+def stack_vectors(rows: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chunk vectors of several inputs padded to [B, L_max, dim], with the valid mask [B, L_max]."""
+    longest = max(len(v) for v in rows)
+    c = torch.zeros(len(rows), longest, rows[0].shape[-1])
+    valid = torch.zeros(len(rows), longest, dtype=torch.bool)
+    for row, vectors in enumerate(rows):
+        c[row, : len(vectors)] = vectors.float().cpu()
+        valid[row, : len(vectors)] = True
+    return c, valid
+
+
+def top_mask(scores: torch.Tensor, n: int) -> list[bool]:
+    """The n highest-scoring chunks as an expansion mask (ties: the earlier chunk)."""
+    order = torch.argsort(scores.float().cpu(), descending=True, stable=True)
+    return to_mask([order[:n].tolist()], [len(scores)])[0]
+
+
+class Selector:
+    """Chooses round(p * L) chunks of each example to expand."""
+
+    name = "selector"
+
+    def __call__(self, examples: Sequence[ScoredExample], p: float) -> list[list[bool]]:
+        check_fraction(p)
+        return [self.pick(ex, n_expanded(p, ex.n_chunks)) for ex in examples]
+
+    def pick(self, example: ScoredExample, n: int) -> list[bool]:
+        raise NotImplementedError
+
+
+class QuestionSelector(Selector):
+    """Expand the chunks the retriever finds closest to the question: cosine of stored unit vectors."""
+
+    name = "question"
+
+    def pick(self, example: ScoredExample, n: int) -> list[bool]:
+        if example.question_key is None or example.chunk_keys is None:
+            raise CourseError(REBUILD_KEYS)
+        return top_mask(example.chunk_keys.float() @ example.question_key.float(), n)
+
+
+class PerplexitySelector(Selector):
+    """Expand the chunks the decoder finds hardest (descending NLL) or easiest (ascending)."""
+
+    def __init__(self, descending: bool = True, model=None):
+        self.descending, self.model = descending, model  # model: scores examples that carry no chunk NLL
+        self.name = "ppl_desc" if descending else "ppl_asc"
+
+    def pick(self, example: ScoredExample, n: int) -> list[bool]:
+        nll = example.chunk_nll
+        if nll is None or torch.isnan(nll).any():
+            if self.model is None:
+                raise CourseError("These examples carry no chunk NLL: score them with score_examples(..., "
+                                  "with_chunk_nll=True), or give the selector the model.")
+            from .grpo import chunk_nll
+
+            nll = chunk_nll(self.model, [example.segments])[0]
+        return top_mask(nll if self.descending else -nll, n)
+
+
+class RandomSelector(Selector):
+    """Expand chunks chosen uniformly at random (its own seeded generator: repeatable)."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0):
+        self.rng = np.random.default_rng(seed)
+
+    def pick(self, example: ScoredExample, n: int) -> list[bool]:
+        return to_mask([self.rng.choice(example.n_chunks, size=n, replace=False).tolist()], [example.n_chunks])[0]
+
+
+class FixedSelector(Selector):
+    """Ignore p: compress every chunk (none, the REFRAG floor) or expand every chunk (all, ordinary RAG)."""
+
+    def __init__(self, expand: bool):
+        self.expand = expand
+        self.name = "all" if expand else "none"
+
+    def __call__(self, examples: Sequence[ScoredExample], p: float) -> list[list[bool]]:
+        check_fraction(p)
+        return [[self.expand] * ex.n_chunks for ex in examples]
+
+
+class PolicySelector(Selector):
+    """The learned policy's greedy top-T' chunks of each example.
+
+    Each passage is scored on its own (positions from the passage start, the lengths it was trained on;
+    its scores depend on the passage alone); the T' highest scores over the example's passages win.
+    """
+
+    name = "rl"
+
+    def __init__(self, policy: ChunkPolicy):
+        if policy is None:
+            raise CourseError("The 'rl' selector needs the trained policy of notebooks/04_policy_grpo.ipynb.")
+        self.policy = policy
+
+    @torch.no_grad()
+    def __call__(self, examples: Sequence[ScoredExample], p: float) -> list[list[bool]]:
+        check_fraction(p)
+        if not examples:
+            return []
+        passages = [part for ex in examples for part in ex.chunk_vectors.split(ex.passages())]
+        c, valid = stack_vectors(passages)
+        logits = self.policy.eval()(c, valid)
+        masks, row = [], 0
+        for ex in examples:
+            lengths = ex.passages()
+            scores = torch.cat([logits[row + i, :length] for i, length in enumerate(lengths)])
+            row += len(lengths)
+            n = n_expanded(p, ex.n_chunks)
+            masks.append(to_mask(greedy(scores.unsqueeze(0), n), [ex.n_chunks])[0])
+        return masks
+
+
+def make_selector(name: str, policy: ChunkPolicy | None = None, model=None, seed: int = 0) -> Selector:
+    """A selector by its name in SELECTORS (rl needs the policy, perplexity the model that scores chunks)."""
+    if name not in SELECTORS:
+        raise CourseError(f"Unknown selector {name!r}: choose one of {', '.join(SELECTORS)}.")
+    if name == "rl":
+        return PolicySelector(policy)
+    if name == "perplexity":
+        if model is None:
+            raise CourseError("The 'perplexity' selector needs the model that scores each chunk.")
+        return PerplexitySelector(True, model)
+    return {"question": QuestionSelector, "random": lambda: RandomSelector(seed),
+            "none": lambda: FixedSelector(False)}[name]()
