@@ -20,10 +20,13 @@
 # 3. reproduce the paper's Figure 3 on held-out text: log-perplexity against the fraction p of
 #    expanded chunks, for the learned policy and for the heuristics (perplexity-descending and
 #    -ascending, random),
-# 4. look at one example with the expanded chunks highlighted.
+# 4. look at one example with the expanded chunks highlighted,
+# 5. train a second policy that also reads the QUESTION, on question answering, with the same GRPO
+#    (another input and another reward), and compare every selector on held-out questions: does the
+#    expansion land on the chunk that holds the answer?
 #
-# Artifacts go to `RUN_DIR/policy/` (policy weights, metrics.json; the mixed-input CPT weights in
-# `RUN_DIR/policy/cpt_mixed/`).
+# Artifacts go to `RUN_DIR/policy/` (policy.safetensors, question_policy.safetensors, metrics.json; the
+# mixed-input CPT weights in `RUN_DIR/policy/cpt_mixed/`).
 
 # %%
 # Setup. In Colab: fetch the course, install it, and pick the preset from the GPU (2-3 minutes).
@@ -62,6 +65,12 @@ CONTEXT_TOKENS = 256  # s, 16 chunks of k tokens
 CONTINUATION_TOKENS = 32  # o, the true continuation that the reward and the evaluation score
 EVAL_EXAMPLES = 0  # held-out examples for Figure 3; 0: the preset's (cpu 16)
 RANDOM_SEEDS = 3
+QUESTION_STEPS = 0  # GRPO steps of the question-aware policy, one question each; 0: the preset's (cpu 300)
+QUESTION_GROUP_SIZE = 8  # G for the question-aware policy
+QUESTION_FRACTIONS = [0.05, 0.1, 0.25]  # p drawn per step (notebook 05 evaluates these)
+TOP_K = 3  # passages per question, as in notebook 05
+TRAIN_QUESTIONS = 400
+EVAL_QUESTIONS = 0  # held-out questions for the selector table; 0: the preset's (cpu 150)
 SEED = 0
 
 # %%
@@ -299,6 +308,107 @@ masks = {name: selectors[name]([example], 0.25)[0] for name in ("rl", "ppl_desc"
 display(HTML(highlight_html(model, example, masks)))
 
 # %% [markdown]
+# ## Step 5: a policy that reads the question
+#
+# The policy above never sees the question: it is rewarded for predicting the next paragraph, and the
+# best it can learn is which PLACES tend to help. Notebook 05 asks questions whose answers are IDs such
+# as River_033, which only exact tokens carry (notebook 02: a chunk vector holds the gist of 16 tokens,
+# not an ID). REFRAG answers such a question only if the chunk holding the ID is one it expands, and
+# which chunk that is depends on the question.
+#
+# So we train a second policy with the same GRPO step (`refrag_lib.grpo.grpo_step`), changing only its
+# input and its reward (`refrag_lib.question_grpo`):
+# - **input**: for every chunk, the retriever's vector of its text multiplied elementwise by the
+#   question's vector (the terms of their cosine, which a linear layer can weigh), the chunk's place in
+#   its passage and the passage's retrieval rank; a small transformer lets the chunks of one question
+#   compare notes. The retriever's chunk vectors were stored next to the index by notebook 01, so the
+#   policy costs no encoder pass at question time, and they do not change when notebook 05 fine-tunes
+#   the encoder.
+# - **reward**: minus the mean NLL of the GOLD answer given the question and the mixed input, on the QA
+#   training questions (the gold passage put among the K retrieved ones at a random place, as in SFT).
+#
+# A one-line heuristic is its yardstick: `question` expands the chunks whose retriever vector is
+# closest to the question's. One question per step (the questions' passages make different numbers of
+# chunks, and a group shares one).
+
+# %%
+from refrag_lib.data import default_data_dir, load_qa
+from refrag_lib.index import load_chunk_store, load_retriever, load_run_index
+from refrag_lib.intervals import format_interval
+from refrag_lib.policy import QuestionPolicy, question_policy_identity
+from refrag_lib.policy_plots import plot_answer_table
+from refrag_lib.qa import answerable, retrieve_items
+from refrag_lib.question_grpo import answer_examples, held_out_table, question_policy_path, train_question_policy
+from refrag_lib.selectors import QuestionPolicySelector, QuestionSelector
+from refrag_lib.sft import PassageChunks
+
+question_steps = 2 if SMOKE else QUESTION_STEPS or run.preset.budget.question_policy_steps
+eval_questions = 4 if SMOKE else EVAL_QUESTIONS or run.preset.budget.eval_questions
+index = load_run_index(run)
+retriever = load_retriever(run.preset)
+index_store = load_chunk_store(run.require("index", "chunk_store.safetensors"), model, index, probe=0)  # its keys
+chunks = PassageChunks(model, index.passages, keys=index_store)
+train_items = retrieve_items(retriever, index, answerable(load_qa(default_data_dir() / "qa_train.jsonl"), index,
+                                                          40 if SMOKE else TRAIN_QUESTIONS), TOP_K)
+eval_items = retrieve_items(retriever, index, answerable(load_qa(default_data_dir() / "qa_eval.jsonl"), index,
+                                                         eval_questions), TOP_K)
+
+question_policy = QuestionPolicy(PolicyConfig(input_dim=retriever.dim, width=POLICY_WIDTH, question_aware=1))
+question_cfg = GRPOConfig(steps=question_steps, batch_size=1, group_size=QUESTION_GROUP_SIZE, updates=UPDATES,
+                          clip_eps=CLIP_EPS, lr=POLICY_LR, fractions=tuple(QUESTION_FRACTIONS), seed=SEED)
+question_result = train_question_policy(model, question_policy, train_items, chunks, TOP_K, question_cfg,
+                                        progress=PROGRESS)
+question_summary = question_result.summary
+question_identity = question_policy_identity(run.preset, retriever.name)
+print(f"{question_summary['steps']} steps in {question_summary['train_seconds']:.0f} s; gain over random "
+      f"{question_summary['reward_gain_first']:+.3f} -> {question_summary['reward_gain_last']:+.3f}; "
+      f"cosine gain {question_policy.cosine_gain.item():+.2f}")
+print("saved", save_policy(question_policy_path(run), question_policy, question_identity))
+plot_reward_curves(question_result.history, window=max(1, question_steps // 10), target="the gold answer")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The policy reads the retriever's vectors, so it is tied to that retriever as well as to the encoder
+# and k: loading it for another retriever is refused.
+
+# %%
+question_policy = load_policy(question_policy_path(run), question_identity)
+try:
+    load_policy(question_policy_path(run), question_policy_identity(run.preset, "another-retriever"))
+except CourseError as err:
+    print("refused:", str(err)[:160], "...")
+
+# %% [markdown]
+# ## Held-out questions: where does each selector spend its expansions?
+#
+# Held-out questions (notebook 05's evaluation questions, never trained on) at K = 3 retrieved passages,
+# as retrieved (no gold passage forced in). For each p, every selector expands round(p·L) chunks. Two
+# measures, each with a 95% bootstrap interval over the questions:
+# - **answer chunk expanded**: among the questions whose answer ID lies inside one chunk's text, the
+#   share where that chunk is expanded; the ceiling on what REFRAG can answer after fine-tuning;
+# - **gold-answer NLL**: how well the (not yet fine-tuned) decoder predicts the answer.
+# Differences against the `question` heuristic are paired (same questions).
+
+# %%
+held_examples = answer_examples(model, eval_items, chunks, TOP_K)
+qa_selectors = {"question_rl": QuestionPolicySelector(question_policy), "question": QuestionSelector(),
+                "rl": PolicySelector(policy), "random": RandomSelector(SEED)}
+answer_table = held_out_table(model, held_examples, qa_selectors, QUESTION_FRACTIONS)
+plot_answer_table(answer_table)
+plt.tight_layout()
+plt.show()
+print(f"{answer_table['n_questions']} questions, {answer_table['with_answer_chunk']} with the answer inside one "
+      f"chunk; nothing expanded: answer NLL {answer_table['none']['answer_nll']:.3f}")
+for name, rows in answer_table["by_p"].items():
+    for p, row in rows.items():
+        versus = row.get("vs_reference", {}).get("answer_expanded")
+        paired = f"  vs question {format_interval(versus, 2)}" if versus else ""
+        print(f"{name:11s} p={p:<5} answer expanded {row['answer_expanded']:.2f} "
+              f"[{row['answer_expanded_ci'][0]:.2f}, {row['answer_expanded_ci'][1]:.2f}]  "
+              f"answer NLL {row['answer_nll']:.3f}{paired}")
+
+# %% [markdown]
 # ## What to take away
 #
 # Compare the red line with the gray band at p = 0.25: a gap wider than random's seed-to-seed spread is
@@ -322,5 +432,13 @@ run.write_metrics("policy", {
     "train_seconds": summary["train_seconds"], "mixed_cpt_seconds": mixed.summary.get("train_seconds", 0.0),
     "verdict_at_0.25": verdict, "grpo_config": summary["grpo_config"], "eval_examples": len(examples),
     "continuation_tokens": continuation, "context_tokens": context,
+    "question_policy": {
+        "reward_gain_first": question_summary["reward_gain_first"],
+        "reward_gain_last": question_summary["reward_gain_last"],
+        "train_seconds": question_summary["train_seconds"], "grpo_config": question_summary["grpo_config"],
+        "curve": [{key: row[key] for key in ("step", "p", "reward_mean", "reward_gain_vs_random")}
+                  for row in question_result.history],
+        "held_out": answer_table,
+    },
 })
 print("wrote", run.stage_dir("policy") / "metrics.json")

@@ -53,8 +53,8 @@ BATCH_SIZE = 1  # questions per step
 LR = 2e-5  # the paper's SFT learning rate
 TOP_K = 3  # K: passages retrieved per question
 P = 0.1  # share of REFRAG chunks expanded
-SELECTOR = "question"  # what REFRAG expands, in training and in the table's rows: question | rl | random | none
-GRID_SELECTORS = ["question", "rl", "random", "none"]  # the selector x p grid (perplexity: add it, ~1 min more)
+SELECTOR = "question"  # what REFRAG expands, in training and in the table's rows (any of GRID_SELECTORS)
+GRID_SELECTORS = ["question", "question_rl", "rl", "random", "none"]  # selector x p grid (+ perplexity: ~1 min more)
 GRID_FRACTIONS = [0.05, 0.1, 0.25]
 GOLD_FRACTION = 1.0  # share of training questions whose gold passage is put among the K passages
 TRAIN_QUESTIONS = 400  # training questions retrieved for (steps x batch size of them are drawn)
@@ -79,10 +79,9 @@ from IPython.display import HTML, display
 from refrag_lib.answering import generate_answer, selection_input
 from refrag_lib.checkpoint import model_identity
 from refrag_lib.data import default_data_dir, load_qa
-from refrag_lib.grpo import policy_path
 from refrag_lib.index import load_chunk_store, load_retriever, load_run_index
 from refrag_lib.intervals import format_interval
-from refrag_lib.policy import effective_compression, load_policy
+from refrag_lib.policy import effective_compression, load_run_policies
 from refrag_lib.qa import answerable, build_prompt, input_positions, retrieve_items
 from refrag_lib.qa_eval import evaluate_all, grid_table, metrics_table, paired_differences, side_by_side
 from refrag_lib.ready_index import READY_FOLDER, build_ready_index, format_answer, load_ready_index
@@ -144,10 +143,10 @@ print(f"{len(train_items)} training questions (gold among the top {TOP_K}: {hit:
 # %%
 model = load_start_model(run)
 rag_model = copy.deepcopy(model)  # the same start, trained separately
-policy = load_policy(policy_path(run), model_identity(run.preset, "policy"))
+policies = load_run_policies(run, retriever.name)  # notebook 04's: rl and question_rl
 index_store = load_chunk_store(run.require("index", "chunk_store.safetensors"), model, index, probe=0)  # its keys
 chunks = PassageChunks(model, index.passages, keys=index_store)
-selector = make_selector(SELECTOR, policy, model, seed=SEED)
+selector = make_selector(SELECTOR, policies, model, seed=SEED)
 demo = train_items[0]
 per_passage = chunks(demo.rows)
 prompt = build_prompt(model, demo.question, per_passage)
@@ -195,7 +194,7 @@ plt.show()
 ready_folder = run.stage_dir("sft") / READY_FOLDER
 build_ready_index(ready_folder, model, index, weights="sft/refrag/weights.safetensors", p=P, top_k=TOP_K,
                   selector=SELECTOR, keys_from=run.root / "index", progress=PROGRESS)
-ready = load_ready_index(ready_folder, model, retriever, policy)
+ready = load_ready_index(ready_folder, model, retriever, policies)
 print(f"{ready.store.n_chunks} chunk vectors for {len(ready.index)} passages in {ready_folder}")
 
 # %% [markdown]
@@ -218,7 +217,7 @@ print(f"{ready.store.n_chunks} chunk vectors for {len(ready.index)} passages in 
 
 # %%
 grid_names = dict.fromkeys([*GRID_SELECTORS, SELECTOR])  # the table's selector too, in the grid's order
-grid_selectors = {name: make_selector(name, policy, model, seed=SEED) for name in grid_names}
+grid_selectors = {name: make_selector(name, policies, model, seed=SEED) for name in grid_names}
 evaluation = evaluate_all(rag_model, model, eval_items, ready.store, grid_selectors, SELECTOR, P, TOP_K,
                           max_passages, GRID_FRACTIONS, ttft_questions=ttft_questions, repeats=ttft_repeats,
                           max_new_tokens=MAX_NEW_TOKENS, latency_candidates=candidates, progress=PROGRESS)
@@ -271,9 +270,10 @@ plt.show()
 # %% [markdown]
 # ## Which chunks to expand: every selector at every p
 # REFRAG at K, the same fine-tuned model and the same questions, only the choice of expanded chunks
-# changes: `question` (closest to the question), `rl` (the paper's question-blind policy), `random`,
-# and `none` (every chunk a vector). A larger p keeps more chunks as tokens: more chances that the
-# answer's chunk is one of them, and a longer decoder input (TTFT). RAG-FT reads everything as tokens.
+# changes: `question` (closest to the question), `question_rl` (notebook 04's policy that reads the
+# question), `rl` (the paper's question-blind policy), `random`, and `none` (every chunk a vector). A
+# larger p keeps more chunks as tokens: more chances that the answer's chunk is one of them, and a longer
+# decoder input (TTFT). RAG-FT reads everything as tokens.
 # The bars are 95% intervals over questions; two selectors differ where their paired interval (printed)
 # excludes 0. (The model was fine-tuned with `SELECTOR`'s choices, which favours that selector a little.)
 

@@ -133,7 +133,7 @@ def generate_answer(ready, question: str, top_k: int | None = None, p: float | N
     rows, scores, key = retrieved or retrieve_question(ready, question, top_k)
     chooser = selector if isinstance(selector, Selector) else None
     if arm == "refrag" and chooser is None:
-        chooser = make_selector(selector or ready.selector, ready.policy, model)
+        chooser = make_selector(selector or ready.selector, ready.policies, model)
     with torch.inference_mode():
         prepared = prepare(model, QAItem(question, ("",), rows, question_key=key), rows, ready.store, arm, chooser, p)
         answer = answer_questions(model, [prepared], max_new_tokens)[0]

@@ -33,20 +33,21 @@ class Budget:
     cpt_pairs: int  # notebook 03: held-out (context, continuation) pairs
     policy_examples: int  # notebook 04: held-out examples per policy
     eval_questions: int  # notebook 05: held-out questions per row
+    question_policy_steps: int  # notebook 04: GRPO steps of the question-aware policy (one question each)
     sized_from: str
 
 
 # A recon/CPT step is about 4 x (decoder parameters) x 512 positions FLOPs (forward, and backward into
 # the frozen decoder's inputs): 0.28 TFLOP for SmolLM2-135M, measured at 2.3 s on the 2-core CPU.
 # Assumed sustained throughput for these small batches: T4 fp16 8 TFLOP/s, A100/H100 bf16 60 TFLOP/s.
-CPU_BUDGET = Budget(80, 80, 120, 60, 64, 64, 16, 150,
+CPU_BUDGET = Budget(80, 80, 120, 60, 64, 64, 16, 150, 300,
                     sized_from="measured: a default `make course` on a 2-core CPU")
-T4_BUDGET = Budget(1200, 1000, 600, 400, 256, 256, 64, 150,
+T4_BUDGET = Budget(1200, 1000, 600, 400, 256, 256, 64, 150, 1000,
                    sized_from="FLOPs: SmolLM2-360M, 0.74 TFLOP a step at 8 TFLOP/s = 0.1 s (not measured on a T4)")
-A100_BUDGET = Budget(1500, 1200, 800, 600, 256, 256, 64, 300,
+A100_BUDGET = Budget(1500, 1200, 800, 600, 256, 256, 64, 300, 1500,
                      sized_from="FLOPs: SmolLM2-1.7B, 3.5 TFLOP a step at 60 TFLOP/s = 0.06 s "
                      "(not measured on an A100)")
-PAPER_BUDGET = Budget(400, 300, 300, 200, 128, 128, 32, 150,
+PAPER_BUDGET = Budget(400, 300, 300, 200, 128, 128, 32, 150, 400,
                       sized_from="FLOPs: LLaMA-2-7B, 14 TFLOP a step at 60 TFLOP/s = 0.24 s (not measured on a GPU)")
 
 

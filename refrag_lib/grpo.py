@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from .errors import CourseError
 from .losses import IGNORE, next_paragraph_example, shifted_labels
 from .model import RefragModel, Segments
-from .policy import ChunkPolicy, check_fraction, n_expanded, sample_ordered, step_log_probs, to_mask
-from .selectors import FixedSelector, PerplexitySelector, RandomSelector, ScoredExample, Selector, stack_vectors
+from .policy import ChunkPolicy, Policy, check_fraction, n_expanded, sample_ordered, step_log_probs, to_mask
+from .selectors import FixedSelector, PerplexitySelector, RandomSelector, ScoredExample, Selector
 
 FIGURE3_FRACTIONS = (0.0, 0.05, 0.1, 0.25, 0.5)
 
@@ -174,11 +174,12 @@ class PolicyTrainResult:
     summary: dict = field(default_factory=dict)
 
 
-def policy_update(policy: ChunkPolicy, optimizer, c: torch.Tensor, valid: torch.Tensor, orders: torch.Tensor,
+def policy_update(policy: Policy, optimizer, inputs: dict[str, torch.Tensor], orders: torch.Tensor,
                   old_logp: torch.Tensor, advantages: torch.Tensor, clip_eps: float) -> tuple[float, float]:
-    """One gradient step on the clipped objective. orders [B, G, T'], old_logp [B, G, T'], advantages [B, G]."""
+    """One gradient step on the clipped objective. inputs: policy.inputs(examples); orders [B, G, T'],
+    old_logp [B, G, T'], advantages [B, G]."""
     b, g, n = orders.shape
-    logits = policy(c, valid)
+    logits = policy(**inputs)
     new_logp = step_log_probs(logits.repeat_interleave(g, dim=0), orders.reshape(b * g, n)).reshape(b, g, n)
     loss, clip_fraction = clipped_objective(new_logp, old_logp, advantages, clip_eps)
     optimizer.zero_grad(set_to_none=True)
@@ -187,31 +188,38 @@ def policy_update(policy: ChunkPolicy, optimizer, c: torch.Tensor, valid: torch.
     return float(loss.detach()), float(clip_fraction)
 
 
-def grpo_step(model: RefragModel, policy: ChunkPolicy, optimizer, examples: Sequence[ScoredExample], p: float,
-              cfg: GRPOConfig, generator: torch.Generator, rng: np.random.Generator) -> dict:
+Reward = Callable[[Sequence[ScoredExample], Sequence[Sequence[bool]]], torch.Tensor]
+
+
+def grpo_step(model: RefragModel, policy: Policy, optimizer, examples: Sequence[ScoredExample], p: float,
+              cfg: GRPOConfig, generator: torch.Generator, rng: np.random.Generator,
+              reward: Reward | None = None) -> dict:
     """Roll out G selections per example, reward them in one forward, then cfg.updates PPO updates.
 
-    Each example also gets one uniformly random selection, rewarded in the same forward but not trained
-    on: the policy's reward minus it removes the example's difficulty from the learning curve.
+    reward(rows, masks): one reward per row (default: minus the NLL of the true continuation,
+    rewards_of; the question-aware policy's is minus the NLL of the gold answer). Each example also gets
+    one uniformly random selection, rewarded in the same forward but not trained on: the policy's reward
+    minus it removes the example's difficulty from the learning curve.
     """
     g = cfg.group_size
+    reward = reward or (lambda rows, masks: rewards_of(model, rows, masks))
     if len({ex.n_chunks for ex in examples}) != 1:
         raise CourseError("A GRPO batch needs examples with the same number of chunks (same context length s).")
-    c, valid = stack_vectors([ex.chunk_vectors for ex in examples])
+    inputs = policy.inputs(examples)
     n = n_expanded(p, examples[0].n_chunks)
     with torch.no_grad():
-        logits = policy.eval()(c, valid)
+        logits = policy.eval()(**inputs)
         orders = sample_ordered(logits.repeat_interleave(g, dim=0), n, generator)
         old_logp = step_log_probs(logits.repeat_interleave(g, dim=0), orders).reshape(len(examples), g, n)
     lengths = [ex.n_chunks for ex in examples]
     masks = to_mask(orders, [length for length in lengths for _ in range(g)])
     reference = RandomSelector(int(rng.integers(2**31)))(examples, p)
     rows = [ex for ex in examples for _ in range(g)] + list(examples)
-    rewards = rewards_of(model, rows, masks + reference)
+    rewards = reward(rows, masks + reference)
     group = rewards[: len(examples) * g].reshape(len(examples), g)
     advantages = group_advantages(group)
     policy.train()
-    losses, clips = zip(*(policy_update(policy, optimizer, c, valid, orders.reshape(len(examples), g, n), old_logp,
+    losses, clips = zip(*(policy_update(policy, optimizer, inputs, orders.reshape(len(examples), g, n), old_logp,
                                         advantages, cfg.clip_eps) for _ in range(cfg.updates)))
     policy.eval()
     return {"p": p, "expanded": n, "reward_mean": float(group.mean()), "reward_std": float(group.std(dim=1).mean()),
@@ -262,26 +270,33 @@ def summarise(history: list[dict], cfg: GRPOConfig) -> dict:
 
 # ---- the paper's Figure 3: log-ppl against p for every selector --------------------------------------------
 class MaskedNLL:
-    """Summed continuation NLL per (example, expansion mask), computed in batches and remembered.
+    """Summed NLL and token count per (example, expansion mask), computed in batches and remembered.
 
     Selectors often agree (at p = 0 every one of them expands nothing; the heuristics and the policy
-    may pick the same chunks), so each distinct input is scored once.
+    may pick the same chunks), so each distinct input is scored once. nll(model, examples, masks) ->
+    (summed, tokens): the true continuation's (mixed_input_nll) unless another target is given.
     """
 
-    def __init__(self, model: RefragModel, examples: Sequence[ScoredExample], batch_size: int = 8):
+    def __init__(self, model: RefragModel, examples: Sequence[ScoredExample], batch_size: int = 8, nll=None):
         self.model, self.examples, self.batch_size = model, list(examples), batch_size
+        self.nll = nll or mixed_input_nll
         self.memo: dict[tuple[int, tuple[bool, ...]], tuple[float, int]] = {}
 
     @torch.no_grad()
-    def log_ppl(self, selector: Selector, p: float) -> float:
-        """Held-out log-perplexity of the continuations with the selector's chunks expanded at fraction p."""
+    def scored(self, selector: Selector, p: float) -> list[tuple[float, int]]:
+        """(summed NLL, tokens) of each example with the selector's chunks expanded at fraction p."""
         keys = [(i, tuple(mask)) for i, mask in enumerate(selector(self.examples, p))]
         todo = sorted({key for key in keys if key not in self.memo}, key=lambda key: (sum(key[1]), key[0]))
         for start in range(0, len(todo), self.batch_size):  # similar lengths share a batch (less padding)
             part = todo[start : start + self.batch_size]
-            summed, count = mixed_input_nll(self.model, [self.examples[i] for i, _ in part], [m for _, m in part])
+            summed, count = self.nll(self.model, [self.examples[i] for i, _ in part], [m for _, m in part])
             self.memo.update({key: (float(s), int(c)) for key, s, c in zip(part, summed, count)})
-        return sum(self.memo[key][0] for key in keys) / sum(self.memo[key][1] for key in keys)
+        return [self.memo[key] for key in keys]
+
+    def log_ppl(self, selector: Selector, p: float) -> float:
+        """Held-out log-perplexity of the continuations with the selector's chunks expanded at fraction p."""
+        scored = self.scored(selector, p)
+        return sum(s for s, _ in scored) / sum(c for _, c in scored)
 
 
 def log_ppl(model: RefragModel, examples: Sequence[ScoredExample], selector: Selector, p: float,

@@ -67,7 +67,7 @@ class Playground:
             raise CourseError(f"Unknown selector {selector!r}: choose one of {', '.join(SELECTORS)}.")
         check_fraction(p)
         ready, rag_model = self._models(k)
-        chooser = make_selector(selector, ready.policy, ready.model, seed)
+        chooser = make_selector(selector, ready.policies, ready.model, seed)
         retrieved = retrieve_question(ready, question, top_k)  # one retrieval: both readers see the same passages
         refrag = generate_answer(ready, question, top_k, p, max_new_tokens, repeats, selector=chooser,
                                  retrieved=retrieved)

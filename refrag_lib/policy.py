@@ -12,11 +12,15 @@ the Plackett-Luce product
 Adding Gumbel noise to the logits and taking the top T' draws exactly this distribution in one shot
 (Gumbel-top-k). At inference the policy expands its greedy top-T' chunks.
 
-The policy is one of the course's selectors; all of them share one interface in refrag_lib.selectors.
+Two policies share that machinery: ChunkPolicy, the paper's, reads the chunk vectors alone (blind to
+the question); QuestionPolicy reads the retriever's vector of each chunk's text next to the question's,
+with the chunk's place in its passage and the passage's retrieval rank (trained on answers in
+refrag_lib.question_grpo). Both are selectors in refrag_lib.selectors.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from collections.abc import Sequence
@@ -29,6 +33,7 @@ from torch import nn
 from .errors import CourseError
 
 POLICY_WEIGHTS = "policy.safetensors"
+QUESTION_POLICY_WEIGHTS = "question_policy.safetensors"
 
 
 def check_fraction(p: float) -> float:
@@ -59,6 +64,8 @@ class PolicyConfig:
     layers: int = 2
     heads: int = 4
     max_chunks: int = 256  # longest context (in chunks) the position signal covers
+    question_aware: int = 0  # 1: a QuestionPolicy (input_dim is then the retriever's vector size)
+    max_passages: int = 32  # QuestionPolicy: retrieval ranks the rank signal covers
 
     def __post_init__(self):
         if self.width % self.heads:
@@ -96,6 +103,87 @@ class ChunkPolicy(nn.Module):
         x = self.inp(c.float()) + self.position(torch.arange(n, device=c.device))
         x = self.blocks(x, src_key_padding_mask=~valid)
         return self.out(x).squeeze(-1).masked_fill(~valid, -math.inf)
+
+    @staticmethod
+    def inputs(examples) -> dict[str, torch.Tensor]:
+        """What forward() reads of examples (refrag_lib.selectors.ScoredExample): their chunk vectors, padded."""
+        c, valid = pad_rows([ex.chunk_vectors for ex in examples])
+        return {"c": c, "valid": valid}
+
+
+class QuestionPolicy(nn.Module):
+    """(question, chunks) -> one logit per chunk, from the retriever's vectors (stored next to the index).
+
+    A chunk's input is the elementwise product of its retriever vector with the question's (the terms of
+    their cosine, which a linear layer can weigh), plus embeddings of its place in its passage and of
+    the passage's retrieval rank; a transformer lets the chunks of one question see each other. The
+    cosine itself also enters the logit through a learned gain (zero at the start, like the output
+    layer: a fresh policy is uniform). Retriever vectors do not change when SFT retrains the encoder,
+    so what the policy learned still holds after notebook 05.
+    """
+
+    def __init__(self, cfg: PolicyConfig):
+        super().__init__()
+        if not cfg.question_aware:
+            raise CourseError("A QuestionPolicy needs PolicyConfig(question_aware=1, input_dim=<retriever size>).")
+        self.cfg = cfg
+        self.match = nn.Sequential(nn.Linear(cfg.input_dim, cfg.width), nn.LayerNorm(cfg.width))
+        self.place = nn.Embedding(cfg.max_chunks, cfg.width)
+        self.rank = nn.Embedding(cfg.max_passages, cfg.width)
+        for table in (self.place, self.rank):
+            nn.init.normal_(table.weight, std=0.02)
+        layer = nn.TransformerEncoderLayer(
+            cfg.width, cfg.heads, dim_feedforward=2 * cfg.width, dropout=0.0, batch_first=True, norm_first=True
+        )
+        self.blocks = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
+        self.out = nn.Sequential(nn.LayerNorm(cfg.width), nn.Linear(cfg.width, 1))
+        nn.init.zeros_(self.out[1].weight)
+        nn.init.zeros_(self.out[1].bias)
+        self.cosine_gain = nn.Parameter(torch.zeros(()))
+
+    def forward(self, keys: torch.Tensor, question: torch.Tensor, places: torch.Tensor, ranks: torch.Tensor,
+                valid: torch.Tensor) -> torch.Tensor:
+        """keys [B, L, R] (chunks), question [B, R], places and ranks [B, L] -> logits [B, L], -inf at padding."""
+        if keys.dim() != 3 or keys.shape[-1] != self.cfg.input_dim or question.shape[-1] != self.cfg.input_dim:
+            raise CourseError(
+                f"The question-aware policy expects retriever vectors of size {self.cfg.input_dim}, got chunk keys "
+                f"{tuple(keys.shape)} and a question of {tuple(question.shape)}: was it trained with another retriever?"
+            )
+        if places.numel() and int(places.max()) >= self.cfg.max_chunks:
+            raise CourseError(f"A passage of more than {self.cfg.max_chunks} chunks exceeds the policy's max_chunks.")
+        terms = keys.float() * question.float().unsqueeze(1)
+        x = self.match(terms) + self.place(places) + self.rank(ranks.clamp(max=self.cfg.max_passages - 1))
+        x = self.blocks(x, src_key_padding_mask=~valid)
+        logits = self.out(x).squeeze(-1) + self.cosine_gain * terms.sum(-1)
+        return logits.masked_fill(~valid, -math.inf)
+
+    @staticmethod
+    def inputs(examples) -> dict[str, torch.Tensor]:
+        """What forward() reads of examples: chunk and question retriever vectors, places and ranks, padded."""
+        for ex in examples:
+            if ex.question_key is None or ex.chunk_keys is None:
+                raise CourseError("The question-aware policy needs the question's and the chunks' retriever vectors "
+                                  "(ChunkStore.keys, built by notebooks/01_indexing.ipynb).")
+        keys, valid = pad_rows([ex.chunk_keys for ex in examples])
+        question = torch.stack([torch.as_tensor(ex.question_key).float().cpu() for ex in examples])
+        places = torch.zeros(valid.shape, dtype=torch.long)
+        ranks = torch.zeros(valid.shape, dtype=torch.long)
+        for row, ex in enumerate(examples):
+            lengths = ex.passages()
+            places[row, : ex.n_chunks] = torch.cat([torch.arange(n) for n in lengths]) if lengths else places[row, :0]
+            ranks[row, : ex.n_chunks] = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+        return {"keys": keys, "question": question, "places": places, "ranks": ranks, "valid": valid}
+
+
+def pad_rows(rows: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-chunk vectors of several inputs padded to [B, L_max, dim], with the valid mask [B, L_max]."""
+    longest = max(len(v) for v in rows)
+    c = torch.zeros(len(rows), longest, rows[0].shape[-1])
+    valid = torch.zeros(len(rows), longest, dtype=torch.bool)
+    for row, vectors in enumerate(rows):
+        c[row, : len(vectors)] = vectors.float().cpu()
+        valid[row, : len(vectors)] = True
+    return c, valid
 
 
 # ---- Plackett-Luce sampling and log-probabilities ---------------------------------------------------
@@ -152,25 +240,53 @@ def to_mask(order: torch.Tensor | Sequence[Sequence[int]], n_chunks: Sequence[in
     return masks
 
 
-# ---- saving and loading: tied to the preset, k and encoder it was trained for -------------------------
-def save_policy(path: Path, policy: ChunkPolicy, identity: dict[str, str]) -> Path:
-    """The policy's weights with its shape and the model identity (preset, k, encoder, decoder)."""
+# ---- saving and loading: tied to the preset, k and encoder (and retriever) it was trained for -------------
+Policy = ChunkPolicy | QuestionPolicy
+
+
+def save_policy(path: Path, policy: Policy, identity: dict[str, str]) -> Path:
+    """The policy's weights with its shape and the model identity (preset, k, encoder, decoder; a question-aware
+    policy also its retriever)."""
     from .checkpoint import save_weights
 
     shape = {f"policy_{key}": str(value) for key, value in vars(policy.cfg).items()}
     return save_weights(path, nn.ModuleDict({"policy": policy}), ["policy"], {**identity, **shape, "stage": "policy"})
 
 
-def load_policy(path: Path, identity: dict[str, str]) -> ChunkPolicy:
-    """A saved policy, refused with a clear message if it was trained for another k, encoder or preset."""
+def load_policy(path: Path, identity: dict[str, str]) -> Policy:
+    """A saved policy, refused with a clear message if it was trained for another k, encoder, preset or retriever."""
     from .checkpoint import check_identity, load_weights, read_metadata
 
     metadata = read_metadata(Path(path))
     check_identity(metadata, identity, Path(path))
+    if "retriever" in identity and metadata.get("retriever") != identity["retriever"]:
+        raise CourseError(f"{path} was trained on the vectors of retriever {metadata.get('retriever')!r}, not "
+                          f"{identity['retriever']!r}: rerun notebooks/04_policy_grpo.ipynb with this retriever.")
+    fields = PolicyConfig.__dataclass_fields__
     try:
-        cfg = PolicyConfig(**{field: int(metadata[f"policy_{field}"]) for field in PolicyConfig.__dataclass_fields__})
+        cfg = PolicyConfig(**{name: int(metadata[f"policy_{name}"]) for name, f in fields.items()
+                              if f"policy_{name}" in metadata or f.default is dataclasses.MISSING})
     except KeyError as err:
         raise CourseError(f"{path} is not a policy checkpoint (no {err} in its metadata).") from err
-    policy = ChunkPolicy(cfg)
+    policy = QuestionPolicy(cfg) if cfg.question_aware else ChunkPolicy(cfg)
     load_weights(Path(path), nn.ModuleDict({"policy": policy}), identity, stage="policy")
     return policy.eval()
+
+
+def question_policy_identity(preset, retriever: str) -> dict[str, str]:
+    """What a question-aware policy is tied to: the preset's models and k, and the retriever whose vectors it reads."""
+    from .checkpoint import model_identity
+
+    return {**model_identity(preset, "policy"), "retriever": retriever}
+
+
+def load_run_policies(run, retriever: str) -> dict[str, Policy]:
+    """The policies notebook 04 trained, by selector name: rl, and question_rl where the run has it (a run
+    from before the question-aware policy has only rl; selectors.make_selector then says what to rerun)."""
+    from .checkpoint import model_identity
+
+    policies = {"rl": load_policy(run.require("policy", POLICY_WEIGHTS), model_identity(run.preset, "policy"))}
+    question = run.stage_dir("policy") / QUESTION_POLICY_WEIGHTS
+    if question.is_file():
+        policies["question_rl"] = load_policy(question, question_policy_identity(run.preset, retriever))
+    return policies

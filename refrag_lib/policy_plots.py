@@ -1,4 +1,5 @@
-"""Plots and views of stage 3: GRPO reward curves, the paper's Figure 3, where selectors expand."""
+"""Plots and views of stage 3: GRPO reward curves, the paper's Figure 3, where selectors expand, and the
+question-aware policy's held-out answers."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ STYLE = {  # selector -> (label, colour, marker)
     "ppl_desc": ("perplexity-descending", "tab:blue", "s"),
     "ppl_asc": ("perplexity-ascending", "tab:green", "^"),
     "random": ("random (mean of seeds)", "tab:gray", "D"),
+    "question_rl": ("question-aware RL policy", "tab:purple", "P"),
+    "question": ("question cosine (heuristic)", "tab:orange", "v"),
 }
 
 
@@ -27,7 +30,8 @@ def moving_average(values: Sequence[float], window: int) -> np.ndarray:
     return (cumulative[index] - cumulative[start]) / (index - start)
 
 
-def plot_reward_curves(history: list[dict], window: int = 10, axes=None):
+def plot_reward_curves(history: list[dict], window: int = 10, axes=None,
+                       target: str = "the true continuation"):
     """Left: mean reward of the G rollouts (band: mean within-group std), coloured by the step's p.
     Right: reward minus that of a random selection of the same example (the learning signal)."""
     import matplotlib.pyplot as plt
@@ -44,7 +48,7 @@ def plot_reward_curves(history: list[dict], window: int = 10, axes=None):
         left.errorbar(steps[at], mean[at], yerr=std[at], fmt="o", ms=3, alpha=0.6, label=f"p = {p:g}")
     left.plot(steps, moving_average(mean, window), color="black", label=f"moving mean ({window} steps)")
     left.set_xlabel("GRPO step")
-    left.set_ylabel("reward = - mean NLL of the true continuation")
+    left.set_ylabel(f"reward = - mean NLL of {target}")
     left.set_title("Rollout reward (bars: std within a group)")
     left.legend(fontsize=8)
     gain = np.array([row["reward_gain_vs_random"] for row in history])
@@ -138,3 +142,30 @@ def highlight_text(model, example: ScoredExample, mask: Sequence[bool]) -> str:
     """The same in plain text: expanded chunks between [[ and ]] (for logs and terminals)."""
     tok = model.decoder_tokenizer
     return "".join(f"[[{tok.decode(c)}]]" if e else tok.decode(c) for c, e in zip(example.segments.chunks, mask))
+
+
+def plot_answer_table(table: dict, axes=None):
+    """Held-out questions (refrag_lib.question_grpo.held_out_table): left, the share whose answer chunk is
+    expanded; right, the mean NLL of the gold answer; both against p, bars = 95% bootstrap intervals."""
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+    left, right = axes
+    for name, rows in table["by_p"].items():
+        label, colour, marker = STYLE.get(name, (name, None, "o"))
+        ps = [float(p) for p in rows]
+        for ax, key in ((left, "answer_expanded"), (right, "answer_nll")):
+            values = np.array([rows[p][key] for p in rows])
+            bounds = [rows[p][f"{key}_ci"] or [rows[p][key]] * 2 for p in rows]
+            err = np.abs(np.array(bounds).T - values)
+            ax.errorbar(ps, values, yerr=err, marker=marker, color=colour, label=label, capsize=3)
+    right.axhline(table["none"]["answer_nll"], color="black", ls=":", label="nothing expanded")
+    left.set_ylabel("answer chunk expanded (share of questions)")
+    right.set_ylabel("mean NLL of the gold answer")
+    for ax in axes:
+        ax.set_xlabel("fraction p of chunks expanded")
+        ax.legend(fontsize=8)
+    left.set_title(f"Does the expansion land on the answer? ({table['with_answer_chunk']} questions)")
+    right.set_title(f"Gold-answer NLL ({table['n_questions']} held-out questions)")
+    return axes

@@ -155,3 +155,14 @@ def with_gold(rows: Sequence[int], gold: int) -> list[int]:
     if not rows:
         raise CourseError("Cannot force the gold passage into an empty retrieval list (top_k >= 1).")
     return [*rows[:-1], int(gold)]
+
+
+def with_gold_at_random(rows: Sequence[int], gold: int, rng: np.random.Generator) -> list[int]:
+    """The retrieved rows with the gold passage put in at a random place when retrieval missed it (in place
+    of the last): training then never learns that the answer sits at one position."""
+    rows = [int(r) for r in rows]
+    if gold in rows:
+        return rows
+    rows = rows[:-1]
+    rows.insert(int(rng.integers(len(rows) + 1)), int(gold))
+    return rows

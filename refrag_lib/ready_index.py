@@ -56,19 +56,19 @@ def build_ready_index(folder: str | Path, model: RefragModel, index: PassageInde
 
 @dataclass
 class ReadyIndex:
-    """Everything inference needs, no encoder pass: index, cached chunk vectors, the reader and its policy."""
+    """Everything inference needs, no encoder pass: index, cached chunk vectors, the reader and its policies."""
 
     index: PassageIndex
     store: ChunkStore
     model: RefragModel
     retriever: Retriever
-    policy: object
+    policies: dict  # selector name -> trained policy (rl, question_rl: notebook 04's)
     p: float
     top_k: int
     selector: str = "rl"  # the selector notebook 05 fine-tuned and evaluated REFRAG with
 
 
-def load_ready_index(folder: str | Path, model: RefragModel, retriever: Retriever, policy) -> ReadyIndex:
+def load_ready_index(folder: str | Path, model: RefragModel, retriever: Retriever, policies: dict) -> ReadyIndex:
     """The saved ready index, refused when its vectors were made by another encoder, k or passage list."""
     folder = Path(folder)
     if not (folder / READY_FILE).is_file():
@@ -77,7 +77,7 @@ def load_ready_index(folder: str | Path, model: RefragModel, retriever: Retrieve
     settings = json.loads((folder / READY_FILE).read_text())
     index = load_index(folder, retriever.name, use_gpu=model.device.type == "cuda")
     store = load_chunk_store(folder, model, index)
-    return ReadyIndex(index, store, model, retriever, policy, float(settings["p"]), int(settings["top_k"]),
+    return ReadyIndex(index, store, model, retriever, policies, float(settings["p"]), int(settings["top_k"]),
                       settings.get("selector", "rl"))
 
 
@@ -94,16 +94,15 @@ def format_answer(result: dict) -> str:
 
 
 def load_run_ready(run) -> ReadyIndex:
-    """The ready index of a run with the SFT REFRAG model, the retriever and the trained policy."""
-    from .checkpoint import model_identity
+    """The ready index of a run with the SFT REFRAG model, the retriever and the trained policies."""
     from .index import load_retriever
-    from .policy import load_policy
+    from .policy import load_run_policies
     from .sft import load_sft_model
 
     folder = run.root / "sft" / READY_FOLDER
     model = load_sft_model(run, "refrag")
-    policy = load_policy(run.require("policy", "policy.safetensors"), model_identity(run.preset, "policy"))
-    return load_ready_index(folder, model, load_retriever(run.preset), policy)
+    retriever = load_retriever(run.preset)
+    return load_ready_index(folder, model, retriever, load_run_policies(run, retriever.name))
 
 
 def main(argv: list[str] | None = None) -> int:

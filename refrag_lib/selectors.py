@@ -4,6 +4,8 @@ A selector gets one `ScoredExample` per decoder input (its chunks, their vectors
 selector may look at) and a fraction p, and returns one bool per chunk: True for the round(p * L) of
 the L chunks it expands. The course's selectors:
 - rl: the GRPO policy of notebook 04, the paper's: it reads the chunk vectors alone, blind to the question;
+- question_rl: notebook 04's GRPO policy that reads the question too (refrag_lib.question_grpo), trained
+  on the NLL of gold answers;
 - question: the chunks whose retriever vectors (stored next to the index, `ChunkStore.keys`) lie
   closest to the question's; no encoder pass at question time;
 - perplexity: the chunks the decoder finds hardest to predict with the whole context as tokens (one
@@ -23,11 +25,12 @@ import torch
 
 from .errors import CourseError
 from .model import Segments
-from .policy import ChunkPolicy, check_fraction, greedy, n_expanded, to_mask
+from .policy import ChunkPolicy, QuestionPolicy, check_fraction, greedy, n_expanded, pad_rows, to_mask
 
 SELECTORS = {
     "question": "the chunks closest to the question (retriever cosine, stored vectors)",
     "rl": "the question-blind GRPO policy of notebook 04 (the paper's)",
+    "question_rl": "the GRPO policy of notebook 04 that reads the question and each chunk's place",
     "perplexity": "the chunks the decoder finds hardest to predict",
     "random": "chunks chosen at random",
     "none": "no chunk expanded (p is ignored)",
@@ -59,17 +62,6 @@ class ScoredExample:
 
     def passages(self) -> list[int]:
         return list(self.passage_lengths) if self.passage_lengths is not None else [self.n_chunks]
-
-
-def stack_vectors(rows: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Chunk vectors of several inputs padded to [B, L_max, dim], with the valid mask [B, L_max]."""
-    longest = max(len(v) for v in rows)
-    c = torch.zeros(len(rows), longest, rows[0].shape[-1])
-    valid = torch.zeros(len(rows), longest, dtype=torch.bool)
-    for row, vectors in enumerate(rows):
-        c[row, : len(vectors)] = vectors.float().cpu()
-        valid[row, : len(vectors)] = True
-    return c, valid
 
 
 def top_mask(scores: torch.Tensor, n: int) -> list[bool]:
@@ -165,7 +157,7 @@ class PolicySelector(Selector):
         if not examples:
             return []
         passages = [part for ex in examples for part in ex.chunk_vectors.split(ex.passages())]
-        c, valid = stack_vectors(passages)
+        c, valid = pad_rows(passages)
         logits = self.policy.eval()(c, valid)
         masks, row = [], 0
         for ex in examples:
@@ -177,12 +169,37 @@ class PolicySelector(Selector):
         return masks
 
 
-def make_selector(name: str, policy: ChunkPolicy | None = None, model=None, seed: int = 0) -> Selector:
-    """A selector by its name in SELECTORS (rl needs the policy, perplexity the model that scores chunks)."""
+class QuestionPolicySelector(Selector):
+    """The question-aware policy's greedy top-T' chunks of each example (all its passages scored together)."""
+
+    name = "question_rl"
+
+    def __init__(self, policy: QuestionPolicy):
+        if policy is None:
+            raise CourseError("The 'question_rl' selector needs the question-aware policy of "
+                              "notebooks/04_policy_grpo.ipynb (RUN_DIR/policy/question_policy.safetensors).")
+        self.policy = policy
+
+    @torch.no_grad()
+    def __call__(self, examples: Sequence[ScoredExample], p: float) -> list[list[bool]]:
+        check_fraction(p)
+        if not examples:
+            return []
+        logits = self.policy.eval()(**self.policy.inputs(examples))
+        return [to_mask(greedy(logits[row : row + 1, : ex.n_chunks], n_expanded(p, ex.n_chunks)), [ex.n_chunks])[0]
+                for row, ex in enumerate(examples)]
+
+
+def make_selector(name: str, policies: dict | None = None, model=None, seed: int = 0) -> Selector:
+    """A selector by its name in SELECTORS. policies: the trained policies by selector name (rl,
+    question_rl: notebook 04's); perplexity needs the model that scores the chunks."""
     if name not in SELECTORS:
         raise CourseError(f"Unknown selector {name!r}: choose one of {', '.join(SELECTORS)}.")
+    policies = policies or {}
     if name == "rl":
-        return PolicySelector(policy)
+        return PolicySelector(policies.get("rl"))
+    if name == "question_rl":
+        return QuestionPolicySelector(policies.get("question_rl"))
     if name == "perplexity":
         if model is None:
             raise CourseError("The 'perplexity' selector needs the model that scores each chunk.")

@@ -29,7 +29,7 @@ from .index import ChunkStore, context_text, encoder_eval_mode
 from .losses import TokenStats, suffix_token_stats
 from .model import RefragModel
 from .policy import check_fraction
-from .qa import QAItem, build_prompt, training_example
+from .qa import QAItem, build_prompt, training_example, with_gold_at_random
 from .selectors import SELECTORS, Selector
 from .train import TrainResult, train
 
@@ -131,10 +131,8 @@ def training_batch(items: Sequence[QAItem], cfg: SFTConfig, rng: np.random.Gener
     for i in rng.choice(len(items), size=cfg.batch_size, replace=len(items) < cfg.batch_size):
         it = items[int(i)]
         rows = it.rows[: cfg.top_k]
-        force = rng.random() < cfg.gold_fraction
-        if force and it.gold is not None and it.gold not in rows:
-            rows = list(rows[:-1])
-            rows.insert(int(rng.integers(len(rows) + 1)), it.gold)
+        if rng.random() < cfg.gold_fraction and it.gold is not None:
+            rows = with_gold_at_random(rows, it.gold, rng)
         batch.append(replace(it, rows=list(rows)))
     return batch
 

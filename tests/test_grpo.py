@@ -74,7 +74,7 @@ def test_a_gradient_step_raises_the_probability_of_the_higher_reward_selection()
 
         old[0] = step_log_probs(policy(c, valid).expand(2, -1), orders[0])
     optimizer = torch.optim.SGD(policy.parameters(), lr=0.1)
-    policy_update(policy, optimizer, c, valid, orders, old, advantages, clip_eps=0.2)
+    policy_update(policy, optimizer, {"c": c, "valid": valid}, orders, old, advantages, clip_eps=0.2)
     after = log_probs()
     assert after[0] > before[0] and after[1] < before[1]
 

@@ -8,7 +8,7 @@ from refrag_lib.data import Passage
 from refrag_lib.errors import CourseError
 from refrag_lib.index import Retriever, build_chunk_store, load_chunk_store, read_chunk_keys
 from refrag_lib.model import Segments
-from refrag_lib.policy import ChunkPolicy, PolicyConfig
+from refrag_lib.policy import ChunkPolicy, PolicyConfig, QuestionPolicy
 from refrag_lib.selectors import SELECTORS, PolicySelector, ScoredExample, make_selector
 
 
@@ -28,18 +28,20 @@ def test_question_selector_expands_the_chunks_closest_to_the_question():
 
 def test_every_selector_expands_round_p_of_the_chunks():
     tiny = tiny_refrag(k=4)
-    policy = ChunkPolicy(PolicyConfig(input_dim=tiny.encoder.config.hidden_size, width=16))
+    policies = {"rl": ChunkPolicy(PolicyConfig(input_dim=tiny.encoder.config.hidden_size, width=16)),
+                "question_rl": QuestionPolicy(PolicyConfig(input_dim=3, width=16, question_aware=1))}
     dim = tiny.encoder.config.hidden_size
     ids = tiny.tokenize(TINY_TEXT[0])[:24]
     ex = ScoredExample(Segments(chunks=[ids[i:i + 4] for i in range(0, 24, 4)]), torch.randn(6, dim),
                        passage_lengths=[4, 2], question_key=torch.ones(3), chunk_keys=torch.randn(6, 3))
     for name in SELECTORS:
-        mask = make_selector(name, policy, tiny)([ex], 0.5)[0]
+        mask = make_selector(name, policies, tiny)([ex], 0.5)[0]
         assert len(mask) == 6 and sum(mask) == (0 if name == "none" else 3), name
     with pytest.raises(CourseError, match="Unknown selector 'greedy': choose one of question, rl"):
         make_selector("greedy")
-    with pytest.raises(CourseError, match="notebooks/04_policy_grpo"):
-        make_selector("rl")
+    for name in ("rl", "question_rl"):
+        with pytest.raises(CourseError, match="notebooks/04_policy_grpo"):
+            make_selector(name)
     with pytest.raises(CourseError, match="needs the model"):
         make_selector("perplexity")
 

@@ -90,7 +90,7 @@ def test_interrupted_arm_resumes_to_the_same_weights(setup, tmp_path):
 def test_evaluation_table_has_every_row(setup):
     model, retriever, index, items, policy = setup
     store = build_chunk_store(model, index.passages, progress=False, retriever=retriever)
-    selectors = {name: make_selector(name, policy, model) for name in ("question", "rl", "perplexity", "none")}
+    selectors = {name: make_selector(name, {"rl": policy}, model) for name in ("question", "rl", "perplexity", "none")}
     out = evaluate_all(model, model, items[:3], store, selectors, "question", p=0.25, top_k=2, max_passages=4,
                        fractions=(0.25, 0.5), ttft_questions=1, repeats=2, warmup=0, max_new_tokens=3,
                        progress=False)
@@ -124,7 +124,7 @@ def test_ready_index_round_trip_and_refusals(setup, tmp_path):
     keys.save(first / "chunk_store.safetensors")
     build_ready_index(tmp_path, model, index, "test", p=0.25, top_k=2, selector="question", keys_from=first,
                       progress=False)
-    ready = load_ready_index(tmp_path, model, retriever, policy)
+    ready = load_ready_index(tmp_path, model, retriever, {"rl": policy})
     assert ready.selector == "question" and torch.equal(ready.store.keys, keys.keys)
     result = generate_answer(ready, "Which river at City_003?", max_new_tokens=3, repeats=1)
     assert len(result["passages"]) == 2 and result["ttft_ms"] > 0 and result["selector"] == "question"
@@ -133,16 +133,16 @@ def test_ready_index_round_trip_and_refusals(setup, tmp_path):
     with pytest.raises(CourseError, match="Unknown selector"):
         generate_answer(ready, "Which river?", selector="greedy")
     build_ready_index(tmp_path / "old", model, index, "test", p=0.25, top_k=2, selector="question", progress=False)
-    old = load_ready_index(tmp_path / "old", model, retriever, policy)  # a store without question-side vectors
+    old = load_ready_index(tmp_path / "old", model, retriever, {"rl": policy})  # a store without question-side vectors
     with pytest.raises(CourseError, match="rerun notebooks/01_indexing"):
         generate_answer(old, "Which river?", max_new_tokens=2, repeats=1)
     with pytest.raises(CourseError, match="top-K must be between 1 and the"):
         generate_answer(ready, "Which river?", top_k=len(index) + 1)
     other = tiny_refrag(k=4, seed=1)  # same architecture, other encoder weights
     with pytest.raises(CourseError, match="encoder weights"):
-        load_ready_index(tmp_path, other, retriever, policy)
+        load_ready_index(tmp_path, other, retriever, {"rl": policy})
     with pytest.raises(CourseError, match="k="):
-        load_ready_index(tmp_path, tiny_refrag(k=2), retriever, policy)
+        load_ready_index(tmp_path, tiny_refrag(k=2), retriever, {"rl": policy})
 
 
 def test_sft_config_refuses_nonsense():

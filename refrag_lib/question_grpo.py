@@ -1,0 +1,171 @@
+"""Stage 3b: a policy that reads the question, trained with notebook 04's GRPO on answers.
+
+The paper's policy (refrag_lib.grpo) is blind to the question and rewarded for predicting the next
+paragraph. The course's answers are IDs that only exact tokens carry, so REFRAG answers only when the
+chunk holding the answer is expanded, and which chunk that is depends on the question. Here the same
+GRPO step (grpo.grpo_step) trains a QuestionPolicy on the QA training questions with another input and
+another reward: the input is the retriever vectors of the question and of each chunk (stored next to
+the index by notebook 01) with the chunk's place in its passage; the reward is minus the mean NLL of
+the gold answer given question + mixed input (the decoder frozen, as for the paper's policy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import CourseError
+from .grpo import GRPOConfig, MaskedNLL, PolicyTrainResult, grpo_step, mixed_input_nll, summarise
+from .index import encoder_eval_mode
+from .intervals import mean_interval, paired_difference
+from .model import RefragModel, Segments
+from .policy import QUESTION_POLICY_WEIGHTS, QuestionPolicy, check_fraction
+from .qa import QAItem, build_prompt, normalize_answer, training_example, with_gold_at_random
+from .selectors import FixedSelector, ScoredExample, Selector
+
+HELD_OUT_FRACTIONS = (0.05, 0.1, 0.25)
+
+
+@dataclass
+class AnswerExample(ScoredExample):
+    """A question ready for the selectors, with what its reward scores. target: the prompt with its answer
+    cue as a final (always expanded) chunk and answer + EOS as the scored suffix; answer_chunks: the chunks
+    whose text holds the answer, where an expansion must land for the answer to be read."""
+
+    target: Segments | None = None
+    answer_chunks: tuple[int, ...] = ()
+
+
+@torch.no_grad()
+def answer_examples(model: RefragModel, items: Sequence[QAItem], chunks, top_k: int,
+                    rng: np.random.Generator | None = None) -> list[AnswerExample]:
+    """Each question over its top-K passages (with rng: the gold one put in at a random place when retrieval
+    missed it, as in SFT), chunk vectors from ONE encoder call, retriever vectors from the chunk store.
+
+    chunks: a refrag_lib.sft.PassageChunks with the index's chunk store (its retriever vectors).
+    """
+    prompts, rows_of = [], []
+    for it in items:
+        rows = list(it.rows[:top_k])
+        if rng is not None and it.gold is not None:
+            rows = with_gold_at_random(rows, it.gold, rng)
+        rows_of.append(rows)
+        prompts.append((build_prompt(model, it.question, chunks(rows)), [len(c) for c in chunks(rows)]))
+    with encoder_eval_mode(model):
+        vectors = model.encode_chunks([c for prompt, _ in prompts for c in prompt.chunks]).float().cpu()
+    vectors = vectors.split([len(prompt.chunks) for prompt, _ in prompts])
+    decode = model.decoder_tokenizer.decode
+    examples = []
+    for it, rows, (prompt, lengths), c in zip(items, rows_of, prompts, vectors):
+        answer = normalize_answer(it.answers[0])
+        holds = tuple(i for i, chunk in enumerate(prompt.chunks)
+                      if answer and answer in normalize_answer(decode(chunk)))
+        keys = chunks.keys_for(rows)
+        if keys is None or it.question_key is None:
+            raise CourseError("The question-aware policy needs the retriever vectors of notebook 01's chunk store: "
+                              "pass PassageChunks(model, passages, keys=<the index's chunk store>).")
+        target = training_example(prompt, model.tokenize(" " + it.answers[0]), model.eos_id)
+        examples.append(AnswerExample(prompt, c, passage_lengths=lengths, question_key=torch.as_tensor(it.question_key),
+                                      chunk_keys=keys, target=target, answer_chunks=holds))
+    return examples
+
+
+def answer_nll(model: RefragModel, examples: Sequence[AnswerExample],
+               masks: Sequence[Sequence[bool]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed NLL and token count of each row's gold answer (+ EOS) under its expansion mask (one forward)."""
+    targets = [ScoredExample(ex.target, ex.chunk_vectors) for ex in examples]
+    return mixed_input_nll(model, targets, [[*mask, True] for mask in masks])  # the answer cue stays tokens
+
+
+def answer_rewards(model: RefragModel):
+    """The reward of the question-aware policy: r = - mean NLL of the gold answer tokens."""
+
+    @torch.no_grad()
+    def reward(rows: Sequence[AnswerExample], masks: Sequence[Sequence[bool]]) -> torch.Tensor:
+        summed, tokens = answer_nll(model, rows, masks)
+        return -(summed / tokens.clamp(min=1))
+
+    return reward
+
+
+def train_question_policy(model: RefragModel, policy: QuestionPolicy, items: Sequence[QAItem], chunks, top_k: int,
+                          cfg: GRPOConfig, progress: bool = True) -> PolicyTrainResult:
+    """GRPO on training questions, one question (G selections of it) per step: questions differ in how many
+    chunks their passages make, and a group must share one. The REFRAG model stays frozen."""
+    import time
+
+    from tqdm.auto import tqdm
+
+    if cfg.batch_size != 1:
+        raise CourseError("The question-aware policy trains on one question per step (batch_size=1): the questions "
+                          "of a batch would need the same number of chunks.")
+    if not items:
+        raise CourseError("No training questions to train the question-aware policy on.")
+    model.eval()
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    reward = answer_rewards(model)
+    history, elapsed = [], 0.0
+    for step in tqdm(range(cfg.steps), desc="GRPO (question)", disable=not progress):
+        tick = time.perf_counter()
+        rng = np.random.default_rng([cfg.seed, step])
+        p = float(rng.choice(cfg.fractions))
+        examples = answer_examples(model, [items[int(rng.integers(len(items)))]], chunks, top_k, rng)
+        row = grpo_step(model, policy, optimizer, examples, p, cfg, generator, rng, reward=reward)
+        elapsed += time.perf_counter() - tick
+        history.append({"step": step, **row, "seconds": round(elapsed, 3)})
+    return PolicyTrainResult(policy, history, summarise(history, cfg))
+
+
+def answer_hits(selector: Selector, examples: Sequence[AnswerExample], p: float) -> list[float]:
+    """Per question that has an answer chunk: 1.0 when the selector expands one of them."""
+    masks = selector(examples, p)
+    return [float(any(mask[i] for i in ex.answer_chunks)) for ex, mask in zip(examples, masks) if ex.answer_chunks]
+
+
+def held_out_table(model: RefragModel, examples: Sequence[AnswerExample], selectors: dict[str, Selector],
+                   fractions: Sequence[float] = HELD_OUT_FRACTIONS, reference: str = "question",
+                   batch_size: int = 8) -> dict:
+    """Every selector at every p on held-out questions: mean answer NLL and the share of answer chunks expanded,
+    each with a 95% bootstrap interval, and paired differences against `reference` on the same questions.
+
+    {"by_p": {name: {p: {"answer_nll", "answer_nll_ci", "answer_expanded", "answer_expanded_ci",
+    "vs_reference"}}}, "none", "n_questions", "with_answer_chunk"}.
+    """
+    if len(examples) < 2:
+        raise CourseError(f"The held-out table needs at least 2 questions, got {len(examples)}.")
+    scorer = MaskedNLL(model, examples, batch_size, nll=answer_nll)
+    table: dict[str, dict[str, dict]] = {}
+    per_question: dict[tuple[str, str], tuple[list[float], list[float]]] = {}
+    for p in [check_fraction(p) for p in fractions]:
+        for name, selector in selectors.items():
+            nll = [s / max(c, 1) for s, c in scorer.scored(selector, p)]
+            hits = answer_hits(selector, examples, p)
+            per_question[name, str(p)] = (nll, hits)
+            table.setdefault(name, {})[str(p)] = {
+                "answer_nll": float(np.mean(nll)), "answer_nll_ci": _bounds(mean_interval(nll)),
+                "answer_expanded": float(np.mean(hits)) if hits else float("nan"),
+                "answer_expanded_ci": _bounds(mean_interval(hits)) if len(hits) > 1 else None,
+            }
+    for (name, p), (nll, hits) in per_question.items():
+        if reference in selectors and name != reference:
+            base_nll, base_hits = per_question[reference, p]
+            table[name][p]["vs_reference"] = {
+                "answer_nll": paired_difference(nll, base_nll),
+                "answer_expanded": paired_difference(hits, base_hits) if len(hits) > 1 else None,
+            }
+    none = [s / max(c, 1) for s, c in scorer.scored(FixedSelector(False), 0.0)]
+    return {"by_p": table, "reference": reference, "none": {"answer_nll": float(np.mean(none)),
+                                                           "answer_nll_ci": _bounds(mean_interval(none))},
+            "n_questions": len(examples), "with_answer_chunk": sum(bool(ex.answer_chunks) for ex in examples)}
+
+
+def _bounds(interval: dict) -> list[float]:
+    return [interval["low"], interval["high"]]
+
+
+def question_policy_path(run):
+    return run.stage_dir("policy") / QUESTION_POLICY_WEIGHTS
