@@ -31,3 +31,15 @@ def test_policy_notebook_runs_and_writes_its_metrics(notebooks):
     assert by_p["ppl_desc"]["0.5"] <= by_p["ppl_desc"]["0.0"]
     assert (notebooks.root / "policy" / "policy.safetensors").is_file()
     assert (notebooks.root / "policy" / "cpt_mixed" / "weights.safetensors").is_file()
+    # the question-aware policy: its curve, and every selector on held-out questions with intervals
+    question = metrics["question_policy"]
+    assert len(question["curve"]) == question["grpo_config"]["steps"] and question["train_seconds"] > 0
+    held = question["held_out"]
+    assert set(held["by_p"]) == {"question_rl", "question", "rl", "random"}
+    for name, rows in held["by_p"].items():
+        assert set(rows) == {"0.05", "0.1", "0.25"}
+        for row in rows.values():
+            low, high = row["answer_nll_ci"]
+            assert low <= row["answer_nll"] <= high and row["answer_nll"] > 0
+    assert held["n_questions"] >= 4
+    assert (notebooks.root / "policy" / "question_policy.safetensors").is_file()

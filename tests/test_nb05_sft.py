@@ -42,7 +42,7 @@ def test_metrics_contract(sft_run):
     assert set(metrics["paired_difference_ci"]) == {n for n in NAMES if n.startswith("refrag")}
     assert metrics["selector"] == "question" and metrics["train"]["refrag"]["config"]["selector"] == "question"
     grid = metrics["selector_grid"]
-    assert set(grid) == {"question", "rl", "random", "none"} and set(grid["none"]) == {"0.0"}
+    assert set(grid) == {"question", "question_rl", "rl", "random", "none"} and set(grid["none"]) == {"0.0"}
     assert set(grid["question"]) == {"0.05", "0.1", "0.25"}
     for rows in grid.values():
         for cell in rows.values():
@@ -74,5 +74,5 @@ def test_generate_command_answers_from_the_ready_index(sft_run, notebooks, capsy
     assert code == 0, out
     assert "answer:" in out and "TTFT" in out and "expanded chunks" in out and "retrieved passages" in out
     assert "selector: question" in out
-    code = main(["generate", "--run-dir", str(notebooks.root), "--question", "Where?", "--selector", "rl"])
-    assert code == 0 and "selector: rl" in capsys.readouterr().out
+    code = main(["generate", "--run-dir", str(notebooks.root), "--question", "Where?", "--selector", "question_rl"])
+    assert code == 0 and "selector: question_rl" in capsys.readouterr().out
