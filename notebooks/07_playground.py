@@ -21,8 +21,9 @@
 # The knobs: **k** (among the compression rates you trained: each k has its own run folder),
 # **p** the fraction of chunks to expand, **top-K** passages, and the **selector** that picks the
 # chunks: **question** (the chunks the retriever finds closest to the question, the one REFRAG was
-# fine-tuned with in notebook 05), **rl** (the paper's question-blind GRPO policy of notebook 04), the
-# perplexity heuristic, random, or none. Answers are IDs such as River_033 that only exact tokens carry,
+# fine-tuned with in notebook 05), **question_rl** (notebook 04's GRPO policy that reads the question and
+# each chunk's place), **rl** (the paper's question-blind GRPO policy of notebook 04), the perplexity
+# heuristic, random, or none. Answers are IDs such as River_033 that only exact tokens carry,
 # so REFRAG can answer only when the chunk holding the answer is one it expands: try the same question
 # with `question` and with `rl`.
 #
@@ -54,7 +55,7 @@ QUESTION = ""  # empty: a question from the evaluation split
 K = 0  # 0: the run's k
 P = 0.25
 TOP_K = 3
-SELECTOR = "question"  # question | rl | perplexity | random | none
+SELECTOR = "question"  # question | question_rl | rl | perplexity | random | none
 
 # %%
 from IPython.display import HTML, display
@@ -86,7 +87,7 @@ display(HTML(render_html(result)))
 #
 # Change the question or a knob and press **Ask**. Things to try:
 # - p = 0 (everything compressed) against p = 1 (everything expanded: REFRAG reads what RAG reads);
-# - the same p with the RL policy and with random: which chunks does each expand, and does the answer change?
+# - the same p with `question_rl`, `rl` and random: which chunks does each expand, and does the answer change?
 # - more passages (top-K): RAG's TTFT grows much faster than REFRAG's.
 #
 # Mistakes get a message, not a traceback (an empty question, a k that was not trained):
