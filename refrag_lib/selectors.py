@@ -25,7 +25,7 @@ import torch
 
 from .errors import CourseError
 from .model import Segments
-from .policy import ChunkPolicy, QuestionPolicy, check_fraction, greedy, n_expanded, pad_rows, to_mask
+from .policy import check_fraction, greedy, n_expanded, pad_rows, to_mask
 
 SELECTORS = {
     "question": "the chunks closest to the question (retriever cosine, stored vectors)",
@@ -137,18 +137,14 @@ class FixedSelector(Selector):
         return [[self.expand] * ex.n_chunks for ex in examples]
 
 
-class PolicySelector(Selector):
-    """The learned policy's greedy top-T' chunks of each example.
+class LearnedSelector(Selector):
+    """A trained policy's greedy top-T' chunks of each example (`scores` says how the policy reads them)."""
 
-    Each passage is scored on its own (positions from the passage start, the lengths it was trained on;
-    its scores depend on the passage alone); the T' highest scores over the example's passages win.
-    """
+    missing = "This selector needs a policy trained by notebooks/04_policy_grpo.ipynb."
 
-    name = "rl"
-
-    def __init__(self, policy: ChunkPolicy):
+    def __init__(self, policy):
         if policy is None:
-            raise CourseError("The 'rl' selector needs the trained policy of notebooks/04_policy_grpo.ipynb.")
+            raise CourseError(self.missing)
         self.policy = policy
 
     @torch.no_grad()
@@ -156,38 +152,43 @@ class PolicySelector(Selector):
         check_fraction(p)
         if not examples:
             return []
+        return [to_mask(greedy(scores.unsqueeze(0), n_expanded(p, ex.n_chunks)), [ex.n_chunks])[0]
+                for ex, scores in zip(examples, self.scores(examples))]
+
+    def scores(self, examples: Sequence[ScoredExample]) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+
+class PolicySelector(LearnedSelector):
+    """The paper's policy (ChunkPolicy). Each passage is scored on its own (positions from the passage start,
+    the lengths it was trained on; its scores depend on the passage alone); the T' highest scores over the
+    example's passages win."""
+
+    name = "rl"
+    missing = "The 'rl' selector needs the trained policy of notebooks/04_policy_grpo.ipynb."
+
+    def scores(self, examples: Sequence[ScoredExample]) -> list[torch.Tensor]:
         passages = [part for ex in examples for part in ex.chunk_vectors.split(ex.passages())]
         c, valid = pad_rows(passages)
         logits = self.policy.eval()(c, valid)
-        masks, row = [], 0
+        out, row = [], 0
         for ex in examples:
             lengths = ex.passages()
-            scores = torch.cat([logits[row + i, :length] for i, length in enumerate(lengths)])
+            out.append(torch.cat([logits[row + i, :length] for i, length in enumerate(lengths)]))
             row += len(lengths)
-            n = n_expanded(p, ex.n_chunks)
-            masks.append(to_mask(greedy(scores.unsqueeze(0), n), [ex.n_chunks])[0])
-        return masks
+        return out
 
 
-class QuestionPolicySelector(Selector):
-    """The question-aware policy's greedy top-T' chunks of each example (all its passages scored together)."""
+class QuestionPolicySelector(LearnedSelector):
+    """The question-aware policy (QuestionPolicy): all passages of a question scored together."""
 
     name = "question_rl"
+    missing = ("The 'question_rl' selector needs the question-aware policy of notebooks/04_policy_grpo.ipynb "
+               "(RUN_DIR/policy/question_policy.safetensors).")
 
-    def __init__(self, policy: QuestionPolicy):
-        if policy is None:
-            raise CourseError("The 'question_rl' selector needs the question-aware policy of "
-                              "notebooks/04_policy_grpo.ipynb (RUN_DIR/policy/question_policy.safetensors).")
-        self.policy = policy
-
-    @torch.no_grad()
-    def __call__(self, examples: Sequence[ScoredExample], p: float) -> list[list[bool]]:
-        check_fraction(p)
-        if not examples:
-            return []
+    def scores(self, examples: Sequence[ScoredExample]) -> list[torch.Tensor]:
         logits = self.policy.eval()(**self.policy.inputs(examples))
-        return [to_mask(greedy(logits[row : row + 1, : ex.n_chunks], n_expanded(p, ex.n_chunks)), [ex.n_chunks])[0]
-                for row, ex in enumerate(examples)]
+        return [logits[row, : ex.n_chunks] for row, ex in enumerate(examples)]
 
 
 def make_selector(name: str, policies: dict | None = None, model=None, seed: int = 0) -> Selector:

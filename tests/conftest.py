@@ -63,6 +63,26 @@ def tiny():
     return tiny_refrag()
 
 
+FACTS = [f"City_{i:03d} lies on River_{i + 30:03d}." for i in range(8)]
+
+
+def tiny_qa(k: int, top_k: int):
+    """A tiny QA world: 8 facts (+ TINY_TEXT) indexed by the tiny encoder as retriever, one question per fact.
+    Returns model, passages, retriever, index, the questions retrieved for at top_k."""
+    from refrag_lib.data import Passage, QAExample
+    from refrag_lib.index import Retriever, build_index
+    from refrag_lib.qa import retrieve_items
+
+    model = tiny_refrag(k=k)
+    passages = [Passage(f"p{i}", text) for i, text in enumerate(FACTS + TINY_TEXT)]
+    retriever = Retriever("tiny-retriever", model.encoder, model.encoder_tokenizer)
+    index = build_index(retriever.embed([p.text for p in passages], progress=False), passages, retriever.name,
+                        use_gpu=False)
+    questions = [QAExample(f"q{i}", f"Which river at City_{i:03d}?", (f"River_{i + 30:03d}",), f"p{i}")
+                 for i in range(8)]
+    return model, passages, retriever, index, retrieve_items(retriever, index, questions, top_k)
+
+
 @pytest.fixture(scope="session")
 def cpu_model():
     """The real offline models of the cpu preset (all-MiniLM-L6-v2 + SmolLM2-135M-Instruct)."""

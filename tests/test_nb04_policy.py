@@ -36,7 +36,7 @@ def test_policy_notebook_runs_and_writes_its_metrics(notebooks):
     assert len(question["curve"]) == question["grpo_config"]["steps"] and question["train_seconds"] > 0
     held = question["held_out"]
     assert set(held["by_p"]) == {"question_rl", "question", "rl", "random"}
-    for name, rows in held["by_p"].items():
+    for rows in held["by_p"].values():
         assert set(rows) == {"0.05", "0.1", "0.25"}
         for row in rows.values():
             low, high = row["answer_nll_ci"]

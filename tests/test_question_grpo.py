@@ -6,22 +6,20 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_TEXT, tiny_refrag
+from conftest import tiny_qa
 
-from refrag_lib.data import Passage, QAExample
 from refrag_lib.errors import CourseError
 from refrag_lib.grpo import GRPOConfig, grpo_step
-from refrag_lib.index import Retriever, build_chunk_store, build_index
+from refrag_lib.index import build_chunk_store
 from refrag_lib.losses import suffix_token_stats
 from refrag_lib.model import Segments
 from refrag_lib.policy import PolicyConfig, QuestionPolicy, load_policy, question_policy_identity, save_policy
-from refrag_lib.qa import normalize_answer, retrieve_items
+from refrag_lib.qa import normalize_answer
 from refrag_lib.question_grpo import answer_examples, answer_hits, answer_nll, held_out_table, train_question_policy
 from refrag_lib.selectors import QuestionPolicySelector, QuestionSelector, RandomSelector, ScoredExample
 from refrag_lib.sft import PassageChunks
 
 IDENTITY = {"preset": "tiny", "k": "8", "encoder": "tiny-bert", "decoder": "tiny-llama"}
-FACTS = [f"City_{i:03d} lies on River_{i + 30:03d}." for i in range(8)]
 
 
 def question_example(question, keys, lengths):
@@ -86,14 +84,7 @@ def test_grpo_with_another_reward_learns_to_expand_the_chunk_the_question_points
 
 @pytest.fixture(scope="module")
 def qa_setup():
-    model = tiny_refrag(k=8)  # an ID of ~6 tokens then often lies inside one chunk
-    passages = [Passage(f"p{i}", text) for i, text in enumerate(FACTS + TINY_TEXT)]
-    retriever = Retriever("tiny-retriever", model.encoder, model.encoder_tokenizer)
-    index = build_index(retriever.embed([p.text for p in passages], progress=False), passages, retriever.name,
-                        use_gpu=False)
-    questions = [QAExample(f"q{i}", f"Which river at City_{i:03d}?", (f"River_{i + 30:03d}",), f"p{i}")
-                 for i in range(8)]
-    items = retrieve_items(retriever, index, questions, top_k=3)
+    model, passages, retriever, _, items = tiny_qa(k=8, top_k=3)  # k = 8: an ID of ~6 tokens often fits one chunk
     store = build_chunk_store(model, passages, progress=False, retriever=retriever)
     return model, items, PassageChunks(model, passages, keys=store), retriever
 

@@ -7,15 +7,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_TEXT, tiny_refrag
+from conftest import tiny_qa, tiny_refrag
 
 from refrag_lib.answering import generate_answer
 from refrag_lib.checkpoint import STATE_DIR, WEIGHTS, read_metadata
-from refrag_lib.data import Passage, QAExample
 from refrag_lib.errors import CourseError
-from refrag_lib.index import Retriever, build_chunk_store, build_index
+from refrag_lib.index import build_chunk_store
 from refrag_lib.policy import ChunkPolicy, PolicyConfig
-from refrag_lib.qa import retrieve_items
 from refrag_lib.qa_eval import ROWS, evaluate_all, grid_table, metrics_table, paired_differences, side_by_side
 from refrag_lib.ready_index import build_ready_index, load_ready_index
 from refrag_lib.selectors import PolicySelector, make_selector
@@ -23,20 +21,11 @@ from refrag_lib.sft import PassageChunks, SFTConfig, SFTTask, train_arm, trainin
 from refrag_lib.train import train
 
 IDENTITY = {"preset": "tiny", "k": "4", "encoder": "tiny-bert", "decoder": "tiny-llama"}
-FACTS = [f"City_{i:03d} lies on River_{i + 30:03d}." for i in range(8)]
 
 
 @pytest.fixture(scope="module")
 def setup():
-    model = tiny_refrag(k=4)
-    passages = [Passage(f"p{i}", text) for i, text in enumerate(FACTS + TINY_TEXT)]
-    retriever = Retriever("tiny-retriever", model.encoder, model.encoder_tokenizer)
-    index = build_index(retriever.embed([p.text for p in passages], progress=False), passages, retriever.name,
-                        use_gpu=False)
-
-    questions = [QAExample(f"q{i}", f"Which river at City_{i:03d}?", (f"River_{i + 30:03d}",), f"p{i}")
-                 for i in range(8)]
-    items = retrieve_items(retriever, index, questions, top_k=6)
+    model, _, retriever, index, items = tiny_qa(k=4, top_k=6)
     policy = ChunkPolicy(PolicyConfig(input_dim=model.encoder.config.hidden_size, width=16))
     return model, retriever, index, items, policy
 
