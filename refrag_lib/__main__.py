@@ -30,6 +30,7 @@ COMMANDS = {
     "bench": ("refrag_lib.bench:main", "TTFT/TTIT/memory benchmark of REFRAG against ordinary RAG"),
     "regress": ("refrag_lib.regress:main", "compare a run's metrics with a committed baseline"),
     "generate": ("refrag_lib.ready_index:main", "answer a question from a REFRAG-ready index"),
+    "sft-curve": ("refrag_lib.sft_curve:main", "SFT learning curve: held-out EM against steps for both arms"),
 }
 
 

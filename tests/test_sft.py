@@ -18,6 +18,7 @@ from refrag_lib.qa_eval import ROWS, evaluate_all, grid_table, metrics_table, pa
 from refrag_lib.ready_index import build_ready_index, load_ready_index
 from refrag_lib.selectors import PolicySelector, make_selector
 from refrag_lib.sft import PassageChunks, SFTConfig, SFTTask, train_arm, training_batch
+from refrag_lib.sft_curve import passages_store
 from refrag_lib.train import train
 
 IDENTITY = {"preset": "tiny", "k": "4", "encoder": "tiny-bert", "decoder": "tiny-llama"}
@@ -142,3 +143,15 @@ def test_sft_config_refuses_nonsense():
     with pytest.raises(CourseError, match="Unknown selector 'greedy'"):
         SFTConfig(steps=1, selector="greedy")
     assert np.isclose(SFTConfig(steps=1).lr, 2e-5)
+
+
+def test_the_learning_curve_reads_the_passages_of_its_questions_renumbered(setup):
+    model, retriever, index, items, _ = setup
+    index_store = build_chunk_store(model, index.passages, progress=False, retriever=retriever)
+    store, renumbered = passages_store(model, index, index_store, items[:3], top_k=2)
+    assert store.n_passages == len({r for it in items[:3] for r in it.rows[:2]})
+    for before, after in zip(items[:3], renumbered):
+        assert len(after.rows) == 2
+        for old, new in zip(before.rows[:2], after.rows):
+            assert store.chunks_for([new])[0] == index_store.chunks_for([old])[0]
+            assert torch.equal(store.keys_for([new]), index_store.keys_for([old]))
