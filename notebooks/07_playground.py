@@ -55,7 +55,7 @@ QUESTION = ""  # empty: a question from the evaluation split
 K = 0  # 0: the run's k
 P = 0.25
 TOP_K = 3
-SELECTOR = "question"  # question | question_rl | rl | perplexity | random | none
+SELECTOR = "question_rl"  # question | question_rl | rl | perplexity | random | none
 
 # %%
 from IPython.display import HTML, display
@@ -97,4 +97,4 @@ print(playground.ask("", playground.ks[0], P, TOP_K))
 print(playground.ask(question, 999, P, TOP_K))
 
 # %%
-controls(playground, question, top_k=TOP_K, p=P)
+controls(playground, question, top_k=TOP_K, p=P, selector=SELECTOR)

@@ -60,7 +60,7 @@ class Playground:
     def n_passages(self, k: int | None = None) -> int:
         return len(self._models(k or self.ks[0])[0].index.passages)
 
-    def compare(self, question: str, k: int, p: float, top_k: int, selector: str = "question", seed: int = 0,
+    def compare(self, question: str, k: int, p: float, top_k: int, selector: str = "question_rl", seed: int = 0,
                 max_new_tokens: int = 12, repeats: int = 3) -> dict:
         """Both answers for one question, with the TTFT of each and every chunk marked expanded or compressed."""
         if selector not in SELECTORS:
@@ -76,7 +76,7 @@ class Playground:
         return {"question": question, "k": k, "p": p, "top_k": top_k, "selector": selector, "rag": rag,
                 "refrag": refrag}
 
-    def ask(self, question: str, k: int, p: float, top_k: int, selector: str = "question") -> str:
+    def ask(self, question: str, k: int, p: float, top_k: int, selector: str = "question_rl") -> str:
         """compare() as HTML; bad input becomes a friendly message instead of a traceback."""
         try:
             return render_html(self.compare(question, k, p, top_k, selector))
@@ -106,7 +106,8 @@ def render_html(result: dict) -> str:
     return "\n".join(out)
 
 
-def controls(playground: Playground, question: str = "", top_k: int = 3, p: float = 0.25):
+def controls(playground: Playground, question: str = "", top_k: int = 3, p: float = 0.25,
+             selector: str = "question_rl"):
     """The ipywidgets form (works with ipywidgets 7 in Colab and 8 in Jupyter): ask, read the HTML answer."""
     import ipywidgets as widgets
 
@@ -115,13 +116,13 @@ def controls(playground: Playground, question: str = "", top_k: int = 3, p: floa
     fraction = widgets.FloatSlider(value=p, min=0.0, max=1.0, step=0.05, description="p", continuous_update=False)
     most = min(20, playground.n_passages())
     passages = widgets.IntSlider(value=min(top_k, most), min=1, max=most, description="top-K", continuous_update=False)
-    selector = widgets.Dropdown(options=list(SELECTORS), value="question", description="selector")
+    choose = widgets.Dropdown(options=list(SELECTORS), value=selector, description="selector")
     button = widgets.Button(description="Ask", button_style="primary")
     answer = widgets.HTML()
 
     def on_click(_):
         answer.value = "<p>thinking...</p>"
-        answer.value = playground.ask(ask.value, k.value, fraction.value, passages.value, selector.value)
+        answer.value = playground.ask(ask.value, k.value, fraction.value, passages.value, choose.value)
 
     button.on_click(on_click)
-    return widgets.VBox([ask, widgets.HBox([k, selector]), widgets.HBox([fraction, passages]), button, answer])
+    return widgets.VBox([ask, widgets.HBox([k, choose]), widgets.HBox([fraction, passages]), button, answer])

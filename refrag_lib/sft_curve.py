@@ -46,7 +46,7 @@ def evaluate_point(model, arm: str, index, index_store, items, selector, p: floa
 
 
 def learning_curve(run, steps: list[int], eval_questions: int = 150, train_questions: int = 400, top_k: int = 3,
-                   p: float = 0.1, selector_name: str = "question", arms=("rag", "refrag"),
+                   p: float = 0.1, selector_name: str = "question_rl", arms=("rag", "refrag"),
                    progress: bool = True) -> dict:
     """{arm: [{step, seconds, exact_match, exact_match_ci, f1, f1_ci}, ...]} with the settings used."""
     from .checkpoint import model_identity
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", default="", help="artifacts folder (default runs/<preset>); needs notebooks 01-04")
     parser.add_argument("--steps", type=int, nargs="+", default=[30, 60, 120])
     parser.add_argument("--eval-questions", type=int, default=150)
-    parser.add_argument("--selector", default="question")
+    parser.add_argument("--selector", default="question_rl")
     parser.add_argument("--arms", nargs="+", default=["rag", "refrag"], choices=["rag", "refrag"])
     args = parser.parse_args(argv)
     run = open_run(args.preset, args.run_dir)

@@ -40,7 +40,7 @@ def test_metrics_contract(sft_run):
         for row, (low, high) in metrics[key].items():
             assert low <= metrics[key[:-3]][row] <= high, (key, row)
     assert set(metrics["paired_difference_ci"]) == {n for n in NAMES if n.startswith("refrag")}
-    assert metrics["selector"] == "question" and metrics["train"]["refrag"]["config"]["selector"] == "question"
+    assert metrics["selector"] == "question_rl" and metrics["train"]["refrag"]["config"]["selector"] == "question_rl"
     grid = metrics["selector_grid"]
     assert set(grid) == {"question", "question_rl", "rl", "random", "none"} and set(grid["none"]) == {"0.0"}
     assert set(grid["question"]) == {"0.05", "0.1", "0.25"}
@@ -48,7 +48,7 @@ def test_metrics_contract(sft_run):
         for cell in rows.values():
             assert cell["ci"][0] <= cell["exact_match"] <= cell["ci"][1] and cell["ttft_ms"] > 0
     # the table's REFRAG row is the grid's cell of the same selector and p
-    assert metrics["exact_match"]["refrag"] == grid["question"][str(metrics["p"])]["exact_match"]
+    assert metrics["exact_match"]["refrag"] == grid["question_rl"][str(metrics["p"])]["exact_match"]
 
 
 def test_floors_a_broken_pipeline_would_miss(sft_run):
@@ -73,6 +73,6 @@ def test_generate_command_answers_from_the_ready_index(sft_run, notebooks, capsy
     out = capsys.readouterr().out
     assert code == 0, out
     assert "answer:" in out and "TTFT" in out and "expanded chunks" in out and "retrieved passages" in out
-    assert "selector: question" in out
-    code = main(["generate", "--run-dir", str(notebooks.root), "--question", "Where?", "--selector", "question_rl"])
-    assert code == 0 and "selector: question_rl" in capsys.readouterr().out
+    assert "selector: question_rl" in out  # the one notebook 05 fine-tuned REFRAG with
+    code = main(["generate", "--run-dir", str(notebooks.root), "--question", "Where?", "--selector", "question"])
+    assert code == 0 and "selector: question\n" in capsys.readouterr().out
