@@ -272,10 +272,10 @@ print("wrote", path)
 # the compressed arms to beat "no context" only by as much as the short training taught them. Where
 # the shape differs, the budget is the first suspect: rerun with more STEPS on a GPU preset.
 #
-# A default run of notebooks 02 + 03 trains exactly the default rows of the two lever tables (same
-# seeds, same held-out pairs), so its figures are the ones above: no context 4.36, REFRAG-16 4.19
-# [4.12, 4.27], CPT without reconstruction init 4.25, last 16 tokens 3.78, full context 2.26. REFRAG
-# sits between no context and full context and the reconstruction initialisation helps (Table 12's
-# direction, with a much smaller gap); but the last 16 tokens as plain tokens beat 16 chunk vectors
-# by 0.41 nats at this budget, the opposite of the paper's REFRAG-8 result: our vectors are not yet
-# worth the 16 tokens each stands for.
+# The latest default `make course` (2-core CPU, 64 held-out pairs) measured: no context 4.36, REFRAG-16
+# 4.22 [4.15, 4.29], CPT without reconstruction init 4.25, last 16 tokens 3.78, full context 2.26 (the
+# lever table's default row, measured earlier with the same recipe: REFRAG-16 4.19 [4.12, 4.27]).
+# REFRAG sits between no context and full context; the reconstruction initialisation's gain, +0.03
+# [-0.00, 0.07] nats, is within noise in this run (Table 12's direction, a much smaller gap); and the
+# last 16 tokens as plain tokens beat 16 chunk vectors by 0.44 nats at this budget, the opposite of
+# the paper's REFRAG-8 result: our vectors are not yet worth the 16 tokens each stands for.
