@@ -76,3 +76,20 @@ def test_generate_command_answers_from_the_ready_index(sft_run, notebooks, capsy
     assert "selector: question_rl" in out  # the one notebook 05 fine-tuned REFRAG with
     code = main(["generate", "--run-dir", str(notebooks.root), "--question", "Where?", "--selector", "question"])
     assert code == 0 and "selector: question\n" in capsys.readouterr().out
+
+
+def test_sft_curve_command_scores_both_arms_at_each_step(sft_run, notebooks):
+    import json
+
+    from refrag_lib.__main__ import main
+
+    code = main(["sft-curve", "--run-dir", str(notebooks.root), "--steps", "1", "2", "--eval-questions", "3"])
+    assert code == 0
+    curve = json.loads((notebooks.root / "sft" / "curve" / "curve.json").read_text())
+    for arm in ("rag", "refrag"):
+        assert [point["step"] for point in curve[arm]] == [0, 1, 2]
+        for point in curve[arm]:
+            low, high = point["exact_match_ci"]
+            assert 0.0 <= low <= point["exact_match"] <= high <= 1.0
+    assert curve["selector"] == "question_rl" and curve["n_eval"] == 3
+    assert main(["sft-curve", "--run-dir", str(notebooks.root), "--steps", "1"]) == 1  # refuses to overwrite
