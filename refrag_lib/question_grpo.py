@@ -53,7 +53,8 @@ def answer_examples(model: RefragModel, items: Sequence[QAItem], chunks, top_k: 
         if rng is not None and it.gold is not None:
             rows = with_gold_at_random(rows, it.gold, rng)
         rows_of.append(rows)
-        prompts.append((build_prompt(model, it.question, chunks(rows)), [len(c) for c in chunks(rows)]))
+        per_passage = chunks(rows)
+        prompts.append((build_prompt(model, it.question, per_passage), [len(c) for c in per_passage]))
     with encoder_eval_mode(model):
         vectors = model.encode_chunks([c for prompt, _ in prompts for c in prompt.chunks]).float().cpu()
     vectors = vectors.split([len(prompt.chunks) for prompt, _ in prompts])

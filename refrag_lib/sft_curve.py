@@ -70,10 +70,10 @@ def learning_curve(run, steps: list[int], eval_questions: int = 150, train_quest
     cfg = SFTConfig(steps=steps[-1], top_k=top_k, p=p, selector=selector_name, batch_size=1, save_every=steps[-1])
     curve = {"steps": steps, "n_eval": len(eval_items), "top_k": top_k, "p": p, "selector": selector_name,
              "batch_size": cfg.batch_size, "lr": cfg.lr}
+    policies = load_run_policies(run, retriever.name)  # read once: SFT does not change them
     for arm in arms:
         model = load_start_model(run)
         index_store = load_chunk_store(run.require("index", "chunk_store.safetensors"), model, index, probe=0)
-        policies = load_run_policies(run, retriever.name)
         selector = make_selector(selector_name, policies, model) if arm == "refrag" else None
         task = SFTTask(model, arm, cfg, train_items, PassageChunks(model, index.passages, keys=index_store), selector)
         out_dir = run.stage_dir("sft") / "curve" / arm
