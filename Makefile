@@ -29,11 +29,13 @@ BASELINE := tests/baselines/$(PRESET)$(if $(SMOKE_FLAG),-smoke,).json
 REGRESS_DIR := $(RUN_DIR)$(if $(SMOKE_FLAG),-smoke,)
 NBVAL_DIR := $(RUN_DIR)-nbval
 
-.PHONY: help venv lock test-latest test-oldest gpu-check course smoke test unit lint notebooks colab nbval bench-load regress baseline clean-venv
+.PHONY: help venv playground own-data lock test-latest test-oldest gpu-check course smoke test unit lint notebooks colab nbval bench-load regress baseline clean-venv
 
 help:
 	@echo "make course      run every notebook headless (PRESET=$(PRESET), RUN_DIR=$(RUN_DIR))"
 	@echo "make smoke       the same with the SMOKE parameters (a few minutes)"
+	@echo "make playground  serve notebook 07 as a page on http://127.0.0.1:$(PORT)/ for RUN_DIR (after make course)"
+	@echo "make own-data    CORPUS=passages.txt QA=questions.jsonl: your files through notebooks 01, 05, 07 (after make course)"
 	@echo "make test        lint + unit tests + real-model tests + every notebook under papermill (SMOKE)"
 	@echo "make unit        only the fast unit tests"
 	@echo "make lock        re-resolve requirements.lock from requirements*.txt, on purpose (then make test)"
@@ -101,6 +103,21 @@ gpu-check: venv
 
 course: venv
 	$(PY) -m refrag_lib course --preset $(PRESET) --run-dir $(RUN_DIR)
+
+# Notebook 07 as a page (Voilà) on 127.0.0.1:$(PORT), reading RUN_DIR's trained models; Ctrl+C stops it.
+PORT ?= 8866
+playground: venv
+	$(PY) -m refrag_lib playground --preset $(PRESET) --run-dir $(RUN_DIR) --port $(PORT)
+
+# A learner's files (.txt/.jsonl corpus, QA .jsonl with or without gold ids) through notebooks 01, 05 and 07,
+# read by the models the course run trained (SMOKE=1: the smoke run's, at SMOKE sizes), into OWN_RUN.
+CORPUS ?=
+QA ?=
+OWN_RUN ?= $(REGRESS_DIR)-own
+own-data: venv
+	@test -n "$(CORPUS)" -a -n "$(QA)" || { echo "usage: make own-data CORPUS=passages.txt QA=questions.jsonl [SMOKE=1]"; exit 2; }
+	$(PY) -m refrag_lib own-data --preset $(PRESET) --passages "$(CORPUS)" --qa "$(QA)" \
+	  --trained-run $(REGRESS_DIR) --run-dir $(OWN_RUN) $(SMOKE_FLAG)
 
 smoke: venv
 	$(PY) -m refrag_lib course --preset $(PRESET) --run-dir $(RUN_DIR)-smoke --smoke

@@ -65,6 +65,8 @@ TTFT_REPEATS = 5
 LATENCY_CANDIDATES = 6  # REFRAG passage counts (K .. 8K) timed to find the equal-latency row
 EXAMPLES = 5  # questions shown side by side
 SEED = 0
+QUESTIONS = ""  # your own held-out questions (.jsonl; gold_passage_id optional); empty: the course's
+TRAINED_RUN = ""  # a run folder whose notebook 05 fine-tuned both arms: evaluate those here, train nothing
 
 # %%
 from refrag_lib.notebooks import start
@@ -85,8 +87,9 @@ from refrag_lib.policy import effective_compression, load_run_policies
 from refrag_lib.qa import answerable, build_prompt, input_positions, retrieve_items
 from refrag_lib.qa_eval import evaluate_all, grid_table, metrics_table, paired_differences, side_by_side
 from refrag_lib.ready_index import READY_FOLDER, build_ready_index, format_answer, load_ready_index
+from refrag_lib.runs import open_run
 from refrag_lib.selectors import make_selector
-from refrag_lib.sft import PassageChunks, SFTConfig, load_start_model, train_arm
+from refrag_lib.sft import PassageChunks, SFTConfig, finished_arm, load_start_model, train_arm
 from refrag_lib.sft_plots import examples_html, plot_em_ttft, plot_selector_grid, plot_sft_losses
 
 steps = 1 if SMOKE else STEPS or run.preset.budget.sft_steps
@@ -95,6 +98,7 @@ train_questions = 40 if SMOKE else TRAIN_QUESTIONS
 ttft_questions, ttft_repeats, candidates = (1, 2, 3) if SMOKE else (TTFT_QUESTIONS, TTFT_REPEATS, LATENCY_CANDIDATES)
 config = SFTConfig(steps=steps, top_k=TOP_K, p=P, selector=SELECTOR, batch_size=BATCH_SIZE, lr=LR,
                    gold_fraction=GOLD_FRACTION, seed=SEED)
+trained = open_run(PRESET, TRAINED_RUN, k=run.preset.k) if TRAINED_RUN else run  # where both arms are fine-tuned
 
 # %% [markdown]
 # ## The data: questions, retrieved passages, short answers
@@ -102,19 +106,25 @@ config = SFTConfig(steps=steps, top_k=TOP_K, p=P, selector=SELECTOR, batch_size=
 # Every answer is an arbitrary ID that only the gold passage states, so the decoder cannot answer from
 # memory: it must read. We retrieve with the index of notebook 01. For the equal-latency row we
 # retrieve up to 8K passages per evaluation question now, once. (A SMOKE index holds only part of the
-# corpus; training then uses the questions whose gold passage it holds.)
+# corpus; training then uses the questions whose gold passage it holds.) Your own questions without
+# gold ids count a passage that contains the answer as their gold passage; those that no passage
+# answers are left out.
 
 # %%
 index = load_run_index(run)
 retriever = load_retriever(run.preset)
 max_passages = min(8 * TOP_K, len(index))
-train_pool = answerable(load_qa(default_data_dir() / "qa_train.jsonl"), index, train_questions)
-eval_pool = answerable(load_qa(default_data_dir() / "qa_eval.jsonl"), index, eval_questions)
-train_items = retrieve_items(retriever, index, train_pool, TOP_K, progress=PROGRESS)
+eval_pool = answerable(load_qa(QUESTIONS or default_data_dir() / "qa_eval.jsonl"), index, eval_questions)
 eval_items = retrieve_items(retriever, index, eval_pool, max_passages, progress=PROGRESS)
-hit = sum(it.gold in it.rows[:TOP_K] for it in train_items) / len(train_items)
-print(f"{len(train_items)} training questions (gold among the top {TOP_K}: {hit:.0%}), "
-      f"{len(eval_items)} evaluation questions, index of {len(index)} passages")
+if TRAINED_RUN:  # the arms were fine-tuned on the course's questions in TRAINED_RUN
+    train_items = []
+    print(f"evaluating the arms fine-tuned in {trained.root}; nothing is trained here")
+else:
+    train_pool = answerable(load_qa(default_data_dir() / "qa_train.jsonl"), index, train_questions)
+    train_items = retrieve_items(retriever, index, train_pool, TOP_K, progress=PROGRESS)
+    hit = sum(it.gold in it.rows[:TOP_K] for it in train_items) / len(train_items)
+    print(f"{len(train_items)} training questions (gold among the top {TOP_K}: {hit:.0%})")
+print(f"{len(eval_items)} evaluation questions, index of {len(index)} passages")
 
 # %% [markdown]
 # ## Two arms from one start
@@ -138,16 +148,16 @@ print(f"{len(train_items)} training questions (gold among the top {TOP_K}: {hit:
 # the question and the retriever's vector of the chunk's text: notebook 01 stored one per chunk next to
 # the index, so choosing costs a matrix-vector product and no encoder pass.
 #
-# Here is what that does to the decoder input of one training question:
+# Here is what that does to the decoder input of one question:
 
 # %%
-model = load_start_model(run)
+model = load_start_model(trained)
 rag_model = copy.deepcopy(model)  # the same start, trained separately
-policies = load_run_policies(run, retriever.name)  # notebook 04's: rl and question_rl
+policies = load_run_policies(trained, retriever.name)  # notebook 04's: rl and question_rl
 index_store = load_chunk_store(run.require("index", "chunk_store.safetensors"), model, index, probe=0)  # its keys
 chunks = PassageChunks(model, index.passages, keys=index_store)
 selector = make_selector(SELECTOR, policies, model, seed=SEED)
-demo = train_items[0]
+demo = (train_items or eval_items)[0]
 per_passage = chunks(demo.rows)
 prompt = build_prompt(model, demo.question, per_passage)
 vectors = model.encode_chunks(prompt.chunks).detach().split([len(c) for c in per_passage])
@@ -169,10 +179,14 @@ print(f"RAG-FT reads {input_positions(prompt, [True] * len(expand))} positions; 
 
 # %%
 identity = model_identity(run.preset, "sft")
-rag = train_arm(rag_model, "rag", config, train_items, chunks, None, run.stage_dir("sft") / "rag", identity,
-                progress=PROGRESS)
-refrag = train_arm(model, "refrag", config, train_items, chunks, selector, run.stage_dir("sft") / "refrag",
-                   identity, progress=PROGRESS)
+if TRAINED_RUN:  # your own questions: the arms fine-tuned there, loaded back
+    rag, refrag = finished_arm(trained, "rag"), finished_arm(trained, "refrag")
+    rag_model, model = rag.model, refrag.model
+else:
+    rag = train_arm(rag_model, "rag", config, train_items, chunks, None, run.stage_dir("sft") / "rag", identity,
+                    progress=PROGRESS)
+    refrag = train_arm(model, "refrag", config, train_items, chunks, selector, run.stage_dir("sft") / "refrag",
+                       identity, progress=PROGRESS)
 for name, arm in (("rag", rag), ("refrag", refrag)):
     done, seconds = arm.summary["steps_done"], arm.summary["train_seconds"]
     print(f"{name:6s} {done} steps in {seconds:.0f} s ({seconds / done:.1f} s/step), answer NLL "
@@ -193,7 +207,8 @@ plt.show()
 # %%
 ready_folder = run.stage_dir("sft") / READY_FOLDER
 build_ready_index(ready_folder, model, index, weights="sft/refrag/weights.safetensors", p=P, top_k=TOP_K,
-                  selector=SELECTOR, keys_from=run.root / "index", progress=PROGRESS)
+                  selector=SELECTOR, keys_from=run.root / "index", progress=PROGRESS,
+                  weights_run=trained.root if TRAINED_RUN else None)
 ready = load_ready_index(ready_folder, model, retriever, policies)
 print(f"{ready.store.n_chunks} chunk vectors for {len(ready.index)} passages in {ready_folder}")
 
@@ -362,6 +377,7 @@ run.write_metrics("sft", {
     "selector": SELECTOR, "selector_grid": grid,
     "n_eval": len(eval_items), "p": P, "top_k": TOP_K, "steps": steps, "batch_size": BATCH_SIZE, "lr": LR,
     "gold_fraction": GOLD_FRACTION, "n_train_questions": len(train_items),
+    "questions": str(QUESTIONS or "course"), "trained_run": str(trained.root),
     "equal_latency_passages": n_equal, "equal_latency_grid_ms": evaluation["equal_latency_grid_ms"],
     "refrag_em_over_rag": table["exact_match"]["refrag"] / rag_em if rag_em else None,
     "ttft_speedup_at_k": table["ttft_ms"]["rag"] / table["ttft_ms"]["refrag"],

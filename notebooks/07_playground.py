@@ -56,6 +56,7 @@ K = 0  # 0: the run's k
 P = 0.25
 TOP_K = 3
 SELECTOR = "question_rl"  # question | question_rl | rl | perplexity | random | none
+QUESTIONS = ""  # the questions file the first example comes from (.jsonl); empty: the course's
 
 # %%
 from IPython.display import HTML, display
@@ -67,7 +68,7 @@ from refrag_lib.playground import Playground, controls, render_html
 run = start(PRESET, RUN_DIR, SMOKE)
 playground = Playground(run)
 print(f"trained compression rates: k in {playground.ks}; {playground.n_passages()} passages in the index")
-example = load_qa(default_data_dir() / "qa_eval.jsonl")[0]
+example = load_qa(QUESTIONS or default_data_dir() / "qa_eval.jsonl")[0]
 question = QUESTION or example.question
 print(f"question: {question}\ngold answer: {' | '.join(example.answers) if not QUESTION else '(your question)'}")
 
@@ -93,8 +94,8 @@ display(HTML(render_html(result)))
 # Mistakes get a message, not a traceback (an empty question, a k that was not trained):
 
 # %%
-print(playground.ask("", playground.ks[0], P, TOP_K))
-print(playground.ask(question, 999, P, TOP_K))
+display(HTML(playground.ask("", playground.ks[0], P, TOP_K)))
+display(HTML(playground.ask(question, 999, P, TOP_K)))
 
 # %%
 controls(playground, question, top_k=TOP_K, p=P, selector=SELECTOR)

@@ -234,8 +234,11 @@ def load_run_index(run, use_gpu: bool = True) -> PassageIndex:
 
 
 # --------------------------------------------------------------------------------------------------
-# Evaluation: recall@k of the gold passage
+# Evaluation: recall@k, of the gold passage or (questions without one) of a passage holding the answer
 # --------------------------------------------------------------------------------------------------
+
+GOLD_PASSAGE = "gold passage"  # what a hit means when every question names its gold passage
+ANSWER_IN_PASSAGE = "answer in passage"  # ... when they do not (the public format): a passage holding an answer
 
 
 def gold_rows(index: PassageIndex, questions: Sequence[QAExample]) -> np.ndarray:
@@ -252,18 +255,52 @@ def gold_rows(index: PassageIndex, questions: Sequence[QAExample]) -> np.ndarray
     return np.asarray(rows, dtype=np.int64)
 
 
-def gold_ranks(ranked_rows: np.ndarray, gold: Sequence[int]) -> np.ndarray:
-    """0-based rank of the gold row in each ranked list, or -1 where it was not retrieved."""
+def answer_rows(passages: Sequence[Passage], questions: Sequence[QAExample]) -> list[set[int]]:
+    """For each question, the rows of the passages whose text contains one of its answers (both sides
+    SQuAD-normalised, whole words): the relevant passages when a QA file names no gold passage."""
+    from .qa import normalize_answer
+
+    texts = [f" {normalize_answer(p.text)} " for p in passages]
+    found = []
+    for q in questions:
+        answers = [f" {a} " for a in map(normalize_answer, q.answers) if a]
+        found.append({row for row, text in enumerate(texts) if any(a in text for a in answers)})
+    return found
+
+
+def relevant_rows(passages: Sequence[Passage], questions: Sequence[QAExample]) -> tuple[list[set[int]], str]:
+    """The rows that count as a hit for each question, and what a hit means (GOLD_PASSAGE or ANSWER_IN_PASSAGE).
+
+    When every question names its gold passage, that passage; otherwise (a learner's file in the public
+    format: question and answers only) every passage that contains an answer, for every question.
+    """
+    if all(q.gold_passage_id is not None for q in questions):
+        row_of = {p.id: i for i, p in enumerate(passages)}
+        missing = next((q for q in questions if q.gold_passage_id not in row_of), None)
+        if missing is not None:
+            raise CourseError(f"question {missing.id!r}: gold passage {missing.gold_passage_id!r} is not among the "
+                              "passages; index a passage list that contains every gold passage.")
+        return [{row_of[q.gold_passage_id]} for q in questions], GOLD_PASSAGE
+    return answer_rows(passages, questions), ANSWER_IN_PASSAGE
+
+
+def gold_ranks(ranked_rows: np.ndarray, gold: Sequence) -> np.ndarray:
+    """0-based rank of the first relevant row in each ranked list, or -1 where none was retrieved.
+
+    gold[i] is question i's gold row, or the set of its relevant rows (see relevant_rows).
+    """
     ranked_rows = np.atleast_2d(ranked_rows)
     if len(ranked_rows) != len(gold):
         raise CourseError(f"{len(ranked_rows)} ranked lists for {len(gold)} gold passages.")
-    hits = ranked_rows == np.asarray(gold)[:, None]
-    return np.where(hits.any(axis=1), hits.argmax(axis=1), -1)
+    ranks = []
+    for ranked, wanted in zip(ranked_rows, gold):
+        wanted = wanted if isinstance(wanted, (set, frozenset)) else {int(wanted)}
+        ranks.append(next((rank for rank, row in enumerate(ranked) if int(row) in wanted), -1))
+    return np.asarray(ranks, dtype=np.int64)
 
 
-def recall_at_k(ranked_rows: np.ndarray, gold: Sequence[int],
-                ks: Sequence[int] = RECALL_KS) -> dict[int, float]:
-    """Fraction of questions whose gold passage is among the first k results, for each k."""
+def recall_at_k(ranked_rows: np.ndarray, gold: Sequence, ks: Sequence[int] = RECALL_KS) -> dict[int, float]:
+    """Fraction of questions with a relevant passage among the first k results, for each k."""
     ranked_rows = np.atleast_2d(ranked_rows)
     if len(gold) == 0:
         raise CourseError("recall needs at least one question.")
@@ -273,25 +310,28 @@ def recall_at_k(ranked_rows: np.ndarray, gold: Sequence[int],
     return {k: float(np.mean((ranks >= 0) & (ranks < k))) for k in ks}
 
 
-def format_hits(index: PassageIndex, rows: Sequence[int], scores: Sequence[float], gold: int | None = None,
+def format_hits(index: PassageIndex, rows: Sequence[int], scores: Sequence[float], gold: int | set | None = None,
                 width: int = 120) -> str:
-    """One line per hit: rank, cosine score, passage id and the start of its text; the gold one starred."""
+    """One line per hit: rank, cosine score, passage id and the start of its text; relevant ones starred."""
     lines = []
+    wanted = gold if isinstance(gold, (set, frozenset)) else set() if gold is None else {int(gold)}
     for rank, (row, score) in enumerate(zip(rows, scores, strict=True), start=1):
         p = index.passages[int(row)]
-        mark = "*" if gold is not None and int(row) == int(gold) else " "
+        mark = "*" if int(row) in wanted else " "
         lines.append(f"{mark}{rank:2d}. {score:.3f}  {p.id}  {p.text[:width]}")
     return "\n".join(lines)
 
 
 def subset_with_gold(passages: Sequence[Passage], questions: Sequence[QAExample], n_passages: int,
                      n_questions: int, seed: int = 0) -> tuple[list[Passage], list[QAExample]]:
-    """A smaller corpus that still contains the gold passage of every kept question (corpus order kept)."""
+    """A smaller corpus that still contains the gold passage of every kept question (corpus order kept);
+    for questions without a gold id, the first passage that holds their answer."""
     if n_questions < 1 or n_passages < 1:
         raise CourseError(f"n_passages and n_questions must be >= 1, got {n_passages} and {n_questions}.")
     rng = random.Random(seed)
     questions = list(questions[:n_questions])
-    keep = {q.gold_passage_id for q in questions}
+    relevant, _ = relevant_rows(passages, questions)
+    keep = {passages[min(rows)].id for rows in relevant if rows}
     if len(keep) > n_passages:
         raise CourseError(f"{len(questions)} questions need {len(keep)} gold passages: more than "
                           f"n_passages={n_passages}.")
@@ -528,6 +568,9 @@ def build_run_index(run, passages: Sequence[Passage], questions: Sequence[QAExam
     """
     from .model import load_refrag
 
+    if not questions:
+        raise CourseError("No questions to measure recall on: give a QA file with at least one question.")
+    relevant, recall_kind = relevant_rows(passages, questions)  # checked before a minute is spent embedding
     folder = run.stage_dir("index")
     retriever = retriever or load_retriever(run.preset)
     start = time.perf_counter()
@@ -540,7 +583,11 @@ def build_run_index(run, passages: Sequence[Passage], questions: Sequence[QAExam
 
     top = min(max(RECALL_KS), len(index))
     ranked, _ = retrieve(retriever, index, [q.question for q in questions], top, batch_size, progress)
-    recall = recall_at_k(ranked, gold_rows(index, questions), [k for k in RECALL_KS if k <= top])
+    recall = recall_at_k(ranked, relevant, [k for k in RECALL_KS if k <= top])
+    if recall_kind == ANSWER_IN_PASSAGE:
+        print(f"The questions name no gold passage: recall@k counts a question as found when one of its top-k "
+              f"passages contains an answer ({sum(not rows for rows in relevant)} of {len(questions)} questions "
+              "have an answer that no passage contains: always misses).")
 
     model = model or load_refrag(run.preset).eval()
     start = time.perf_counter()
@@ -552,6 +599,7 @@ def build_run_index(run, passages: Sequence[Passage], questions: Sequence[QAExam
 
     metrics = {"n_passages": len(index), "n_eval": len(questions), "retriever": retriever.name,
                "dim": index.dim, "index_device": index.device, "embed_seconds": round(embed_seconds, 2),
+               "recall_kind": recall_kind, "n_unanswerable": sum(not rows for rows in relevant),
                **{f"recall_at_{k}": value for k, value in recall.items()},
                "chance_at_10": min(1.0, 10 / len(index)), "n_chunks": store.n_chunks,
                "chunks_per_passage": round(store.n_chunks / len(index), 2),
@@ -570,7 +618,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="cpu", choices=[*PRESETS, "auto"])
     parser.add_argument("--run-dir", default="", help="artifacts folder (default runs/<preset>)")
     parser.add_argument("--passages", default=str(data / "corpus.jsonl"), help="corpus (.jsonl or .txt)")
-    parser.add_argument("--qa", default=str(data / "qa_eval.jsonl"), help="questions with gold_passage_id")
+    parser.add_argument("--qa", default=str(data / "qa_eval.jsonl"),
+                        help="questions (.jsonl); without gold_passage_id a hit is a passage holding an answer")
     parser.add_argument("--k", type=int, default=None, help="decoder tokens per chunk (default: preset's)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--no-progress", action="store_true")

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 from pathlib import Path
 
 from .answering import generate_answer, retrieve_question
 from .errors import CourseError
 from .policy import check_fraction
-from .ready_index import READY_FILE, READY_FOLDER, load_run_ready
+from .ready_index import READY_FILE, READY_FOLDER, load_run_ready, weights_run
 from .runs import Run, open_run
 from .selectors import SELECTORS, make_selector
+
+log = logging.getLogger(__name__)
 
 
 def trained_runs(run: Run) -> dict[int, Path]:
@@ -54,7 +57,7 @@ class Playground:
             from .sft import load_sft_model
 
             sibling = open_run(self.run.preset.name, self.runs[k], k=k)
-            self._loaded[k] = (load_run_ready(sibling), load_sft_model(sibling, "rag"))
+            self._loaded[k] = (load_run_ready(sibling), load_sft_model(weights_run(sibling), "rag"))
         return self._loaded[k]
 
     def n_passages(self, k: int | None = None) -> int:
@@ -77,11 +80,24 @@ class Playground:
                 "refrag": refrag}
 
     def ask(self, question: str, k: int, p: float, top_k: int, selector: str = "question_rl") -> str:
-        """compare() as HTML; bad input becomes a friendly message instead of a traceback."""
+        """compare() as HTML; bad input becomes a friendly message instead of a traceback.
+
+        A widget callback that raises shows nothing on the page (the error goes to the kernel's log), so
+        an unexpected error is turned into a message too, its traceback logged for whoever runs the server.
+        """
         try:
             return render_html(self.compare(question, k, p, top_k, selector))
         except CourseError as err:
-            return f"<p style='color:#a33'><b>Cannot answer yet:</b> {html.escape(str(err))}</p>"
+            return message_html("Cannot answer yet:", str(err))
+        except Exception as err:  # the page must say something; the log keeps the traceback
+            log.exception("the playground failed on %r", question)
+            return message_html("Something went wrong:", f"{type(err).__name__}: {err}. The traceback is in the "
+                                "log of the notebook's kernel (the terminal that runs `make playground`).")
+
+
+def message_html(title: str, text: str) -> str:
+    """The playground's one way of saying that no answer came, in red on the page."""
+    return f"<p class='playground-message' style='color:#a33'><b>{title}</b> {html.escape(text)}</p>"
 
 
 def render_html(result: dict) -> str:
@@ -93,7 +109,8 @@ def render_html(result: dict) -> str:
         f"<td>{r['input_positions']}</td></tr>"
         for name, r in (("RAG (tokens)", rag), (f"REFRAG k={result['k']}, p={result['p']:.2f}", refrag)))
     out = [f"<p><b>Q:</b> {html.escape(result['question'])}</p>",
-           "<table><tr><th></th><th>answer</th><th>TTFT</th><th>decoder positions</th></tr>" + rows + "</table>",
+           "<table style='border-spacing:14px 2px'><tr><th></th><th>answer</th><th>TTFT</th><th>decoder positions</th>"
+           "</tr>" + rows + "</table>",
            f"<p>REFRAG's first token came {speedup:.1f}x sooner; it expanded {len(refrag['expanded_chunks'])} of "
            f"{refrag['n_chunks']} chunks ({SELECTORS[result['selector']]}). "
            "<span style='background:#c8f0c8'>expanded</span> chunks are read as tokens, "
@@ -113,16 +130,19 @@ def controls(playground: Playground, question: str = "", top_k: int = 3, p: floa
 
     ask = widgets.Text(value=question, description="question", layout=widgets.Layout(width="80%"))
     k = widgets.Dropdown(options=playground.ks, value=playground.ks[0], description="k")
-    fraction = widgets.FloatSlider(value=p, min=0.0, max=1.0, step=0.05, description="p", continuous_update=False)
+    fraction = widgets.FloatText(value=p, step=0.05, description="p (0 to 1)")  # typed: a wrong p gets the message
     most = min(20, playground.n_passages())
     passages = widgets.IntSlider(value=min(top_k, most), min=1, max=most, description="top-K", continuous_update=False)
     choose = widgets.Dropdown(options=list(SELECTORS), value=selector, description="selector")
     button = widgets.Button(description="Ask", button_style="primary")
     answer = widgets.HTML()
+    answer.add_class("playground-answer")  # where the browser tests look for the answer
 
     def on_click(_):
         answer.value = "<p>thinking...</p>"
         answer.value = playground.ask(ask.value, k.value, fraction.value, passages.value, choose.value)
 
     button.on_click(on_click)
-    return widgets.VBox([ask, widgets.HBox([k, choose]), widgets.HBox([fraction, passages]), button, answer])
+    form = widgets.VBox([ask, widgets.HBox([k, choose]), widgets.HBox([fraction, passages]), button, answer])
+    form.add_class("playground-form")
+    return form

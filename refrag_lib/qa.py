@@ -19,7 +19,7 @@ import collections
 import re
 import string
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -55,12 +55,30 @@ def retrieve_items(retriever, index, questions, top_k: int, progress: bool = Fal
 
 
 def answerable(questions, index, limit: int | None = None) -> list:
-    """The first `limit` questions whose gold passage is in the index (a SMOKE index holds part of the corpus)."""
+    """The first `limit` questions that a passage of the index answers.
+
+    A question with a gold passage id is kept when that passage is in the index (a SMOKE index holds part of
+    the corpus). A question without one (the public format: question and answers only) is kept when a
+    passage contains one of its answers; the first such passage then stands in as its gold passage (the
+    gold-forced rows of notebook 05), and a question no passage answers is left out.
+    """
+    from .index import answer_rows
+
     ids = {p.id for p in index.passages}
-    kept = [q for q in questions if q.gold_passage_id in ids]
+    blind = [q for q in questions if q.gold_passage_id is None]
+    holders = iter(answer_rows(index.passages, blind))  # in the order of `blind`
+    kept = []
+    for q in questions:
+        if q.gold_passage_id is None:
+            rows = next(holders)
+            if rows:
+                kept.append(replace(q, gold_passage_id=index.passages[min(rows)].id))
+        elif q.gold_passage_id in ids:
+            kept.append(q)
     if not kept:
-        raise CourseError("None of the questions has its gold passage in the index: index the corpus they were "
-                          "written for (notebook 01).")
+        raise CourseError("No question is answered by a passage of the index (none has its gold passage in it, and "
+                          "no passage contains the answer of one without a gold id): index the corpus the questions "
+                          "were written for (notebook 01).")
     return kept[:limit]
 
 

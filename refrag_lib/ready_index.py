@@ -38,9 +38,13 @@ READY_FILE = "ready.json"
 
 def build_ready_index(folder: str | Path, model: RefragModel, index: PassageIndex, weights: str, p: float,
                       top_k: int, selector: str, keys_from: str | Path | None = None, batch_size: int = 256,
-                      progress: bool = True) -> Path:
+                      progress: bool = True, weights_run: str | Path | None = None) -> Path:
     """Save the index and every passage's chunk vectors computed with `model`'s (trained) encoder, with the
-    chunks' retriever keys read from `keys_from` (notebook 01's chunk store: RUN_DIR/index)."""
+    chunks' retriever keys read from `keys_from` (notebook 01's chunk store: RUN_DIR/index).
+
+    weights_run: the run folder whose notebook 05 fine-tuned the models, when it is not this one (a run on a
+    learner's own corpus reads the course's trained models); `generate` and the playground load them from there.
+    """
     folder = Path(folder)
     save_index(index, folder)
     store = build_chunk_store(model, index.passages, encoder_weights=weights, batch_size=batch_size,
@@ -50,6 +54,8 @@ def build_ready_index(folder: str | Path, model: RefragModel, index: PassageInde
     store.save(folder / CHUNK_STORE_FILE)
     settings = {"selector": selector, "p": p, "top_k": top_k, "encoder_weights": weights,
                 "n_chunks": store.n_chunks, "k": model.k}
+    if weights_run is not None:
+        settings["weights_run"] = str(Path(weights_run).resolve())
     (folder / READY_FILE).write_text(json.dumps(settings, indent=2) + "\n")
     return folder
 
@@ -93,6 +99,21 @@ def format_answer(result: dict) -> str:
     return "\n".join(lines)
 
 
+def weights_run(run):
+    """The run whose notebook 05 fine-tuned the models a run's ready index was made with: the run itself, or
+    (a run on a learner's own corpus) the course run named in ready.json."""
+    from .runs import open_run
+
+    ready = run.require("sft", f"{READY_FOLDER}/{READY_FILE}")
+    source = json.loads(ready.read_text()).get("weights_run")
+    if source is None:
+        return run
+    if not Path(source).is_dir():
+        raise MissingArtifactError(f"{ready} reads its models from {source}, which is gone: run `make course` "
+                                   "again (it trains them), then `make own-data` (it indexes your files again).")
+    return open_run(run.preset.name, source, k=run.preset.k)
+
+
 def load_run_ready(run) -> ReadyIndex:
     """The ready index of a run with the SFT REFRAG model, the retriever and the trained policies."""
     from .index import load_retriever
@@ -100,9 +121,10 @@ def load_run_ready(run) -> ReadyIndex:
     from .sft import load_sft_model
 
     folder = run.root / "sft" / READY_FOLDER
-    model = load_sft_model(run, "refrag")
+    source = weights_run(run)
+    model = load_sft_model(source, "refrag")
     retriever = load_retriever(run.preset)
-    return load_ready_index(folder, model, retriever, load_run_policies(run, retriever.name))
+    return load_ready_index(folder, model, retriever, load_run_policies(source, retriever.name))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ rather than to guess when retrieval missed.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -168,6 +169,15 @@ def load_start_model(run) -> RefragModel:
 
     run.require("policy", f"cpt_mixed/{WEIGHTS}")  # a missing file names notebook 04
     return load_trained(run, "cpt", folder=START_FOLDER)
+
+
+def finished_arm(run, arm: str) -> TrainResult:
+    """An arm notebook 05 fine-tuned in `run`, loaded back with its per-step history and summary: what a run
+    on a learner's own questions evaluates, instead of training again without their gold passages."""
+    summary = json.loads(run.require("sft", "metrics.json").read_text())["train"][arm]
+    history = [json.loads(line) for line in run.require("sft", f"{arm}/metrics.jsonl").read_text().splitlines()
+               if line.strip()]
+    return TrainResult(load_sft_model(run, arm), history, summary)
 
 
 def load_sft_model(run, arm: str) -> RefragModel:

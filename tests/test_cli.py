@@ -35,3 +35,20 @@ def test_the_real_entry_point_exits_non_zero_without_a_traceback(tmp_path):
                            "--run-dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+
+
+def test_bad_data_files_print_their_line_and_field_not_a_traceback(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("REFRAG_DEBUG", raising=False)
+    corpus, qa = tmp_path / "corpus.txt", tmp_path / "qa.jsonl"
+    corpus.write_text("The Kestrel sailed in 1893.\n")
+    qa.write_text('{"question": "When did the Kestrel sail?", "answers": ["1893"]}\n{"question": "Who?"}\n')
+    for argv, says in [
+        (["own-data", "--passages", str(tmp_path / "nowhere.txt"), "--qa", str(qa)], "data file not found"),
+        (["own-data", "--passages", str(corpus), "--qa", str(qa)], "qa.jsonl, line 2: missing field 'answers'"),
+        (["index", "--passages", str(tmp_path / "corpus.csv"), "--qa", str(qa)], "data file not found"),
+        (["own-data", "--passages", str(corpus), "--qa", str(corpus)], "unsupported file type '.txt'"),
+    ]:
+        course = ["--trained-run", str(tmp_path / "course")] if argv[0] == "own-data" else []
+        assert main([*argv, *course, "--run-dir", str(tmp_path / "run")]) == 1, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and says in err and "Traceback" not in err, (argv, err)

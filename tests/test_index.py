@@ -73,6 +73,27 @@ def test_recall_and_gold_ranks_on_a_hand_made_case():
         ix.recall_at_k(ranked, gold, ks=(5,))
 
 
+def test_recall_counts_any_relevant_row_when_a_question_has_several():
+    ranked = np.array([[3, 1, 2], [0, 4, 5], [7, 8, 9]])
+    relevant = [{1, 2}, {9, 5}, set()]  # the last question's answer is in no passage: always a miss
+    np.testing.assert_array_equal(ix.gold_ranks(ranked, relevant), [1, 2, -1])
+    assert ix.recall_at_k(ranked, relevant, ks=(1, 2, 3)) == {1: 0.0, 2: pytest.approx(1 / 3), 3: pytest.approx(2 / 3)}
+
+
+def test_without_gold_ids_a_hit_is_a_passage_that_contains_an_answer():
+    passages = [Passage("a", "The Kestrel was launched in 1893."), Passage("b", "Ilse Varn captained it."),
+                Passage("c", "It sailed in 18930 days."), Passage("d", "Captain ILSE varn, again!")]
+    questions = [QAExample("q0", "When?", ("1893",)), QAExample("q1", "Who?", ("Ilse Varn", "Varn")),
+                 QAExample("q2", "What?", ("nothing here",))]
+    relevant, kind = ix.relevant_rows(passages, questions)
+    assert kind == ix.ANSWER_IN_PASSAGE
+    assert relevant == [{0}, {1, 3}, set()]  # whole words after SQuAD normalisation: not 18930
+    with_gold = [QAExample("q0", "When?", ("1893",), "c")]
+    assert ix.relevant_rows(passages, with_gold) == ([{2}], ix.GOLD_PASSAGE)  # a gold id wins over the text
+    with pytest.raises(CourseError, match="not among the passages"):
+        ix.relevant_rows(passages, [QAExample("q0", "When?", ("1893",), "zz")])
+
+
 def test_gold_rows_need_gold_passages_in_the_index(random_index):
     index = random_index[0]
     ok = QAExample("q0", "?", ("a",), "p00007")
@@ -134,6 +155,14 @@ def test_subset_keeps_every_gold_passage():
     assert subset == sorted(subset, key=lambda p: p.id)  # corpus order kept
     with pytest.raises(CourseError, match="more than n_passages"):
         ix.subset_with_gold(passages, questions, n_passages=5, n_questions=10)
+
+
+def test_subset_without_gold_ids_keeps_a_passage_holding_each_answer():
+    passages = [Passage(f"p{i}", f"Entity {i} holds code X{i}.") for i in range(30)]
+    questions = [QAExample(f"q{i}", "?", (f"X{3 * i}",)) for i in range(5)]
+    subset, kept = ix.subset_with_gold(passages, questions, n_passages=8, n_questions=5)
+    assert len(subset) == 8 and kept == questions
+    assert {f"p{3 * i}" for i in range(5)} <= {p.id for p in subset}
 
 
 # ---- the chunk store (tiny random REFRAG model) ---------------------------------------------------

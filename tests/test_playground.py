@@ -2,7 +2,7 @@
 
 import json
 
-from refrag_lib.playground import controls, render_html, trained_runs
+from refrag_lib.playground import Playground, controls, render_html, trained_runs
 from refrag_lib.runs import open_run
 
 
@@ -60,3 +60,19 @@ def test_form_sends_its_values_to_ask():
     k.value, selector.value, p.value = 16, "random", 0.5
     button.click()
     assert playground.asked == [("Where?", 16, 0.5, 3, "random")] and answer_box.value == "<p>answer</p>"
+
+
+class BrokenPlayground(Playground):
+    """A playground whose answering path fails the way a bug would (not a CourseError)."""
+
+    def __init__(self):
+        pass
+
+    def compare(self, *args, **kwargs):
+        raise RuntimeError("tensor shapes do not match")
+
+
+def test_an_unexpected_error_in_a_callback_is_shown_on_the_page_not_swallowed(caplog):
+    html = BrokenPlayground().ask("Where?", 16, 0.25, 3)
+    assert "Something went wrong" in html and "RuntimeError: tensor shapes do not match" in html
+    assert "the playground failed" in caplog.text and "Traceback" in caplog.text  # the server's log keeps it

@@ -88,3 +88,19 @@ def test_training_example_feeds_the_same_inputs_and_scores_only_the_answer(tiny)
 def test_a_question_longer_than_the_window_is_refused(tiny):
     with pytest.raises(CourseError, match="window"):
         build_prompt(tiny, "City_017 " * 400, [])
+
+
+def test_answerable_keeps_questions_a_passage_answers_and_names_that_passage():
+    from types import SimpleNamespace
+
+    from refrag_lib.data import Passage, QAExample
+    from refrag_lib.qa import answerable
+
+    index = SimpleNamespace(passages=[Passage("a", "The Kestrel sailed in 1893."), Passage("b", "Ilse Varn led it.")])
+    questions = [QAExample("q0", "When?", ("1893",)), QAExample("q1", "Who?", ("Tomas Quell",)),
+                 QAExample("q2", "Who?", ("Ilse Varn",), "b"), QAExample("q3", "?", ("x",), "gone")]
+    kept = answerable(questions, index)
+    assert [(q.id, q.gold_passage_id) for q in kept] == [("q0", "a"), ("q2", "b")]  # q1: no passage; q3: not indexed
+    assert [q.id for q in answerable(questions, index, limit=1)] == ["q0"]
+    with pytest.raises(CourseError, match="No question is answered"):
+        answerable(questions[1:2], index)
