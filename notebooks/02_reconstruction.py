@@ -63,6 +63,7 @@ CURVE_WINDOWS = 48  # held-out one-chunk windows per probe during training
 SEED = 0
 RESUME = True  # continue an interrupted run from RUN_DIR/recon/checkpoint
 PROGRESS = True
+DOCUMENTS = ""  # your own long texts to train on (.jsonl with "text", or .txt, one per line); empty: the course's
 
 # %%
 from refrag_lib.notebooks import start
@@ -118,7 +119,7 @@ print(f"{steps} steps per run at peak LR {lr:g}; budget of the {run.preset.name}
 
 # %%
 model = load_refrag(run.preset)
-train_docs, held_out = tokenized_documents(model)
+train_docs, held_out = tokenized_documents(model, DOCUMENTS or None)
 print(f"{len(train_docs)} training documents, {len(held_out)} held out (never trained on)")
 
 example = reconstruction_example(held_out[0][: 2 * k], k)
@@ -224,7 +225,8 @@ plt.show()
 # %%
 config = TrainConfig(stage="recon", steps=steps, context_tokens=CONTEXT_TOKENS, positions_per_step=positions,
                      lr=lr, seed=SEED, save_every=max(1, steps // 4))
-result, curve = train_and_probe(run, config, held_out, curve_floor, curve_points, resume=RESUME, progress=PROGRESS)
+result, curve = train_and_probe(run, config, held_out, curve_floor, curve_points, resume=RESUME, progress=PROGRESS,
+                                documents=DOCUMENTS or None)
 curve = [start_probe, *curve]
 print({key: value for key, value in result.summary.items() if key != "config"})
 
@@ -340,7 +342,8 @@ del result.model
 ablation_config = TrainConfig(stage="recon", steps=ablation_steps, context_tokens=CONTEXT_TOKENS,
                               positions_per_step=positions, lr=lr, seed=SEED, curriculum=False,
                               save_every=max(1, ablation_steps // 4))
-ablation = train_stage(run, ablation_config, folder="recon/no_curriculum", resume=RESUME, progress=PROGRESS)
+ablation = train_stage(run, ablation_config, folder="recon/no_curriculum", resume=RESUME, progress=PROGRESS,
+                       documents=DOCUMENTS or None)
 no_curriculum = reconstruction_by_chunks(ablation.model, held_out, counts, eval_examples)
 carried_no_curriculum = vectors_against_floor(ablation.model, held_out, floor)
 curriculum_gain = between_models(carried, carried_no_curriculum)

@@ -62,6 +62,7 @@ EVAL_PAIRS = 0  # held-out (context, continuation) pairs every arm is scored on;
 SEED = 0
 RESUME = True
 PROGRESS = True
+DOCUMENTS = ""  # your own long texts to train on (.jsonl with "text", or .txt, one per line); empty: the course's
 
 # %%
 from refrag_lib.notebooks import start
@@ -107,7 +108,7 @@ config = TrainConfig(stage="cpt", steps=steps, context_tokens=CONTEXT_TOKENS,
                      continuation_tokens=CONTINUATION_TOKENS, positions_per_step=positions, lr=lr,
                      expand_fraction=EXPAND_FRACTION, train_decoder=TRAIN_DECODER, seed=SEED,
                      save_every=max(1, steps // 4))
-result = train_stage(run, config, resume=RESUME, progress=PROGRESS)
+result = train_stage(run, config, resume=RESUME, progress=PROGRESS, documents=DOCUMENTS or None)
 print({key: value for key, value in result.summary.items() if key != "config"})
 print(f"largest gradient norm before clipping at {config.clip_norm}: {result.summary['max_grad_norm']:.1f}")
 
@@ -155,7 +156,7 @@ ablation_config = TrainConfig(stage="cpt", steps=ablation_steps, context_tokens=
                               expand_fraction=EXPAND_FRACTION, train_decoder=TRAIN_DECODER, seed=SEED,
                               save_every=max(1, ablation_steps // 4))
 ablation = train_stage(run, ablation_config, folder="cpt/no_recon_init", init_from_recon=False,
-                       resume=RESUME, progress=PROGRESS)
+                       resume=RESUME, progress=PROGRESS, documents=DOCUMENTS or None)
 
 # %%
 plot_loss_curves({"CPT from reconstruction": result.history, "CPT from scratch": ablation.history},
@@ -173,7 +174,7 @@ plt.show()
 # * REFRAG after reconstruction only (before CPT), after CPT, and CPT without reconstruction init.
 
 # %%
-_, held_out = tokenized_documents(result.model)
+_, held_out = tokenized_documents(result.model, DOCUMENTS or None)
 pairs = cpt_windows(held_out, CONTEXT_TOKENS, CONTINUATION_TOKENS, eval_pairs)
 base = load_refrag(run.preset) if TRAIN_DECODER else result.model  # the decoder the baselines use
 scores = cpt_arms(base, pairs, ("no_context", "full_context", "last_tokens"))

@@ -51,6 +51,7 @@ SMOKE = False  # True: a few steps of everything, on shorter contexts (a couple 
 PRESET = "auto"  # auto: chosen by the GPU present (cpu without one); or cpu, t4, a100, paper
 RUN_DIR = ""
 PROGRESS = True
+DOCUMENTS = ""  # your own long texts to train on (.jsonl with "text", or .txt, one per line); empty: the course's
 MIXED_CPT_STEPS = 20  # CPT steps with a random 10 percent of chunks left as tokens (the step before RL)
 MIXED_FRACTION = 0.1
 MIXED_POSITIONS = 256  # decoder positions per mixed-CPT step
@@ -150,9 +151,9 @@ for p in FIGURE3_FRACTIONS:
 
 # %%
 model, mixed = continue_cpt_mixed(run, mixed_steps, MIXED_FRACTION, context, continuation, mixed_positions,
-                                  progress=PROGRESS)
+                                  progress=PROGRESS, documents=DOCUMENTS or None)
 print({key: round(value, 3) for key, value in mixed.summary.items() if isinstance(value, float)})
-train_docs, held_out = tokenized_documents(model)
+train_docs, held_out = tokenized_documents(model, DOCUMENTS or None)
 
 # %% [markdown]
 # ## Step 2: the policy and the probability of a selection

@@ -340,13 +340,15 @@ MIXED_CPT_FOLDER = "policy/cpt_mixed"
 
 
 def continue_cpt_mixed(run, steps: int, expand_fraction: float = 0.1, context_tokens: int = 256,
-                       continuation_tokens: int = 64, positions_per_step: int = 256, progress: bool = True):
+                       continuation_tokens: int = 64, positions_per_step: int = 256, progress: bool = True,
+                       documents: str | Path | None = None):
     """Continue CPT from RUN_DIR/cpt with a random fraction p of chunks left as tokens (paper: p = 0.1),
     so the decoder has seen mixed sequences before the policy starts choosing them.
 
     Trains the same parts notebook 03 trained (the decoder too if it did) with the shared loop, every
-    step on the full s/k chunks (no curriculum: the model already reads them). Resumable; a finished run
-    is loaded instead of retrained. Returns (model, TrainResult).
+    step on the full s/k chunks (no curriculum: the model already reads them), on the course's documents
+    or a learner's own file (`documents`). Resumable; a finished run is loaded instead of retrained.
+    Returns (model, TrainResult).
     """
     from .checkpoint import WEIGHTS, model_identity, read_metadata
     from .train import StageTask, TrainConfig, load_trained, tokenized_documents, train
@@ -358,7 +360,7 @@ def continue_cpt_mixed(run, steps: int, expand_fraction: float = 0.1, context_to
                       curriculum=False, expand_fraction=expand_fraction,
                       train_decoder="decoder" in parts, save_every=max(steps, 1))
     model = load_trained(run, "cpt")
-    train_docs, _ = tokenized_documents(model)
+    train_docs, _ = tokenized_documents(model, documents)
     out_dir = run.stage_dir(MIXED_CPT_FOLDER)
     result = train(model, cfg, StageTask(model, cfg, train_docs), out_dir, model_identity(run.preset, "cpt"),
                    progress=progress)
