@@ -114,10 +114,11 @@ playground: venv
 CORPUS ?=
 QA ?=
 OWN_RUN ?= $(REGRESS_DIR)-own
+EVAL_QUESTIONS ?= 0
 own-data: venv
 	@test -n "$(CORPUS)" -a -n "$(QA)" || { echo "usage: make own-data CORPUS=passages.txt QA=questions.jsonl [SMOKE=1]"; exit 2; }
 	$(PY) -m refrag_lib own-data --preset $(PRESET) --passages "$(CORPUS)" --qa "$(QA)" \
-	  --trained-run $(REGRESS_DIR) --run-dir $(OWN_RUN) $(SMOKE_FLAG)
+	  --trained-run $(REGRESS_DIR) --run-dir $(OWN_RUN) --eval-questions $(EVAL_QUESTIONS) $(SMOKE_FLAG)
 
 smoke: venv
 	$(PY) -m refrag_lib course --preset $(PRESET) --run-dir $(RUN_DIR)-smoke --smoke

@@ -47,7 +47,8 @@ def check_trained(trained: Run) -> dict:
     return json.loads((trained.root / "sft" / "metrics.json").read_text())
 
 
-def run_own_data(passages_path: str | Path, qa_path: str | Path, trained: Run, own: Run, smoke: bool = False) -> dict:
+def run_own_data(passages_path: str | Path, qa_path: str | Path, trained: Run, own: Run, smoke: bool = False,
+                 eval_questions: int = 0) -> dict:
     """Notebooks 01, 05 and 07 on the learner's files in `own`, with the readers of `trained`; returns the
     figures the note and the README ask for (recall@1/5/10 and what a hit meant, EM of both readers)."""
     if own.root == trained.root:
@@ -61,7 +62,8 @@ def run_own_data(passages_path: str | Path, qa_path: str | Path, trained: Run, o
               "QUESTIONS": str(Path(qa_path).resolve())}
     reader = {"SELECTOR": sft["selector"], "P": sft["p"], "TOP_K": sft["top_k"]}  # as notebook 05 trained it
     parameters = {"01_indexing": {"PASSAGES": str(Path(passages_path).resolve())},
-                  "05_sft": {"TRAINED_RUN": str(trained.root), **reader}, "07_playground": reader}
+                  "05_sft": {"TRAINED_RUN": str(trained.root), "EVAL_QUESTIONS": eval_questions, **reader},
+                  "07_playground": reader}
     for stem in READING_NOTEBOOKS:
         print(f"running {stem} on your data -> {own.root / 'executed'}", flush=True)
         run_notebook(NOTEBOOK_DIR / f"{stem}.ipynb", own.root / "executed", {**shared, **parameters[stem]})
@@ -85,10 +87,12 @@ def main(argv: list[str] | None = None) -> int:
                         "(default runs/<preset>)")
     parser.add_argument("--run-dir", default="", help="where your run goes (default: the trained run + '-own')")
     parser.add_argument("--smoke", action="store_true", help="the notebooks' SMOKE sizes (a part of your corpus)")
+    parser.add_argument("--eval-questions", type=int, default=0,
+                        help="questions notebook 05 evaluates (default 0: the preset's, cpu 150)")
     args = parser.parse_args(argv)
     trained = open_run(args.preset, args.trained_run)
     own = open_run(args.preset, args.run_dir or trained.root.with_name(trained.root.name + "-own"), smoke=args.smoke)
-    summary = run_own_data(args.passages, args.qa, trained, own, smoke=args.smoke)
+    summary = run_own_data(args.passages, args.qa, trained, own, smoke=args.smoke, eval_questions=args.eval_questions)
     kind = "gold passage" if summary["recall_kind"] != ANSWER_IN_PASSAGE else "a passage holding the answer"
     print(f"\nrecall@1/5/10 ({kind} among the top k): "
           + " / ".join(f"{summary.get(f'recall_at_{k}', float('nan')):.2f}" for k in (1, 5, 10)))
