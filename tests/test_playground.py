@@ -76,3 +76,32 @@ def test_an_unexpected_error_in_a_callback_is_shown_on_the_page_not_swallowed(ca
     html = BrokenPlayground().ask("Where?", 16, 0.25, 3)
     assert "Something went wrong" in html and "RuntimeError: tensor shapes do not match" in html
     assert "the playground failed" in caplog.text and "Traceback" in caplog.text  # the server's log keeps it
+
+
+def test_the_page_needs_a_finished_run_and_listens_on_this_machine_only(tmp_path):
+    from pathlib import Path
+
+    import pytest
+
+    from refrag_lib.errors import CourseError
+    from refrag_lib.playground_page import prepare_page, voila_command
+
+    with pytest.raises(CourseError, match="has not finished notebooks/05_sft.ipynb.*make course"):
+        prepare_page(open_run("cpu", tmp_path / "empty"))
+    command = voila_command(Path("page.ipynb"), 8866)
+    assert "--Voila.ip=127.0.0.1" in command and "--Voila.port=8866" in command and "--no-browser" in command
+    assert "--Voila.port_retries=0" in command  # a busy port fails instead of serving elsewhere
+
+
+def test_a_busy_port_is_refused_with_the_make_variable_to_change(tmp_path, capsys, monkeypatch):
+    import socket
+
+    from refrag_lib.__main__ import main
+
+    monkeypatch.delenv("REFRAG_DEBUG", raising=False)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["playground", "--run-dir", str(tmp_path), "--port", str(port)]) == 1
+    assert f"port {port} on 127.0.0.1 is in use" in capsys.readouterr().err
