@@ -54,7 +54,7 @@ CONTEXT_TOKENS = 256  # s: the longest text reconstructed (16 chunks of k 16)
 STEPS = 0  # training steps of the curriculum run; 0: the preset's budget (cpu 80, t4 1200, a100 1500)
 ABLATION_STEPS = 0  # steps of the no-curriculum run; 0: the same as the curriculum run (a fair comparison)
 POSITIONS_PER_STEP = 512  # decoder positions per step: 32 one-chunk examples or 1 sixteen-chunk example
-LR = 0.0  # peak learning rate; 0: the course's 3e-3 (the lever table below chose it; the paper's is 2e-4)
+LR = 0.0  # peak learning rate; 0: the course's 1e-3 (the lever table below chose it; the paper's is 2e-4)
 EVAL_EXAMPLES = 16  # held-out windows per number of chunks (the quick table; regression runs guard it)
 EVAL_WINDOWS = 0  # held-out windows per number of chunks up to 4 for what the vectors carry (95% intervals);
 # 0: the preset's (cpu 64); above 4 chunks half as many (each of those windows averages 256 tokens)
@@ -207,10 +207,19 @@ plt.show()
 #
 # The projector is a 2-layer MLP that maps the encoder's vector (384 numbers for MiniLM) into the
 # decoder's token-embedding space (576 for SmolLM2-135M): each chunk vector then takes one ordinary
-# position, like a token the vocabulary does not have.
+# position, like a token the vocabulary does not have. Two details the paper leaves open decide
+# whether a short run learns anything (the lever table at the end measures both):
+#
+# * **A start token before the vectors.** The decoder saw every text in pretraining begin with its
+#   start token, and it uses position 0 as an *attention sink*: later tokens attend to it heavily but
+#   read almost nothing from it. A one-chunk input `[e_1, x_1 .. x_k]` puts the only vector on that
+#   position, where the decoder barely reads it. `[<start>, e_1, x_1 .. x_k]` moves it to position 1.
+# * **Projected vectors as long as a token.** The projector's output is rescaled to the decoder's mean
+#   token-embedding norm (about 3.2 for SmolLM2): the MLP learns the direction. Unbounded, one large
+#   early step can hand the frozen decoder a vector far longer than any token, and the run never recovers.
 #
 # The loop (`refrag_lib.train`) is the one every stage uses: AdamW, 4% warm-up then cosine decay,
-# peak learning rate 3e-3 here instead of the paper's 2e-4: the paper's rate suits batches of 256
+# peak learning rate 1e-3 here instead of the paper's 2e-4: the paper's rate suits batches of 256
 # over billions of tokens, while we take a few dozen small steps; the lever table at the end of this
 # notebook measured which rate carries the most in the same budget. Set LR = 2e-4 for the paper's
 # value. Then

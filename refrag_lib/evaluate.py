@@ -57,15 +57,9 @@ def reconstruction_by_chunks(
         if with_vectors:
             batch = [reconstruction_example(x, model.k) for x in xs]
         else:
-            batch = [Segments(prefix=[start_token(model)], suffix=x) for x in xs]
+            batch = [Segments(prefix=[model.start_id], suffix=x) for x in xs]
         log_ppl[str(n)], accuracy[str(n)] = _score(model, batch, batch_size)
     return {"token_accuracy_by_chunks": accuracy, "log_ppl_by_chunks": log_ppl}
-
-
-def start_token(model: RefragModel) -> int:
-    """The token a text without context starts from (BOS, or EOS where the tokenizer has no BOS)."""
-    start = model.decoder_tokenizer.bos_token_id
-    return model.eos_id if start is None else start
 
 
 # ---- what the vectors carry beyond the decoder's own language model -------------------------------------
@@ -109,11 +103,11 @@ def floor_scores(model: RefragModel, held_out: list[list[int]], counts: Sequence
     on the encoder or projector, so a notebook computes it once for every model it compares.
     """
     out, sizes = {}, {}
-    alone = _greedy_chunk(model, [Segments(prefix=[start_token(model)])], 1)[0]  # the same for every window
+    alone = _greedy_chunk(model, [Segments(prefix=[model.start_id])], 1)[0]  # the same for every window
     for n in counts:
         sizes[str(n)] = n_windows if n <= 4 or long_windows is None else long_windows
         xs = _probe_windows(model, held_out, n, sizes[str(n)], seed)
-        nll, accuracy = _per_window(model, [Segments(prefix=[start_token(model)], suffix=x) for x in xs], batch_size)
+        nll, accuracy = _per_window(model, [Segments(prefix=[model.start_id], suffix=x) for x in xs], batch_size)
         exact = _exact_share([alone] * len(xs), [x[: model.k] for x in xs])
         out[str(n)] = {"log_ppl": nll, "token_accuracy": accuracy, "first_chunk_exact": exact}
     return {"counts": list(counts), "n_windows": sizes, "seed": seed, "scores": out}
@@ -182,16 +176,17 @@ def train_and_probe(run, cfg, held_out: list[list[int]], floor: dict, points: in
 # ---- CPT: the paper's Table 1 arms on the same decoder --------------------------------------------------
 def _no_context(model, context, continuation):
     """Only a start token before the continuation: what the decoder knows without the document."""
-    return Segments(prefix=[start_token(model)], suffix=continuation)
+    return Segments(prefix=[model.start_id], suffix=continuation)
 
 
+# Every arm starts with the start token, as the compressed arm does (RefragModel puts it before the vectors).
 def _full_context(model, context, continuation):
-    return Segments(prefix=context, suffix=continuation)
+    return Segments(prefix=[model.start_id, *context], suffix=continuation)
 
 
 def _last_tokens(model, context, continuation):
     """The last s/k context tokens: the same decoder length as REFRAG-k, spent on raw tokens."""
-    return Segments(prefix=context[-(len(context) // model.k):], suffix=continuation)
+    return Segments(prefix=[model.start_id, *context[-(len(context) // model.k):]], suffix=continuation)
 
 
 def _compressed(model, context, continuation):

@@ -64,13 +64,12 @@ def clipped_objective(new_logp: torch.Tensor, old_logp: torch.Tensor, advantages
 def chunk_nll(model: RefragModel, batch: Sequence[Segments]) -> list[torch.Tensor]:
     """Per chunk, the decoder's mean NLL of its tokens when the whole context is given as tokens.
 
-    One batched forward over the uncompressed contexts. Token j is scored given tokens < j (so a
-    chunk's score depends on everything before it); the very first token has nothing to be predicted
-    from, so chunk 1 averages over its other k-1 tokens. High = the decoder finds the chunk hard to
-    guess = (the heuristic's bet) worth expanding. Built-in bias: the first chunks are predicted from
-    little context, so they score high whatever they contain.
+    One batched forward over the uncompressed contexts, after the start token. Token j is scored given
+    the start token and tokens < j (so a chunk's score depends on everything before it). High = the
+    decoder finds the chunk hard to guess = (the heuristic's bet) worth expanding. Built-in bias: the
+    first chunks are predicted from little context, so they score high whatever they contain.
     """
-    contexts = [Segments(prefix=[], chunks=ex.chunks, suffix=[]) for ex in batch]
+    contexts = [Segments(prefix=[model.start_id], chunks=ex.chunks, suffix=[]) for ex in batch]
     expand = [[True] * len(ex.chunks) for ex in contexts]
     dim = model.encoder.config.hidden_size
     inputs = model.build_inputs(contexts, expand, chunk_vectors=torch.zeros(0, dim), padding_side="right")
@@ -81,11 +80,9 @@ def chunk_nll(model: RefragModel, batch: Sequence[Segments]) -> list[torch.Tenso
     logits = model.decoder.get_output_embeddings()(hidden[:, :-1]).float()
     token_nll = F.cross_entropy(logits.transpose(1, 2), inputs.token_ids[:, 1:], reduction="none").cpu()
     scores = []
-    for row, ex in enumerate(batch):
-        per_token = torch.cat([torch.tensor([math.nan]), token_nll[row]])  # token 0 is not predicted
+    for row, ex in enumerate(batch):  # right-padded: position j + 1 holds chunk token j, predicted at j
         sizes = [len(c) for c in ex.chunks]
-        chunks = per_token[: sum(sizes)].split(sizes)
-        scores.append(torch.stack([c[~c.isnan()].mean() for c in chunks]))
+        scores.append(torch.stack([c.mean() for c in token_nll[row, : sum(sizes)].split(sizes)]))
     return scores
 
 

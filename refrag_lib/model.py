@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .errors import CourseError
@@ -68,16 +69,23 @@ class DecoderInputs:
 
 
 class Projector(nn.Module):
-    """phi: encoder space -> decoder token-embedding space; 2 layers, hidden = decoder hidden size."""
+    """phi: encoder space -> decoder token-embedding space; 2 layers, hidden = decoder hidden size.
 
-    def __init__(self, encoder_dim: int, decoder_dim: int):
+    token_norm > 0 rescales every output to that length (RefragModel passes the decoder's mean
+    token-embedding norm): the MLP learns the direction, and a large early step cannot hand the frozen
+    decoder a vector far longer than any token it was trained on, which made reconstruction diverge.
+    """
+
+    def __init__(self, encoder_dim: int, decoder_dim: int, token_norm: float = 0.0):
         super().__init__()
         self.net = nn.Sequential(
             nn.Linear(encoder_dim, decoder_dim), nn.GELU(), nn.Linear(decoder_dim, decoder_dim)
         )
+        self.token_norm = token_norm
 
     def forward(self, c: torch.Tensor) -> torch.Tensor:
-        return self.net(c)
+        out = self.net(c)
+        return F.normalize(out, dim=-1) * self.token_norm if self.token_norm > 0 else out
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -101,11 +109,18 @@ class RefragModel(nn.Module):
         self.decoder = decoder
         self.encoder_tokenizer = encoder_tokenizer
         self.decoder_tokenizer = decoder_tokenizer
-        self.projector = Projector(encoder.config.hidden_size, decoder.config.hidden_size)
+        token_norm = float(decoder.get_input_embeddings().weight.detach().float().norm(dim=1).mean())
+        self.projector = Projector(encoder.config.hidden_size, decoder.config.hidden_size, token_norm)
         self.projector.to(device=decoder.device, dtype=decoder.dtype)
         self.window = decoder_window(decoder.config)
         self.pad_id = decoder_tokenizer.pad_token_id
         self.eos_id = decoder_tokenizer.eos_token_id
+        bos = decoder_tokenizer.bos_token_id
+        self.start_id = self.eos_id if bos is None else bos  # what a text without context starts from
+        # An input with no prefix (reconstruction, CPT) starts with the start token, as every text did in the
+        # decoder's pretraining: the first position is the attention sink, which later tokens attend to
+        # but read little from, so a chunk vector placed there is hard to learn to read.
+        self.start_before_chunks = True
 
     @property
     def device(self) -> torch.device:
@@ -172,7 +187,8 @@ class RefragModel(nn.Module):
 
     def _layout(self, ex: Segments, mask: Sequence[bool]) -> tuple[list[int], list[int], int]:
         """Per slot: a token id (or pad where a vector sits), a 0/1 vector flag, and the suffix start."""
-        ids, vec = list(ex.prefix), [0] * len(ex.prefix)
+        prefix = list(ex.prefix) or ([self.start_id] if self.start_before_chunks and ex.chunks else [])
+        ids, vec = prefix, [0] * len(prefix)
         for chunk, expanded in zip(ex.chunks, mask):
             if expanded:
                 ids += chunk

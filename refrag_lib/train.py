@@ -49,7 +49,7 @@ STAGES = ("recon", "cpt")
 PAPER_LR = {"recon": 2e-4, "cpt": 5e-5}
 # The course's peak LRs for its short budgets, chosen by the lever tables of notebooks 02 and 03
 # (`python -m refrag_lib levers`): a few hundred steps need larger steps than the paper's long runs.
-COURSE_LR = {"recon": 3e-3, "cpt": 1e-4}
+COURSE_LR = {"recon": 1e-3, "cpt": 1e-4}
 MIXED_PRECISION = {"float32": "no", "float16": "fp16", "bfloat16": "bf16"}
 HELD_OUT_FRACTION = 0.1  # the last 10% of documents are never trained on
 
@@ -72,6 +72,8 @@ class TrainConfig:
     curriculum: bool = True  # False: every step uses s/k chunks (the Table 11 ablation)
     expand_fraction: float = 0.0  # p: share of context chunks left as tokens in CPT (paper: 0.1 before RL)
     train_decoder: bool = False  # CPT only: unfreeze the decoder too (the paper trains everything)
+    start_token: bool = True  # inputs start with the decoder's start token; False: a chunk vector at position 0
+    projector_norm: bool = True  # projector outputs scaled to the mean token-embedding norm; False: unbounded
     seed: int = 0
     save_every: int = 50
 
@@ -408,6 +410,9 @@ def prepare_model(run, cfg: TrainConfig, init_from_recon: bool = True) -> Refrag
             ) from err
     torch.manual_seed(cfg.seed)  # the projector's random initialisation follows the run's seed
     model = load_refrag(run.preset)
+    model.start_before_chunks = cfg.start_token
+    if not cfg.projector_norm:
+        model.projector.token_norm = 0.0
     if recon_weights is not None:
         load_weights(recon_weights, model, model_identity(run.preset, "recon"), stage="recon")
     return model

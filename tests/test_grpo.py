@@ -1,7 +1,5 @@
 """GRPO: advantages, clipping, the direction of an update, and rewards on a tiny REFRAG model."""
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -89,10 +87,10 @@ def pairs(model, n=3, context=24, continuation=6, seed=0):
 def test_chunk_nll_is_the_mean_token_nll_of_each_chunk_given_the_full_context(tiny):
     (context, continuation), = pairs(tiny, 1)
     scores = chunk_nll(tiny, [next_paragraph_example(context, continuation, tiny.k)])[0]
-    ids = torch.tensor([context])
-    logits = tiny.decoder(input_ids=ids, position_ids=torch.arange(len(context))[None]).logits[0, :-1]
-    token_nll = torch.cat([torch.tensor([math.nan]), F.cross_entropy(logits, ids[0, 1:], reduction="none")])
-    expected = [token_nll[i : i + tiny.k].nanmean() for i in range(0, len(context), tiny.k)]
+    ids = torch.tensor([[tiny.start_id, *context]])  # every chunk token is predicted, the first from the start token
+    logits = tiny.decoder(input_ids=ids, position_ids=torch.arange(ids.shape[1])[None]).logits[0, :-1]
+    token_nll = F.cross_entropy(logits, ids[0, 1:], reduction="none")
+    expected = [token_nll[i : i + tiny.k].mean() for i in range(0, len(context), tiny.k)]
     torch.testing.assert_close(scores, torch.stack(expected).detach(), rtol=1e-4, atol=1e-5)
 
 

@@ -29,9 +29,11 @@ def test_labels_are_the_x_tokens_shifted_by_one(tiny):
     inputs = tiny.build_inputs([reconstruction_example(x, tiny.k)], padding_side="right")
     labels = shifted_labels(inputs)[0]
     n_vectors = -(-len(x) // tiny.k)
-    # the last chunk vector predicts x_1; x_t predicts x_{t+1}; x_s predicts nothing
-    assert labels[: n_vectors - 1].tolist() == [IGNORE] * (n_vectors - 1)
-    assert labels[n_vectors - 1 : n_vectors - 1 + len(x)].tolist() == x
+    assert inputs.token_ids[0, 0].item() == tiny.start_id and not inputs.is_vector[0, 0]  # no vector on the sink
+    # the start token and the vectors before the last predict nothing; the last vector predicts x_1;
+    # x_t predicts x_{t+1}; x_s predicts nothing
+    assert labels[:n_vectors].tolist() == [IGNORE] * n_vectors
+    assert labels[n_vectors : n_vectors + len(x)].tolist() == x
     assert labels[-1].item() == IGNORE
 
 
@@ -78,7 +80,8 @@ def test_next_paragraph_scores_only_the_continuation(tiny):
     stats = next_paragraph_loss(tiny, [ctx], [cont])
     assert stats.tokens.tolist() == [6]
     inputs = tiny.build_inputs([Segments(chunks=chunk_ids(ctx, tiny.k), suffix=cont)], padding_side="right")
-    assert inputs.is_vector.sum() == 4 and shifted_labels(inputs)[0, 3].item() == cont[0]
+    # start token, 4 vectors: the last vector (position 4) predicts the continuation's first token
+    assert inputs.is_vector.sum() == 4 and shifted_labels(inputs)[0, 4].item() == cont[0]
 
 
 def test_random_expansion_leaves_a_fraction_of_chunks_as_tokens(tiny):

@@ -5,7 +5,7 @@ import torch
 from conftest import TINY_TEXT
 
 from refrag_lib.errors import CourseError
-from refrag_lib.model import Segments, cache_keyword, chunk_ids, expand_all
+from refrag_lib.model import Projector, Segments, cache_keyword, chunk_ids, expand_all
 
 
 def rag_batch(model, n=2):
@@ -63,6 +63,23 @@ def test_compressed_input_shapes_masks_and_vector_positions(tiny):
     c = tiny.encode_chunks(tiny.compressed_chunks(batch, expand))
     e = tiny.projector(c)
     torch.testing.assert_close(inputs.inputs_embeds[inputs.is_vector], e)
+
+
+def test_projected_vectors_have_the_length_of_a_typical_token_embedding(tiny):
+    token_norm = tiny.decoder.get_input_embeddings().weight.norm(dim=1).mean()
+    c = tiny.encode_chunks(chunk_ids(list(range(3, 40)), tiny.k)) * 100  # however long the encoder's vectors
+    torch.testing.assert_close(tiny.projector(c).norm(dim=1), token_norm.expand(len(c)), rtol=1e-4, atol=1e-4)
+    plain = Projector(8, 6)  # token_norm 0: the paper's plain MLP, output length free
+    x = torch.randn(4, 8)
+    torch.testing.assert_close(plain(x), plain.net(x))
+
+
+def test_a_compressed_input_starts_with_the_start_token_unless_it_has_a_prefix(tiny):
+    compressed = Segments(chunks=chunk_ids(list(range(3, 20)), tiny.k), suffix=[5])
+    inputs = tiny.build_inputs([compressed])
+    assert inputs.token_ids[0, 0] == tiny.start_id and inputs.is_vector[0, 1:3].all()
+    prompted = tiny.build_inputs([Segments(prefix=[7, 8], chunks=compressed.chunks)])
+    assert prompted.token_ids[0, :2].tolist() == [7, 8] and prompted.is_vector[0, 2:].all()
 
 
 def test_precomputed_vectors_give_the_same_inputs(tiny):

@@ -159,8 +159,10 @@ def test_evaluation_helpers_on_a_tiny_model():
     assert pairs == cpt_windows(held, 16, 6, n_examples=3) and all(len(c) == 16 and len(o) == 6 for c, o in pairs)
     context, continuation = pairs[0]
     last = ARMS["last_tokens"](model, context, continuation)
-    assert last.prefix == context[-4:]  # s/k = 4 tokens: as many decoder positions as 4 chunk vectors
+    # s/k = 4 tokens after the start token: as many decoder positions as the start token and 4 chunk vectors
+    assert last.prefix == [model.start_id, *context[-4:]]
     assert len(ARMS["refrag"](model, context, continuation).chunks) == 4
+    assert ARMS["full_context"](model, context, continuation).prefix == [model.start_id, *context]
     scores = cpt_arms(model, pairs, list(ARMS), baselines={"last_tokens": [0.0] * 3})
     assert all(0 < scores[arm]["low"] <= scores[arm]["mean"] <= scores[arm]["high"] for arm in ARMS)
     refrag = scores["per_pair"]["refrag"]
@@ -287,7 +289,7 @@ def test_the_encoder_can_take_smaller_steps(tmp_path):
 
     model = tiny_refrag(k=4)
     encoder, rest = _param_groups(model, ["encoder", "projector"], config(encoder_lr_scale=0.1))
-    assert encoder["lr"] == pytest.approx(3e-4) and rest["lr"] == pytest.approx(3e-3)
+    assert encoder["lr"] == pytest.approx(3e-4) and rest["lr"] == pytest.approx(3e-3)  # config() peaks at 3e-3
     assert {id(p) for p in encoder["params"]} == {id(p) for p in model.encoder.parameters()}
     with pytest.raises(CourseError, match="encoder_lr_scale"):
         config(encoder_lr_scale=0)
