@@ -62,6 +62,7 @@ RECON_LEVERS = [
           "with the start token, the projector's output length free, as in the paper's plain MLP"),
     Lever("LR 3e-3, projector output unbounded, seed 1", {"projector_norm": False, "lr": 3e-3, "seed": 1},
           "the same from another seed"),
+    Lever("first-token pooling", {"pooling": "first"}, "the chunk's [CLS] state instead of the mean of its states"),
     Lever("k = 8", {}, "half the tokens per vector (twice the vectors): scored against its own floor", k=8),
 ]
 
@@ -72,6 +73,7 @@ CPT_LEVERS = [
     Lever("LR 3e-5", {"lr": 3e-5}, "close to the paper's 5e-5"),
     Lever("decoder trained", {"train_decoder": True, "lr": 5e-5}, "the paper's recipe: every part, LR 5e-5"),
     Lever("no reconstruction init", {}, "CPT from a fresh encoder + projector (Table 12)", init_from_recon=False),
+    Lever("LR 1e-3", {"lr": 1e-3}, "stage 1's rate for the encoder and projector, ten times the default's"),
 ]
 
 LEVERS = {"recon": RECON_LEVERS, "cpt": CPT_LEVERS}

@@ -94,6 +94,22 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
 
+def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
+    """A chunk's one vector from its encoder states: "mean" over real tokens, or the "first" ([CLS]) state.
+
+    A mean forgets token order, which reconstruction needs; the first state can learn to keep it
+    (the paper leaves pooling open; notebook 02's lever table compares the two).
+    """
+    if how == "mean":
+        return mean_pool(hidden, mask)
+    if how == "first":
+        return hidden[:, 0]
+    raise CourseError(f"Unknown pooling {how!r}: choose one of {', '.join(POOLINGS)}.")
+
+
+POOLINGS = ("mean", "first")
+
+
 def expand_all(batch: Sequence[Segments], value: bool) -> list[list[bool]]:
     """An expansion mask with every chunk expanded (True: ordinary RAG) or compressed (False)."""
     return [[value] * len(ex.chunks) for ex in batch]
@@ -121,6 +137,7 @@ class RefragModel(nn.Module):
         # decoder's pretraining: the first position is the attention sink, which later tokens attend to
         # but read little from, so a chunk vector placed there is hard to learn to read.
         self.start_before_chunks = True
+        self.pooling = "mean"  # how encode_chunks turns a chunk's encoder states into its vector (see `pool`)
 
     @property
     def device(self) -> torch.device:
@@ -149,7 +166,7 @@ class RefragModel(nn.Module):
         enc = self.encoder_tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
         enc = {name: t.to(self.encoder.device) for name, t in enc.items()}
         hidden = self.encoder(**enc).last_hidden_state
-        return mean_pool(hidden, enc["attention_mask"])
+        return pool(hidden, enc["attention_mask"], self.pooling)
 
     def compressed_chunks(self, batch: Sequence[Segments], expand: Sequence[Sequence[bool]]) -> list[list[int]]:
         """The chunks to encode, in the order build_inputs consumes their vectors."""

@@ -43,7 +43,7 @@ from .checkpoint import (
 from .curriculum import Curriculum
 from .errors import CourseError, MissingArtifactError
 from .losses import TokenStats, next_paragraph_loss, reconstruction_loss
-from .model import RefragModel
+from .model import POOLINGS, RefragModel
 
 STAGES = ("recon", "cpt")
 PAPER_LR = {"recon": 2e-4, "cpt": 5e-5}
@@ -74,6 +74,7 @@ class TrainConfig:
     train_decoder: bool = False  # CPT only: unfreeze the decoder too (the paper trains everything)
     start_token: bool = True  # inputs start with the decoder's start token; False: a chunk vector at position 0
     projector_norm: bool = True  # projector outputs scaled to the mean token-embedding norm; False: unbounded
+    pooling: str = "mean"  # a chunk's vector: the mean of its encoder states, or the first ([CLS]) state
     seed: int = 0
     save_every: int = 50
 
@@ -82,6 +83,8 @@ class TrainConfig:
             raise CourseError(f"stage must be one of {STAGES}, got {self.stage!r}.")
         if self.steps < 1 or self.grad_accum < 1 or self.positions_per_step < 1 or self.encoder_lr_scale <= 0:
             raise CourseError("steps, grad_accum, positions_per_step and encoder_lr_scale must be positive.")
+        if self.pooling not in POOLINGS:
+            raise CourseError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}.")
         if self.stage == "recon" and self.train_decoder:
             raise CourseError("Reconstruction keeps the decoder frozen (train_decoder=False); only CPT may train it.")
 
@@ -411,6 +414,7 @@ def prepare_model(run, cfg: TrainConfig, init_from_recon: bool = True) -> Refrag
     torch.manual_seed(cfg.seed)  # the projector's random initialisation follows the run's seed
     model = load_refrag(run.preset)
     model.start_before_chunks = cfg.start_token
+    model.pooling = cfg.pooling
     if not cfg.projector_norm:
         model.projector.token_norm = 0.0
     if recon_weights is not None:

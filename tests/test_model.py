@@ -5,7 +5,7 @@ import torch
 from conftest import TINY_TEXT
 
 from refrag_lib.errors import CourseError
-from refrag_lib.model import Projector, Segments, cache_keyword, chunk_ids, expand_all
+from refrag_lib.model import Projector, Segments, cache_keyword, chunk_ids, expand_all, pool
 
 
 def rag_batch(model, n=2):
@@ -72,6 +72,20 @@ def test_projected_vectors_have_the_length_of_a_typical_token_embedding(tiny):
     plain = Projector(8, 6)  # token_norm 0: the paper's plain MLP, output length free
     x = torch.randn(4, 8)
     torch.testing.assert_close(plain(x), plain.net(x))
+
+
+def test_pooling_takes_the_mean_of_real_tokens_or_the_first_state(tiny):
+    hidden = torch.arange(12.0).reshape(1, 4, 3)
+    mask = torch.tensor([[1, 1, 0, 0]])
+    torch.testing.assert_close(pool(hidden, mask, "mean"), torch.tensor([[1.5, 2.5, 3.5]]))
+    torch.testing.assert_close(pool(hidden, mask, "first"), torch.tensor([[0.0, 1.0, 2.0]]))
+    with pytest.raises(CourseError, match="Unknown pooling"):
+        pool(hidden, mask, "max")
+    chunks = chunk_ids(list(range(3, 20)), tiny.k)
+    tiny.pooling = "first"
+    first = tiny.encode_chunks(chunks)
+    tiny.pooling = "mean"
+    assert first.shape == tiny.encode_chunks(chunks).shape and not torch.allclose(first, tiny.encode_chunks(chunks))
 
 
 def test_a_compressed_input_starts_with_the_start_token_unless_it_has_a_prefix(tiny):

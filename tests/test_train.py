@@ -293,3 +293,5 @@ def test_the_encoder_can_take_smaller_steps(tmp_path):
     assert {id(p) for p in encoder["params"]} == {id(p) for p in model.encoder.parameters()}
     with pytest.raises(CourseError, match="encoder_lr_scale"):
         config(encoder_lr_scale=0)
+    with pytest.raises(CourseError, match="pooling must be one of"):
+        config(pooling="max")
