@@ -38,7 +38,8 @@ class Budget:
 
 
 # A recon/CPT step is about 4 x (decoder parameters) x 512 positions FLOPs (forward, and backward into
-# the frozen decoder's inputs): 0.28 TFLOP for SmolLM2-135M, measured at 2.3 s on the 2-core CPU.
+# the frozen decoder's inputs): 0.28 TFLOP for SmolLM2-135M, measured at 1.5 s (recon) to 2.0 s (CPT) on the
+# 2-core CPU (a default `make course`: 80 steps in 122 s and 157 s).
 # Assumed sustained throughput for these small batches: T4 fp16 8 TFLOP/s, A100/H100 bf16 60 TFLOP/s.
 CPU_BUDGET = Budget(80, 80, 120, 60, 64, 64, 16, 150, 300,
                     sized_from="measured: a default `make course` on a 2-core CPU")

@@ -30,9 +30,10 @@ def per_chunk_loop_loss(model: RefragModel, tokens: Sequence[int]) -> tuple[torc
     dtype = model.projector.net[0].weight.dtype
     vectors = [model.projector(model.encode_chunks([chunk]).to(model.device, dtype)) for chunk in chunks]
     targets = torch.tensor(list(tokens), device=model.device)
-    embeddings = model.decoder.get_input_embeddings()(targets)
-    logits = model.decoder(inputs_embeds=torch.cat([*vectors, embeddings])[None]).logits[0]
-    first = len(chunks) - 1  # the last chunk vector predicts x_1
+    embed = model.decoder.get_input_embeddings()
+    start = embed(torch.tensor([model.start_id], device=model.device))  # the start token before the vectors
+    logits = model.decoder(inputs_embeds=torch.cat([start, *vectors, embed(targets)])[None]).logits[0]
+    first = len(chunks)  # the last chunk vector (after the start token) predicts x_1
     nll = F.cross_entropy(logits[first : first + len(tokens)].float(), targets, reduction="sum")
     return nll, len(tokens)
 

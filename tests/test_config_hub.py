@@ -106,9 +106,10 @@ def test_real_decoder_token_path_matches_transformers_generate(cpu_model):
     prompt = cpu_model.tokenize("TITLE: Atlas Entry. City_017 lies on River_033.\nQuestion: Which river? Answer:")
     ex = Segments(chunks=[prompt[i : i + 16] for i in range(0, len(prompt), 16)])
     ours = cpu_model.generate(cpu_model.build_inputs([ex], expand_all([ex], True)), max_new_tokens=10)[0]
-    mask = torch.ones(1, len(prompt), dtype=torch.long)
-    ref = cpu_model.decoder.generate(torch.tensor([prompt]), attention_mask=mask, max_new_tokens=10, do_sample=False)
-    ref = ref[0, len(prompt) :].tolist()
+    ids = [cpu_model.start_id, *prompt]  # an input with no prefix starts with the start token
+    mask = torch.ones(1, len(ids), dtype=torch.long)
+    ref = cpu_model.decoder.generate(torch.tensor([ids]), attention_mask=mask, max_new_tokens=10, do_sample=False)
+    ref = ref[0, len(ids) :].tolist()
     eos = cpu_model.eos_id
     assert ours == (ref[: ref.index(eos)] if eos in ref else ref)
 
