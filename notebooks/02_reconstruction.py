@@ -108,11 +108,12 @@ print(f"{steps} steps per run at peak LR {lr:g}; budget of the {run.preset.name}
 # %% [markdown]
 # ## One reconstruction example
 #
-# The decoder input is `[e_1 .. e_L, x_1 .. x_s]`: L chunk vectors, then the text itself. With
-# teacher forcing the decoder predicts each x token from everything before it; the loss counts the
-# x tokens only. The first x token is predicted from the last chunk vector, so at that point the
-# vectors are all the decoder has. Later tokens also see the earlier x tokens, which is why even a
-# decoder with useless vectors gets some tokens right: we measure that floor below.
+# The decoder input is `[<start>, e_1 .. e_L, x_1 .. x_s]`: the decoder's start token (why: below), L
+# chunk vectors, then the text itself. With teacher forcing the decoder predicts each x token from
+# everything before it; the loss counts the x tokens only. The first x token is predicted from the
+# last chunk vector, so at that point the vectors are all the decoder has. Later tokens also see the
+# earlier x tokens, which is why even a decoder with useless vectors gets some tokens right: we
+# measure that floor below.
 #
 # Two mistakes seen in public re-implementations are ruled out by construction: feeding one chunk
 # at a time with its vector repeated, and regressing vectors onto random targets.

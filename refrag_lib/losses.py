@@ -1,9 +1,10 @@
 """The two training objectives of stages 1-2, batched: one encoder call and one decoder forward per batch.
 
-Reconstruction: the decoder sees [e_1..e_L, x_1..x_s] and must reproduce x_1..x_s with teacher
-forcing; the loss counts the x tokens only (the first x token is predicted from the last chunk
-vector). Next-paragraph prediction (CPT): the first s tokens are compressed into chunk vectors
-(a random fraction p of chunks may stay as tokens), the decoder predicts the next o tokens.
+Reconstruction: the decoder sees [<start>, e_1..e_L, x_1..x_s] (RefragModel puts its start token
+first) and must reproduce x_1..x_s with teacher forcing; the loss counts the x tokens only (the first
+x token is predicted from the last chunk vector). Next-paragraph prediction (CPT): the first s tokens
+are compressed into chunk vectors (a random fraction p of chunks may stay as tokens), the decoder
+predicts the next o tokens.
 Both are "loss on the suffix tokens of a right-padded batch", so one function computes both.
 """
 
