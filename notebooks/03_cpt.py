@@ -268,18 +268,18 @@ print("wrote", path)
 # the compressed arms to beat "no context" only by as much as the short training taught them. Where
 # the shape differs, the budget is the first suspect: rerun with more STEPS on a GPU preset.
 #
-# The latest default `make course` (2-core CPU, 64 held-out pairs; every arm starts with the decoder's
-# start token; CPT at LR 1e-4, the default until the lever table above moved it to 1e-3, which measured
-# 3.78 [3.71, 3.85]) measured, mean [95% interval]: no context 4.36 [4.28, 4.43], full context 2.27 [2.14,
-# 2.40], the last 16 tokens 3.80 [3.70, 3.88]; REFRAG-16 after reconstruction alone 3.85 [3.78, 3.92],
-# after CPT 3.81 [3.73, 3.88], and CPT without reconstruction init 4.16 [4.09, 4.24].
+# The latest default run (notebooks 03-05 rerun on the reconstruction weights of a default `make course`,
+# 2-core CPU, 64 held-out pairs; every arm starts with the decoder's start token) measured, mean [95%
+# interval]: no context 4.36 [4.28, 4.43], full context 2.27 [2.14, 2.40], the last 16 tokens 3.80
+# [3.70, 3.88]; REFRAG-16 after reconstruction alone 3.85 [3.78, 3.92], after CPT 3.78 [3.71, 3.85],
+# and CPT without reconstruction init 3.96 [3.87, 4.03].
 #
-# * REFRAG-16 now ties the last 16 tokens at the same decoder length: paired gain -0.01 [-0.08, 0.06]
-#   nats (the previous recipe, whose chunk vectors carried almost nothing, was 0.44 nats behind). Sixteen
-#   chunk vectors are worth about as much as sixteen raw tokens here; the paper's REFRAG-8 beats that
-#   baseline after 20B tokens of training.
-# * Reconstruction initialisation helps by a paired 0.36 [0.33, 0.38] nats (Table 12's direction; the
+# * REFRAG-16 now ties the last 16 tokens at the same decoder length: paired gain +0.02 [-0.05, 0.09]
+#   nats (the previous stage 1 recipe, whose chunk vectors carried almost nothing, was 0.44 nats
+#   behind). Sixteen chunk vectors are worth about as much as sixteen raw tokens here; the paper's
+#   REFRAG-8 beats that baseline after 20B tokens of training.
+# * Reconstruction initialisation helps by a paired 0.18 [0.16, 0.20] nats (Table 12's direction; the
 #   paper's gap is 1.25 nats at P16), and CPT from reconstruction is steady (largest gradient norm
-#   before clipping 2.0, against 81 from a fresh projector).
-# * CPT itself adds little on top of reconstruction in 80 steps with the decoder frozen (3.85 -> 3.81):
+#   before clipping 3.5, against 37 from a fresh projector).
+# * CPT adds 0.07 nats on top of reconstruction in 80 steps with the decoder frozen (3.85 -> 3.78):
 #   most of what the vectors carry into the next paragraph was learnt in stage 1.
