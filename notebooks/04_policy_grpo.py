@@ -418,8 +418,8 @@ for name, rows in answer_table["by_p"].items():
 # RL > perplexity-descending > random; with a 135M decoder and a few minutes of CPU training your
 # ordering may differ: the printed verdict says which selector won here.
 #
-# The latest default run (2-core CPU) measured at p = 0.25: RL 3.02, random 3.39 ± 0.05 (3 seeds),
-# perplexity-ascending 3.40, perplexity-descending 3.54. RL won at every p > 0, by about seven times
+# A default `make course` (2-core CPU) measured at p = 0.25: RL 3.15, random 3.43 ± 0.04 (3 seeds),
+# perplexity-ascending 3.42, perplexity-descending 3.58. RL won at every p > 0, by about six times
 # random's spread at p = 0.25. Perplexity-descending lost even to random: the first chunks of a context
 # have the highest NLL because they are predicted from little context, so it spends its budget on
 # them, the bias described above.
@@ -430,23 +430,22 @@ for name, rows in answer_table["by_p"].items():
 #
 # | selector | p = 0.05 | p = 0.1 | p = 0.25 |
 # |---|---|---|---|
-# | question-aware RL policy | 0.42 [0.30, 0.54] | 0.46 [0.34, 0.58] | 0.76 [0.66, 0.87] |
+# | question-aware RL policy | 0.52 [0.40, 0.64] | 0.73 [0.63, 0.84] | 0.88 [0.81, 0.96] |
 # | question cosine (heuristic) | 0.30 [0.19, 0.40] | 0.40 [0.28, 0.52] | 0.69 [0.58, 0.79] |
 # | random | 0.04 [0.00, 0.10] | 0.06 [0.01, 0.12] | 0.28 [0.18, 0.39] |
-# | the paper's RL policy | 0.00 | 0.00 | 0.15 [0.07, 0.24] |
+# | the paper's RL policy | 0.01 [0.00, 0.04] | 0.01 [0.00, 0.04] | 0.16 [0.09, 0.25] |
 #
-# The question-aware policy (300 steps, 4.1 minutes) lands on the answer's chunk more often than the
-# cosine heuristic at every p, but in this run by less than the paired interval (+0.12 [-0.04, 0.28],
-# +0.06 [-0.10, 0.24], +0.07 [-0.04, 0.18]); its gold-answer NLL is lower at every p (4.68 against
-# 4.73 at p = 0.1; nothing expanded: 5.92). An earlier default run, identical up to CPT's learning rate
-# (1e-4 there), measured 0.52 / 0.73 / 0.88 and beat the heuristic beyond the interval at every p: one
-# GRPO run of 300 single-question steps varies that much, so read one run's policy row with care. The
-# paper's policy, the best selector for predicting the next paragraph, almost never expands the chunk
-# with the answer: it learned where useful chunks tend to sit in a running text, which says nothing
-# about where one question's answer sits. The cosine heuristic knows what the question asks but not
-# where IDs sit in a passage nor which passage the retriever ranked first; the learned policy sees both
-# (its place and rank embeddings) and uses the cosine too. Notebook 05 fine-tunes REFRAG with this
-# policy's choices and checks whether the ceiling above turns into exact answers.
+# The question-aware policy (300 steps, 4.6 minutes) beats the cosine heuristic by +0.22 [0.09, 0.36]
+# at p = 0.05, +0.33 [0.19, 0.46] at p = 0.1 and +0.19 [0.07, 0.30] at p = 0.25 (paired, same
+# questions); its gold-answer NLL is lower at every p (3.83 against 4.26 at p = 0.1; nothing expanded:
+# 5.12). The paper's policy, the best selector for predicting the next paragraph, almost never expands
+# the chunk with the answer: it learned where useful chunks tend to sit in a running text, which says
+# nothing about where one question's answer sits. The cosine heuristic knows what the question asks
+# but not where IDs sit in a passage nor which passage the retriever ranked first; the learned policy
+# sees both (its place and rank embeddings) and uses the cosine too. (A rerun of notebooks 03-05 with
+# CPT at LR 1e-3, notebook 03's lever, gave 0.42 / 0.46 / 0.76: above the heuristic, within the paired
+# interval; one 300-step GRPO run varies this much.) Notebook 05 fine-tunes REFRAG with
+# this policy's choices and checks whether the ceiling above turns into exact answers.
 
 # %%
 run.write_metrics("policy", {

@@ -346,6 +346,9 @@ print(format_answer(generate_answer(ready, eval_items[0].question, max_new_token
 # | REFRAG at equal latency (20 passages) | 0.11 [0.07, 0.17] | 401 ms | -0.21 [-0.29, -0.15] |
 # | REFRAG, the paper's question-blind policy | 0.01 at p = 0.05 and 0.1, 0.07 at 0.25 | 104 ms | |
 #
+# (A rerun of notebooks 03-05 with CPT at LR 1e-3, the lever of notebook 03 with the better next-paragraph
+# perplexity, gave REFRAG 0.15 [0.09, 0.21] at 104 ms against RAG-FT's 0.33 at 344 ms; CPT stays at 1e-4.)
+#
 # REFRAG answers at about 3x lower TTFT (2.9x in this row; the same 72 input positions measured 104 ms
 # with the gold passage and 107 ms in the equal-latency sweep: three questions per row leave TTFT
 # within about 25%; notebook 06 times it properly) with 0.73 of RAG-FT's exact match. With the gold

@@ -49,7 +49,7 @@ STAGES = ("recon", "cpt")
 PAPER_LR = {"recon": 2e-4, "cpt": 5e-5}
 # The course's peak LRs for its short budgets, chosen by the lever tables of notebooks 02 and 03
 # (`python -m refrag_lib levers`): a few hundred steps need larger steps than the paper's long runs.
-COURSE_LR = {"recon": 1e-3, "cpt": 1e-3}
+COURSE_LR = {"recon": 1e-3, "cpt": 1e-4}
 MIXED_PRECISION = {"float32": "no", "float16": "fp16", "bfloat16": "bf16"}
 HELD_OUT_FRACTION = 0.1  # the last 10% of documents are never trained on
 
