@@ -37,6 +37,7 @@ class Lever:
     why: str
     init_from_recon: bool = True  # CPT only: False is the Table 12 ablation
     k: int | None = None  # tokens per chunk vector; None: the preset's (a row of another k has its own floor)
+    budget: float = 1.0  # compute against the default row; a row above 1 shows what a longer budget buys
 
 
 RECON_LEVERS = [
@@ -64,6 +65,10 @@ RECON_LEVERS = [
           "the same from another seed"),
     Lever("first-token pooling", {"pooling": "first"}, "the chunk's [CLS] state instead of the mean of its states"),
     Lever("k = 8", {}, "half the tokens per vector (twice the vectors): scored against its own floor", k=8),
+    Lever("one chunk only", {"context_tokens": 16}, "every step reconstructs one chunk (s = k): the curriculum "
+          "moves on to 8-16 chunks after ~20 steps, while the one-chunk gain is the target"),
+    Lever("one chunk only, 4x the budget", {"context_tokens": 16}, "the same for 4x the compute (outside the "
+          "course's CPU budget): the slope of one-chunk accuracy against steps", budget=4.0),
 ]
 
 CPT_LEVERS = [
@@ -90,7 +95,8 @@ def run_levers(run, base: TrainConfig, levers: list[Lever], score, progress: boo
     for lever in levers:
         lever_run = replace(run, preset=run.preset.with_k(lever.k)) if lever.k else run
         cfg = replace(base, **lever.changes)
-        cfg = replace(cfg, steps=equal_compute_steps(base, cfg), save_every=base.steps * 4)
+        steps = round(equal_compute_steps(base, cfg) * lever.budget)
+        cfg = replace(cfg, steps=steps, save_every=steps)
         folder = f"{base.stage}/levers/" + re.sub(r"[^a-z0-9]+", "-", lever.name.lower()).strip("-")
         result = train_stage(lever_run, cfg, folder=folder, resume=False,
                              init_from_recon=lever.init_from_recon, progress=progress)

@@ -6,13 +6,15 @@ shorter step counts on the way (the same questions, with 95% intervals; step 0 i
 An intermediate point has not had its learning rate decay yet: a run of exactly that many steps would
 usually end a little better. REFRAG is scored with the selector it trains with, its chunk vectors
 re-encoded at each point (the encoder is training) for the evaluation questions' passages only.
-`python -m refrag_lib sft-curve --steps 30 60 120` writes RUN_DIR/sft/curve/curve.json.
+`python -m refrag_lib sft-curve --steps 30 60 120` writes RUN_DIR/sft/curve/curve.json; `--lr` and
+`--batch-size` make it a lever row (`--name` keeps each row in its own folder, RUN_DIR/sft/<name>/).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from dataclasses import replace
 
@@ -47,7 +49,7 @@ def evaluate_point(model, arm: str, index, index_store, items, selector, p: floa
 
 def learning_curve(run, steps: list[int], eval_questions: int = 150, train_questions: int = 400, top_k: int = 3,
                    p: float = 0.1, selector_name: str = "question_rl", arms=("rag", "refrag"),
-                   progress: bool = True) -> dict:
+                   lr: float = 0.0, batch_size: int = 1, name: str = "curve", progress: bool = True) -> dict:
     """{arm: [{step, seconds, exact_match, exact_match_ci, f1, f1_ci}, ...]} with the settings used."""
     from .checkpoint import model_identity
     from .data import default_data_dir, load_qa
@@ -55,7 +57,7 @@ def learning_curve(run, steps: list[int], eval_questions: int = 150, train_quest
     from .policy import load_run_policies
     from .qa import answerable, retrieve_items
     from .selectors import make_selector
-    from .sft import PassageChunks, SFTConfig, SFTTask, load_start_model
+    from .sft import PAPER_SFT_LR, PassageChunks, SFTConfig, SFTTask, load_start_model
     from .train import train
 
     if not steps or min(steps) < 1:
@@ -67,7 +69,8 @@ def learning_curve(run, steps: list[int], eval_questions: int = 150, train_quest
                                                               train_questions), top_k)
     eval_items = retrieve_items(retriever, index, answerable(load_qa(default_data_dir() / "qa_eval.jsonl"), index,
                                                              eval_questions), top_k)
-    cfg = SFTConfig(steps=steps[-1], top_k=top_k, p=p, selector=selector_name, batch_size=1, save_every=steps[-1])
+    cfg = SFTConfig(steps=steps[-1], top_k=top_k, p=p, selector=selector_name, batch_size=batch_size,
+                    lr=lr or PAPER_SFT_LR, save_every=steps[-1])
     curve = {"steps": steps, "n_eval": len(eval_items), "top_k": top_k, "p": p, "selector": selector_name,
              "batch_size": cfg.batch_size, "lr": cfg.lr}
     policies = load_run_policies(run, retriever.name)  # read once: SFT does not change them
@@ -76,7 +79,7 @@ def learning_curve(run, steps: list[int], eval_questions: int = 150, train_quest
         index_store = load_chunk_store(run.require("index", "chunk_store.safetensors"), model, index, probe=0)
         selector = make_selector(selector_name, policies, model) if arm == "refrag" else None
         task = SFTTask(model, arm, cfg, train_items, PassageChunks(model, index.passages, keys=index_store), selector)
-        out_dir = run.stage_dir("sft") / "curve" / arm
+        out_dir = run.stage_dir("sft") / name / arm
         if out_dir.exists():
             raise CourseError(f"{out_dir} holds an earlier curve's training: delete it to measure the curve again.")
         points, done, seconds = [], 0, 0.0
@@ -98,6 +101,7 @@ def learning_curve(run, steps: list[int], eval_questions: int = 150, train_quest
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m refrag_lib sft-curve`: EM against SFT steps for both arms, to RUN_DIR/sft/curve/curve.json."""
+    from .ready_index import READY_FOLDER
     from .runs import open_run
 
     parser = argparse.ArgumentParser(prog="python -m refrag_lib sft-curve", description=main.__doc__)
@@ -106,11 +110,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, nargs="+", default=[30, 60, 120])
     parser.add_argument("--eval-questions", type=int, default=150)
     parser.add_argument("--selector", default="question_rl")
+    parser.add_argument("--p", type=float, default=0.1, help="share of REFRAG chunks expanded, in training and scoring")
     parser.add_argument("--arms", nargs="+", default=["rag", "refrag"], choices=["rag", "refrag"])
+    parser.add_argument("--lr", type=float, default=0.0, help="peak LR of both arms (0: the paper's 2e-5)")
+    parser.add_argument("--batch-size", type=int, default=1, help="questions per step")
+    parser.add_argument("--name", default="curve", help="the folder under RUN_DIR/sft/ for this curve")
     args = parser.parse_args(argv)
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", args.name) or args.name in ("rag", "refrag", READY_FOLDER):
+        raise CourseError(f"--name must be a plain folder name (letters, digits, _ -) other than notebook 05's "
+                          f"rag, refrag and {READY_FOLDER}, got {args.name!r}.")
     run = open_run(args.preset, args.run_dir)
-    curve = learning_curve(run, args.steps, args.eval_questions, selector_name=args.selector, arms=args.arms)
-    out = run.stage_dir("sft") / "curve" / "curve.json"
+    curve = learning_curve(run, args.steps, args.eval_questions, p=args.p, selector_name=args.selector, arms=args.arms,
+                           lr=args.lr, batch_size=args.batch_size, name=args.name)
+    out = run.stage_dir("sft") / args.name / "curve.json"
     out.write_text(json.dumps(curve, indent=1))
     print("wrote", out)
     return 0

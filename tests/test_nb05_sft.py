@@ -93,3 +93,17 @@ def test_sft_curve_command_scores_both_arms_at_each_step(sft_run, notebooks):
             assert 0.0 <= low <= point["exact_match"] <= high <= 1.0
     assert curve["selector"] == "question_rl" and curve["n_eval"] == 3
     assert main(["sft-curve", "--run-dir", str(notebooks.root), "--steps", "1"]) == 1  # refuses to overwrite
+    assert main(["sft-curve", "--run-dir", str(notebooks.root), "--steps", "1", "--name", "refrag"]) == 1  # 05's arm
+
+
+def test_sft_curve_lever_row_keeps_its_own_folder_and_settings(sft_run, notebooks):
+    import json
+
+    from refrag_lib.__main__ import main
+
+    code = main(["sft-curve", "--run-dir", str(notebooks.root), "--steps", "1", "--eval-questions", "2",
+                 "--arms", "rag", "--lr", "1e-4", "--batch-size", "2", "--name", "lr-1e-4"])
+    assert code == 0
+    curve = json.loads((notebooks.root / "sft" / "lr-1e-4" / "curve.json").read_text())
+    assert curve["lr"] == 1e-4 and curve["batch_size"] == 2 and "refrag" not in curve
+    assert [point["step"] for point in curve["rag"]] == [0, 1]

@@ -239,18 +239,21 @@ def test_levers_share_the_compute_and_the_windows(tmp_path, monkeypatch):
         return {"by_chunks": probe["by_chunks"], "per_window": probe["per_window"]}
 
     base = config(steps=4, curriculum=False)
-    levers = [Lever("base", {}, "-"), Lever("bigger steps", {"positions_per_step": 96}, "-"), Lever("k2", {}, "-", k=2)]
+    levers = [Lever("base", {}, "-"), Lever("bigger steps", {"positions_per_step": 96}, "-"), Lever("k2", {}, "-", k=2),
+              Lever("longer", {}, "-", budget=1.5)]
     rows = run_levers(run, base, levers, score, progress=False)
-    assert [(r["lever"], r["steps"], r["k"]) for r in rows] == [("base", 4, 4), ("bigger steps", 2, 4), ("k2", 4, 2)]
+    assert [(r["lever"], r["steps"], r["k"]) for r in rows] == [("base", 4, 4), ("bigger steps", 2, 4), ("k2", 4, 2),
+                                                               ("longer", 6, 4)]
     assert equal_compute_steps(base, replace(base, positions_per_step=24)) == 8
     for row in rows:
         assert set(row["by_chunks"]) == {"1", "2"} and len(row["per_window"]["1"]["log_ppl"]) == 4
         assert row["max_grad_norm"] > 0
     rerun = {**rows[0], "steps": 99}
     merged = merge_rows(rows, [rerun, {"lever": "new", "steps": 1}], [*levers, Lever("new", {}, "-")])
-    assert [(r["lever"], r["steps"]) for r in merged] == [("base", 99), ("bigger steps", 2), ("k2", 4), ("new", 1)]
+    assert [(r["lever"], r["steps"]) for r in merged] == [("base", 99), ("bigger steps", 2), ("k2", 4), ("longer", 6),
+                                                        ("new", 1)]
     table = format_levers({"stage": "recon", "heading": "h", "rows": rows}).splitlines()
-    assert len(table) == 4 and "vs default" in table[2] and "vs default" not in table[1]
+    assert len(table) == 5 and "vs default" in table[2] and "vs default" not in table[1]
     assert "1 ch of k=2" in table[3] and "vs default" not in table[3]  # other windows: nothing to pair
 
     pairs = cpt_windows(held, 16, 8, 4)
