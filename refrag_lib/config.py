@@ -41,7 +41,7 @@ class Budget:
 # the frozen decoder's inputs): 0.28 TFLOP for SmolLM2-135M, measured at 1.5 s (recon) to 2.0 s (CPT) on the
 # 2-core CPU (a default `make course`: 80 steps in 122 s and 157 s).
 # Assumed sustained throughput for these small batches: T4 fp16 8 TFLOP/s, A100/H100 bf16 60 TFLOP/s.
-CPU_BUDGET = Budget(80, 80, 120, 60, 64, 64, 16, 150, 300,
+CPU_BUDGET = Budget(80, 80, 120, 120, 64, 64, 16, 150, 300,
                     sized_from="measured: a default `make course` on a 2-core CPU")
 T4_BUDGET = Budget(1200, 1000, 600, 400, 256, 256, 64, 150, 1000,
                    sized_from="FLOPs: SmolLM2-360M, 0.74 TFLOP a step at 8 TFLOP/s = 0.1 s (not measured on a T4)")

@@ -57,7 +57,7 @@ def learning_curve(run, steps: list[int], eval_questions: int = 150, train_quest
     from .policy import load_run_policies
     from .qa import answerable, retrieve_items
     from .selectors import make_selector
-    from .sft import PAPER_SFT_LR, PassageChunks, SFTConfig, SFTTask, load_start_model
+    from .sft import COURSE_SFT_LR, PassageChunks, SFTConfig, SFTTask, load_start_model
     from .train import train
 
     if not steps or min(steps) < 1:
@@ -70,7 +70,7 @@ def learning_curve(run, steps: list[int], eval_questions: int = 150, train_quest
     eval_items = retrieve_items(retriever, index, answerable(load_qa(default_data_dir() / "qa_eval.jsonl"), index,
                                                              eval_questions), top_k)
     cfg = SFTConfig(steps=steps[-1], top_k=top_k, p=p, selector=selector_name, batch_size=batch_size,
-                    lr=lr or PAPER_SFT_LR, save_every=steps[-1])
+                    lr=lr or COURSE_SFT_LR, save_every=steps[-1])
     curve = {"steps": steps, "n_eval": len(eval_items), "top_k": top_k, "p": p, "selector": selector_name,
              "batch_size": cfg.batch_size, "lr": cfg.lr}
     policies = load_run_policies(run, retriever.name)  # read once: SFT does not change them
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--selector", default="question_rl")
     parser.add_argument("--p", type=float, default=0.1, help="share of REFRAG chunks expanded, in training and scoring")
     parser.add_argument("--arms", nargs="+", default=["rag", "refrag"], choices=["rag", "refrag"])
-    parser.add_argument("--lr", type=float, default=0.0, help="peak LR of both arms (0: the paper's 2e-5)")
+    parser.add_argument("--lr", type=float, default=0.0, help="peak LR of both arms (0: the course's 1e-4)")
     parser.add_argument("--batch-size", type=int, default=1, help="questions per step")
     parser.add_argument("--name", default="curve", help="the folder under RUN_DIR/sft/ for this curve")
     args = parser.parse_args(argv)
