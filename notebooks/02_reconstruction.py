@@ -511,6 +511,6 @@ print("wrote", path)
 #   that neither one-chunk-only training nor four times the steps reaches it (+0.037, +0.040).
 # * The probes during training (the curve above, 48 one-chunk windows) rise to 0.73 nats by step 20
 #   and add only 0.05 by step 80, while the curriculum moves on to 8 and 16 chunks: the one-chunk skill
-#   is learnt early and then held (one-chunk-only training for 320 steps: 1.20 nats). The paper reports near-perfect reconstruction after
-#   20B tokens (Table 11: the paper's figures, not ours); a GPU budget (t4: 1200 steps, not measured
-#   here) is where the long-context rows should keep rising.
+#   is learnt early and then held (one-chunk-only training for 320 steps: 1.20 nats). The paper
+#   reports near-perfect reconstruction after 20B tokens (Table 11: the paper's figures, not ours); a
+#   GPU budget (t4: 1200 steps, not measured here) is where the long-context rows should keep rising.

@@ -171,10 +171,11 @@ print(f"RAG-FT reads {input_positions(prompt, [True] * len(expand))} positions; 
 # ## Fine-tune both arms
 #
 # The shared training loop of notebooks 02-04 (`refrag_lib.train`): AdamW at peak LR 1e-4 (the paper's
-# 2e-5 is made for long runs; the lever table at the end of this notebook chose 1e-4), 4% linear warm-up, cosine decay, gradient clipping, metrics in `RUN_DIR/sft/<arm>/metrics.jsonl`,
-# and resume after an interruption. Every step draws its questions from a generator seeded by the step
-# number, so both arms see exactly the same questions and passages. With `GOLD_FRACTION = 1` the gold
-# passage is put among the K passages (at a random place) when retrieval missed it: a model trained on
+# 2e-5 is made for long runs; the lever table at the end of this notebook chose 1e-4), 4% linear
+# warm-up, cosine decay, gradient clipping, metrics in `RUN_DIR/sft/<arm>/metrics.jsonl`, and resume
+# after an interruption. Every step draws its questions from a generator seeded by the step number, so
+# both arms see exactly the same questions and passages. With `GOLD_FRACTION = 1` the gold passage is
+# put among the K passages (at a random place) when retrieval missed it: a model trained on
 # passages that do not hold the answer learns to guess IDs, not to read them.
 
 # %%
