@@ -444,8 +444,11 @@ for name, rows in answer_table["by_p"].items():
 # but not where IDs sit in a passage nor which passage the retriever ranked first; the learned policy
 # sees both (its place and rank embeddings) and uses the cosine too. (A rerun of notebooks 03-05 with
 # CPT at LR 1e-3, notebook 03's lever, gave 0.42 / 0.46 / 0.76: above the heuristic, within the paired
-# interval; one 300-step GRPO run varies this much.) Notebook 05 fine-tunes REFRAG with
-# this policy's choices and checks whether the ceiling above turns into exact answers.
+# interval; one 300-step GRPO run varies this much.) Twice the steps do not help: the same run with
+# `QUESTION_STEPS = 600` (6.3 minutes of GRPO) expanded the answer chunk for 0.49 / 0.64 / 0.93, and
+# REFRAG fine-tuned with it answered 0.23 [0.17, 0.30] in notebook 05 against 0.29 [0.22, 0.36] with the
+# 300-step policy. Notebook 05 fine-tunes REFRAG with this policy's choices and checks whether the
+# ceiling above turns into exact answers.
 
 # %%
 run.write_metrics("policy", {

@@ -381,9 +381,11 @@ print(format_answer(generate_answer(ready, eval_items[0].question, max_new_token
 # here, unlike in the paper: the 20 passages hold the answer more often (0.71), yet EM falls to 0.17,
 # 0.21 with the gold passage forced in. The policy was trained on 3 passages (its rank signal has never
 # seen ranks beyond 3), and at p = 0.1 it must find the answer's chunk among about 140; the paper's
-# reader is a 7B model whose vectors carry far more. What would move it: a policy trained longer and at
-# the equal-latency passage count (its landing rate is REFRAG's ceiling), a larger p where TTFT allows,
-# and stage 1-2 vectors that carry exact tokens (bigger encoder and decoder: the GPU presets).
+# reader is a 7B model whose vectors carry far more. What would move it: a policy that lands on the
+# answer's chunk more often (its landing rate is REFRAG's ceiling; twice the GRPO steps did not do it,
+# notebook 04: 0.64 at p = 0.1, REFRAG 0.23), trained at the equal-latency passage count for that row,
+# a larger p where TTFT allows, and stage 1-2 vectors that carry exact tokens (bigger encoder and
+# decoder: the GPU presets).
 
 # %%
 rag_em = table["exact_match"]["rag"]
