@@ -367,10 +367,10 @@ print(format_answer(generate_answer(ready, eval_items[0].question, max_new_token
 # RAG-FT keeps learning with a larger LR and more steps (0.39 -> 0.52); REFRAG stays at 0.29 whatever
 # the LR or the steps. The same 120 questions as 60 steps of two (`--batch-size 2 --steps 60`) gave
 # RAG-FT 0.36 [0.29, 0.44] and REFRAG 0.24 [0.17, 0.31]: at this budget more updates beat larger ones.
-# The budget that is best for both arms is the default (a previous default, 60 steps at 2e-5, measured RAG-FT 0.33 and REFRAG 0.24: a stronger baseline, not a weaker REFRAG, is
-# why the ratio fell from 0.73 to 0.55). Expanding more helps REFRAG (0.35 at p = 0.25, trained and
-# scored at that p) at the price of TTFT: the grid measures about 125 ms at p = 0.25, 2.4x sooner than
-# RAG-FT instead of 3.3x.
+# The budget that is best for both arms is the default (a previous default, 60 steps at 2e-5, measured
+# RAG-FT 0.33 and REFRAG 0.24: a stronger baseline, not a weaker REFRAG, is why the ratio fell from 0.73
+# to 0.55). Expanding more helps REFRAG (0.35 at p = 0.25, trained and scored at that p) at the price of
+# TTFT: the grid measures about 125 ms at p = 0.25, 2.4x sooner than RAG-FT instead of 3.3x.
 #
 # Where REFRAG loses, and why. (1) It reads only what it expands. RAG-FT answers 0.96 when the gold
 # passage is among its three, so with enough SFT the reader is not the limit; REFRAG given the same
