@@ -161,7 +161,8 @@ demo = (train_items or eval_items)[0]
 per_passage = chunks(demo.rows)
 prompt = build_prompt(model, demo.question, per_passage)
 vectors = model.encode_chunks(prompt.chunks).detach().split([len(c) for c in per_passage])
-expand = selector([selection_input(prompt, vectors, demo.question_key, chunks.keys_for(demo.rows))], P)[0]
+expand = selector([selection_input(prompt, vectors, demo.question_key, chunks.keys_for(demo.rows), demo.question,
+                                   chunks.rarity())], P)[0]
 print(demo.question, "->", demo.answers[0])
 print(f"RAG-FT reads {input_positions(prompt, [True] * len(expand))} positions; REFRAG reads "
       f"{input_positions(prompt, expand)} ({len(expand)} chunks of k={model.k}, {sum(expand)} expanded; "

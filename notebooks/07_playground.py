@@ -20,12 +20,12 @@
 #
 # The knobs: **k** (among the compression rates you trained: each k has its own run folder),
 # **p** the fraction of chunks to expand, **top-K** passages, and the **selector** that picks the
-# chunks: **question** (the chunks the retriever finds closest to the question, the one REFRAG was
-# fine-tuned with in notebook 05), **question_rl** (notebook 04's GRPO policy that reads the question and
-# each chunk's place), **rl** (the paper's question-blind GRPO policy of notebook 04), the perplexity
-# heuristic, random, or none. Answers are IDs such as River_033 that only exact tokens carry,
-# so REFRAG can answer only when the chunk holding the answer is one it expands: try the same question
-# with `question` and with `rl`.
+# chunks: **question** (the chunks the retriever finds closest to the question), **question_rl**
+# (notebook 04's policy that reads the question, each chunk's share of the question's words and its
+# place; the one REFRAG was fine-tuned with in notebook 05), **rl** (the paper's question-blind GRPO
+# policy of notebook 04), the perplexity heuristic, random, or none. Answers are IDs such as River_033
+# that only exact tokens carry, so REFRAG can answer only when the chunk holding the answer is one it
+# expands: try the same question with `question_rl` and with `rl`.
 #
 # Needs `RUN_DIR/sft/` from notebook 05 (and what it needs: 01-04).
 

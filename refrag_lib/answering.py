@@ -20,6 +20,7 @@ import torch
 from .bench import quartiles_ms, ttft_once
 from .errors import CourseError
 from .index import ChunkStore
+from .lexical import WordRarity
 from .model import RefragModel, Segments
 from .qa import QAItem, build_prompt, clean_prediction, input_positions
 from .selectors import ScoredExample, Selector
@@ -38,11 +39,15 @@ class Prepared:
 
 
 def selection_input(prompt: Segments, vectors: Sequence[torch.Tensor], question_key=None,
-                    chunk_keys: torch.Tensor | None = None) -> ScoredExample:
-    """What a selector sees of one question: its chunks, their vectors per passage, the retriever vectors."""
+                    chunk_keys: torch.Tensor | None = None, question: str | None = None,
+                    rarity: WordRarity | None = None) -> ScoredExample:
+    """What a selector sees of one question: its chunks, their vectors per passage, the retriever vectors,
+    and (given the question's text and the store's word rarity) each chunk's share of the question's words."""
     key = None if question_key is None else torch.as_tensor(np.asarray(question_key), dtype=torch.float32)
-    return ScoredExample(prompt, torch.cat(list(vectors)),
-                         passage_lengths=[len(v) for v in vectors], question_key=key, chunk_keys=chunk_keys)
+    lengths = [len(v) for v in vectors]
+    overlap = None if question is None or rarity is None else rarity.chunk_features(question, prompt.chunks, lengths)
+    return ScoredExample(prompt, torch.cat(list(vectors)), passage_lengths=lengths, question_key=key,
+                         chunk_keys=chunk_keys, word_overlap=overlap)
 
 
 def read_passages(model: RefragModel, item: QAItem, rows: Sequence[int], store: ChunkStore) -> ScoredExample:
@@ -50,7 +55,8 @@ def read_passages(model: RefragModel, item: QAItem, rows: Sequence[int], store: 
     parts = [store.chunks_for([r]) for r in rows]
     prompt = build_prompt(model, item.question, [chunks for chunks, _ in parts])
     vectors = [v for _, v in parts] or [store.vectors[:0]]  # no passages: an empty [0, dim] for the batch
-    return selection_input(prompt, vectors, item.question_key, store.keys_for(rows))
+    return selection_input(prompt, vectors, item.question_key, store.keys_for(rows), item.question,
+                           store.word_rarity(model.decoder_tokenizer))
 
 
 def with_expansion(example: ScoredExample, expand: Sequence[bool], rows: Sequence[int]) -> Prepared:

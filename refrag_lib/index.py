@@ -29,6 +29,7 @@ import torch
 
 from .data import Passage, QAExample, default_data_dir, load_passages, load_qa
 from .errors import CourseError, MissingArtifactError
+from .lexical import WordRarity
 from .model import mean_pool
 
 INDEX_FILE = "passages.faiss"
@@ -375,6 +376,7 @@ class ChunkStore:
     token_offsets: torch.Tensor  # [n_chunks + 1] int64
     meta: dict
     keys: torch.Tensor | None = None  # [n_chunks, retriever dim] unit retriever vectors (the question selector)
+    _rarity: WordRarity | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def n_passages(self) -> int:
@@ -408,6 +410,14 @@ class ChunkStore:
             return None
         spans = [(int(self.passage_offsets[r]), int(self.passage_offsets[r + 1])) for r in passage_rows]
         return torch.cat([self.keys[lo:hi] for lo, hi in spans]) if spans else self.keys[:0]
+
+    def word_rarity(self, tokenizer) -> WordRarity:
+        """The IDF of every word of the store's passages (their chunks decoded), built once on first use."""
+        if self._rarity is None:
+            texts = tokenizer.batch_decode([self.token_ids[self.token_offsets[lo] : self.token_offsets[hi]].tolist()
+                                            for lo, hi in zip(self.passage_offsets[:-1], self.passage_offsets[1:])])
+            self._rarity = WordRarity(texts, tokenizer.batch_decode)
+        return self._rarity
 
     def save(self, path: str | Path) -> Path:
         """One safetensors file; the metadata says which models, k and encoder weights made it."""

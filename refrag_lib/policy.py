@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .errors import CourseError
+from .lexical import FEATURES as WORD_FEATURES
 
 POLICY_WEIGHTS = "policy.safetensors"
 QUESTION_POLICY_WEIGHTS = "question_policy.safetensors"
@@ -115,11 +116,13 @@ class QuestionPolicy(nn.Module):
     """(question, chunks) -> one logit per chunk, from the retriever's vectors (stored next to the index).
 
     A chunk's input is the elementwise product of its retriever vector with the question's (the terms of
-    their cosine, which a linear layer can weigh), plus embeddings of its place in its passage and of
-    the passage's retrieval rank; a transformer lets the chunks of one question see each other. The
-    cosine itself also enters the logit through a learned gain (zero at the start, like the output
-    layer: a fresh policy is uniform). Retriever vectors do not change when SFT retrains the encoder,
-    so what the policy learned still holds after notebook 05.
+    their cosine, which a linear layer can weigh), its share of the question's words on its passage and on
+    itself (refrag_lib.lexical: what tells the passage about Institute_331 from those about Institute_131),
+    plus embeddings of its place in its passage and of the passage's retrieval rank; a transformer lets the
+    chunks of one question see each other. The cosine and the word overlaps also enter the logit through
+    learned gains (zero at the start, like the output layer: a fresh policy is uniform). Neither retriever
+    vectors nor words change when SFT retrains the encoder, so what the policy learned still holds after
+    notebook 05.
     """
 
     def __init__(self, cfg: PolicyConfig):
@@ -140,10 +143,13 @@ class QuestionPolicy(nn.Module):
         nn.init.zeros_(self.out[1].weight)
         nn.init.zeros_(self.out[1].bias)
         self.cosine_gain = nn.Parameter(torch.zeros(()))
+        self.words = nn.Linear(len(WORD_FEATURES), cfg.width)
+        self.word_gain = nn.Parameter(torch.zeros(len(WORD_FEATURES)))
 
     def forward(self, keys: torch.Tensor, question: torch.Tensor, places: torch.Tensor, ranks: torch.Tensor,
-                valid: torch.Tensor) -> torch.Tensor:
-        """keys [B, L, R] (chunks), question [B, R], places and ranks [B, L] -> logits [B, L], -inf at padding."""
+                valid: torch.Tensor, overlap: torch.Tensor) -> torch.Tensor:
+        """keys [B, L, R] (chunks), question [B, R], places and ranks [B, L], overlap [B, L, 2] (the chunk's share
+        of the question's words on its passage and on itself) -> logits [B, L], -inf at padding."""
         if keys.dim() != 3 or keys.shape[-1] != self.cfg.input_dim or question.shape[-1] != self.cfg.input_dim:
             raise CourseError(
                 f"The question-aware policy expects retriever vectors of size {self.cfg.input_dim}, got chunk keys "
@@ -152,19 +158,26 @@ class QuestionPolicy(nn.Module):
         if places.numel() and int(places.max()) >= self.cfg.max_chunks:
             raise CourseError(f"A passage of more than {self.cfg.max_chunks} chunks exceeds the policy's max_chunks.")
         terms = keys.float() * question.float().unsqueeze(1)
-        x = self.match(terms) + self.place(places) + self.rank(ranks.clamp(max=self.cfg.max_passages - 1))
+        overlap = overlap.float()
+        x = (self.match(terms) + self.words(overlap) + self.place(places)
+             + self.rank(ranks.clamp(max=self.cfg.max_passages - 1)))
         x = self.blocks(x, src_key_padding_mask=~valid)
-        logits = self.out(x).squeeze(-1) + self.cosine_gain * terms.sum(-1)
+        logits = self.out(x).squeeze(-1) + self.cosine_gain * terms.sum(-1) + overlap @ self.word_gain
         return logits.masked_fill(~valid, -math.inf)
 
     @staticmethod
     def inputs(examples) -> dict[str, torch.Tensor]:
-        """What forward() reads of examples: chunk and question retriever vectors, places and ranks, padded."""
+        """What forward() reads of examples: chunk and question retriever vectors, word overlaps, places and ranks,
+        padded."""
         for ex in examples:
             if ex.question_key is None or ex.chunk_keys is None:
                 raise CourseError("The question-aware policy needs the question's and the chunks' retriever vectors "
                                   "(ChunkStore.keys, built by notebooks/01_indexing.ipynb).")
+            if ex.word_overlap is None:
+                raise CourseError("The question-aware policy needs each chunk's word overlap with the question: build "
+                                  "its inputs with answering.selection_input(..., question=, rarity=).")
         keys, valid = pad_rows([ex.chunk_keys for ex in examples])
+        overlap, _ = pad_rows([ex.word_overlap for ex in examples])
         question = torch.stack([torch.as_tensor(ex.question_key).float().cpu() for ex in examples])
         places = torch.zeros(valid.shape, dtype=torch.long)
         ranks = torch.zeros(valid.shape, dtype=torch.long)
@@ -172,7 +185,8 @@ class QuestionPolicy(nn.Module):
             lengths = ex.passages()
             places[row, : ex.n_chunks] = torch.cat([torch.arange(n) for n in lengths]) if lengths else places[row, :0]
             ranks[row, : ex.n_chunks] = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
-        return {"keys": keys, "question": question, "places": places, "ranks": ranks, "valid": valid}
+        return {"keys": keys, "question": question, "places": places, "ranks": ranks, "valid": valid,
+                "overlap": overlap}
 
 
 def pad_rows(rows: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -37,15 +37,17 @@ class AnswerExample(ScoredExample):
 
     target: Segments | None = None
     answer_chunks: tuple[int, ...] = ()
+    answer_span: tuple[int, ...] = ()  # answer_chunks, or the two neighbours whose joined text holds the answer
 
 
 @torch.no_grad()
 def answer_examples(model: RefragModel, items: Sequence[QAItem], chunks, top_k: int,
-                    rng: np.random.Generator | None = None) -> list[AnswerExample]:
+                    rng: np.random.Generator | None = None, encode: bool = True) -> list[AnswerExample]:
     """Each question over its top-K passages (with rng: the gold one put in at a random place when retrieval
     missed it, as in SFT), chunk vectors from ONE encoder call, retriever vectors from the chunk store.
 
-    chunks: a refrag_lib.sft.PassageChunks with the index's chunk store (its retriever vectors).
+    chunks: a refrag_lib.sft.PassageChunks with the index's chunk store (its retriever vectors). encode=False
+    skips the encoder (chunk vectors of width 0): what the answer-location warm start needs, which reads no c_i.
     """
     prompts, rows_of = [], []
     for it in items:
@@ -55,23 +57,76 @@ def answer_examples(model: RefragModel, items: Sequence[QAItem], chunks, top_k: 
         rows_of.append(rows)
         per_passage = chunks(rows)
         prompts.append((build_prompt(model, it.question, per_passage), [len(c) for c in per_passage]))
-    with encoder_eval_mode(model):
-        vectors = model.encode_chunks([c for prompt, _ in prompts for c in prompt.chunks]).float().cpu()
+    all_chunks = [c for prompt, _ in prompts for c in prompt.chunks]
+    if encode:
+        with encoder_eval_mode(model):
+            vectors = model.encode_chunks(all_chunks).float().cpu()
+    else:
+        vectors = torch.zeros(len(all_chunks), 0)
     vectors = vectors.split([len(prompt.chunks) for prompt, _ in prompts])
     decode = model.decoder_tokenizer.decode
     examples = []
     for it, rows, (prompt, lengths), c in zip(items, rows_of, prompts, vectors):
         answer = normalize_answer(it.answers[0])
-        holds = tuple(i for i, chunk in enumerate(prompt.chunks)
-                      if answer and answer in normalize_answer(decode(chunk)))
+        texts = [normalize_answer(decode(chunk)) for chunk in prompt.chunks]
+        holds = tuple(i for i, text in enumerate(texts) if answer and answer in text)
+        pairs = [[*prompt.chunks[i], *prompt.chunks[i + 1]] for i in range(len(texts) - 1)]
+        across = next(((i, i + 1) for i, pair in enumerate(pairs)
+                       if answer and answer in normalize_answer(decode(pair))), ())
         keys = chunks.keys_for(rows)
         if keys is None or it.question_key is None:
             raise CourseError("The question-aware policy needs the retriever vectors of notebook 01's chunk store: "
                               "pass PassageChunks(model, passages, keys=<the index's chunk store>).")
         target = training_example(prompt, model.tokenize(" " + it.answers[0]), model.eos_id)
+        overlap = chunks.rarity().chunk_features(it.question, prompt.chunks, lengths)
         examples.append(AnswerExample(prompt, c, passage_lengths=lengths, question_key=torch.as_tensor(it.question_key),
-                                      chunk_keys=keys, target=target, answer_chunks=holds))
+                                      chunk_keys=keys, word_overlap=overlap, target=target, answer_chunks=holds,
+                                      answer_span=holds or across))
     return examples
+
+
+def locate_answers(policy: QuestionPolicy, examples: Sequence[AnswerExample], epochs: int, lr: float,
+                   batch_size: int = 16, seed: int = 0, progress: bool = True) -> list[dict]:
+    """The question-aware policy's warm start before GRPO: supervised, on where each training answer lies.
+
+    Loss: minus the log of the policy's softmax mass on the chunks of the answer's span (either of the
+    chunks holding it; split over two chunks, the pair). No decoder pass, so a few seconds cover every
+    training question, where GRPO learns from the reward of one question per step; GRPO then tunes what
+    the answer NLL rewards. Returns one row per epoch: the mean loss and the seconds so far.
+    """
+    import time
+
+    from tqdm.auto import tqdm
+
+    located = [ex for ex in examples if ex.answer_span]
+    if epochs < 0 or batch_size < 1:
+        raise CourseError(f"The warm start needs epochs >= 0 and batch_size >= 1, got {epochs} and {batch_size}.")
+    if epochs and not located:
+        raise CourseError("No training question has its answer in its passages' text: nothing to locate.")
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=lr)
+    batches_per_epoch = max(1, len(located) // batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, epochs * batches_per_epoch))
+    order = np.random.default_rng(seed)
+    history, start = [], time.perf_counter()
+    for epoch in tqdm(range(epochs), desc="answer places", disable=not progress):
+        shuffled, losses = order.permutation(len(located)), []
+        for b in range(batches_per_epoch):
+            batch = [located[i] for i in shuffled[b * batch_size : (b + 1) * batch_size]]
+            logits = policy.train()(**policy.inputs(batch))
+            on_span = torch.full_like(logits, -torch.inf)
+            for row, ex in enumerate(batch):
+                on_span[row, list(ex.answer_span)] = 0.0
+            loss = (torch.logsumexp(logits, -1) - torch.logsumexp(logits + on_span, -1)).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.item())
+        seconds = round(time.perf_counter() - start, 3)
+        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "seconds": seconds})
+    policy.eval()
+    return history
 
 
 def answer_nll(model: RefragModel, examples: Sequence[AnswerExample],

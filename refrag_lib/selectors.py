@@ -55,6 +55,7 @@ class ScoredExample:
     passage_lengths: Sequence[int] | None = None
     question_key: torch.Tensor | None = None  # [retriever dim]
     chunk_keys: torch.Tensor | None = None  # [L, retriever dim]
+    word_overlap: torch.Tensor | None = None  # [L, 2]
 
     @property
     def n_chunks(self) -> int:

@@ -27,6 +27,7 @@ from .answering import ARMS, selection_input
 from .checkpoint import WEIGHTS, load_weights, model_identity
 from .errors import CourseError
 from .index import ChunkStore, context_text, encoder_eval_mode
+from .lexical import WordRarity
 from .losses import TokenStats, suffix_token_stats
 from .model import RefragModel
 from .policy import check_fraction
@@ -89,6 +90,10 @@ class PassageChunks:
     def keys_for(self, rows: Sequence[int]) -> torch.Tensor | None:
         return None if self.keys is None else self.keys.keys_for(rows)
 
+    def rarity(self) -> WordRarity | None:
+        """The word rarity of the chunk store's passages (the question-aware policy's word overlap)."""
+        return None if self.keys is None else self.keys.word_rarity(self.model.decoder_tokenizer)
+
     def __call__(self, rows: Sequence[int]) -> list[list[list[int]]]:
         for r in rows:
             if r not in self._cache:
@@ -120,7 +125,7 @@ class AnswerObjective(nn.Module):
                 with torch.no_grad(), encoder_eval_mode(model):
                     vectors = model.encode_chunks(prompt.chunks).float().cpu()
                 example = selection_input(prompt, vectors.split([len(c) for c in per_passage]), it.question_key,
-                                          self.chunks.keys_for(it.rows))
+                                          self.chunks.keys_for(it.rows), it.question, self.chunks.rarity())
                 mask = self.selector([example], self.p)[0]
             batch.append(training_example(prompt, model.tokenize(" " + it.answers[0]), model.eos_id))
             expand.append([*mask, True])  # the answer cue is always tokens

@@ -15,17 +15,26 @@ from refrag_lib.losses import suffix_token_stats
 from refrag_lib.model import Segments
 from refrag_lib.policy import PolicyConfig, QuestionPolicy, load_policy, question_policy_identity, save_policy
 from refrag_lib.qa import normalize_answer
-from refrag_lib.question_grpo import answer_examples, answer_hits, answer_nll, held_out_table, train_question_policy
+from refrag_lib.question_grpo import (
+    AnswerExample,
+    answer_examples,
+    answer_hits,
+    answer_nll,
+    held_out_table,
+    locate_answers,
+    train_question_policy,
+)
 from refrag_lib.selectors import QuestionPolicySelector, QuestionSelector, RandomSelector, ScoredExample
 from refrag_lib.sft import PassageChunks
 
 IDENTITY = {"preset": "tiny", "k": "8", "encoder": "tiny-bert", "decoder": "tiny-llama"}
 
 
-def question_example(question, keys, lengths):
+def question_example(question, keys, lengths, overlap=None):
     n = len(keys)
     return ScoredExample(Segments(chunks=[[1, 2]] * n), torch.zeros(n, 4), passage_lengths=lengths,
-                         question_key=question, chunk_keys=keys)
+                         question_key=question, chunk_keys=keys,
+                         word_overlap=torch.zeros(n, 2) if overlap is None else overlap)
 
 
 def test_inputs_count_places_from_each_passage_start_and_a_fresh_policy_is_uniform():
@@ -38,6 +47,9 @@ def test_inputs_count_places_from_each_passage_start_and_a_fresh_policy_is_unifo
     assert torch.equal(logits[0], torch.zeros(5)) and torch.isinf(logits[1, 2:]).all()
     with pytest.raises(CourseError, match="retriever vectors"):
         policy.inputs([ScoredExample(Segments(chunks=[[1]]), torch.zeros(1, 4))])
+    with pytest.raises(CourseError, match="word overlap"):
+        policy.inputs([ScoredExample(Segments(chunks=[[1]]), torch.zeros(1, 4), question_key=torch.ones(3),
+                                     chunk_keys=torch.ones(1, 3))])
     with pytest.raises(CourseError, match="another retriever"):
         policy(**policy.inputs([question_example(torch.ones(4), torch.randn(2, 4), [2])]))
 
@@ -82,6 +94,30 @@ def test_grpo_with_another_reward_learns_to_expand_the_chunk_the_question_points
     assert np.mean([mask[t] for mask, (_, t) in zip(masks, fresh)]) > 0.6
 
 
+def test_the_warm_start_learns_where_answers_lie_from_the_word_overlap():
+    """Supervised on answer places: the answer chunk is the one holding the question's words on the passage
+    the question is about; after the warm start the policy's first pick is it on fresh questions (chance: 1 in 6)."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+
+    def draw():
+        target, keys = int(rng.integers(6)), torch.nn.functional.normalize(torch.randn(6, 4), dim=-1)
+        overlap = torch.rand(6, 2) * 0.5
+        overlap[target] = 1.0
+        ex = question_example(torch.nn.functional.normalize(torch.randn(4), dim=0), keys, [3, 3], overlap)
+        return AnswerExample(**vars(ex), answer_span=(target,)), target
+
+    policy = QuestionPolicy(PolicyConfig(input_dim=4, width=16, heads=2, question_aware=1))
+    history = locate_answers(policy, [draw()[0] for _ in range(128)], epochs=6, lr=1e-2, progress=False)
+    assert len(history) == 6 and history[-1]["loss"] < history[0]["loss"]
+    fresh = [draw() for _ in range(100)]
+    masks = QuestionPolicySelector(policy)([ex for ex, _ in fresh], 1 / 6)
+    assert np.mean([mask[t] for mask, (_, t) in zip(masks, fresh)]) > 0.9
+    with pytest.raises(CourseError, match="nothing to locate"):
+        locate_answers(policy, [AnswerExample(**{**vars(fresh[0][0]), "answer_span": ()})], epochs=1, lr=1e-2,
+                       progress=False)
+
+
 @pytest.fixture(scope="module")
 def qa_setup():
     model, passages, retriever, _, items = tiny_qa(k=8, top_k=3)  # k = 8: an ID of ~6 tokens often fits one chunk
@@ -97,6 +133,15 @@ def test_answer_examples_find_the_answer_chunk_and_score_the_gold_answer(qa_setu
         assert all(normalize_answer(it.answers[0]) in normalize_answer(decode(ex.segments.chunks[i]))
                    for i in ex.answer_chunks)
         assert ex.chunk_vectors.shape[0] == ex.n_chunks == ex.chunk_keys.shape[0] == sum(ex.passages())
+        assert ex.word_overlap.shape == (ex.n_chunks, 2)
+        span = "".join(decode([t for i in ex.answer_span for t in ex.segments.chunks[i]]))
+        assert normalize_answer(it.answers[0]) in normalize_answer(span) or not ex.answer_span
+        if ex.answer_chunks:
+            assert ex.answer_span == ex.answer_chunks
+    assert all(ex.answer_span for ex in examples)  # the gold passage is in: one chunk or two neighbours hold it
+    unencoded = answer_examples(model, items, chunks, top_k=2, rng=np.random.default_rng(0), encode=False)
+    assert [ex.answer_span for ex in unencoded] == [ex.answer_span for ex in examples]
+    assert unencoded[0].chunk_vectors.shape == (unencoded[0].n_chunks, 0)
     assert sum(bool(ex.answer_chunks) for ex in examples) >= 4  # the gold passage is in: often one chunk holds it
     masks = [[i in ex.answer_chunks for i in range(ex.n_chunks)] for ex in examples[:2]]
     summed, tokens = answer_nll(model, examples[:2], masks)

@@ -33,7 +33,8 @@ def test_every_selector_expands_round_p_of_the_chunks():
     dim = tiny.encoder.config.hidden_size
     ids = tiny.tokenize(TINY_TEXT[0])[:24]
     ex = ScoredExample(Segments(chunks=[ids[i:i + 4] for i in range(0, 24, 4)]), torch.randn(6, dim),
-                       passage_lengths=[4, 2], question_key=torch.ones(3), chunk_keys=torch.randn(6, 3))
+                       passage_lengths=[4, 2], question_key=torch.ones(3), chunk_keys=torch.randn(6, 3),
+                       word_overlap=torch.rand(6, 2))
     for name in SELECTORS:
         mask = make_selector(name, policies, tiny)([ex], 0.5)[0]
         assert len(mask) == 6 and sum(mask) == (0 if name == "none" else 3), name
