@@ -62,7 +62,7 @@ EVAL_QUESTIONS = 0  # held-out questions (each row reads them all: the slow part
 MAX_NEW_TOKENS = 10  # answers are short IDs such as River_033
 TTFT_QUESTIONS = 10  # questions whose TTFT is measured per row (the median over them; 3 left rows within ~25%)
 TTFT_REPEATS = 3  # timed prefills per question after one warm-up (the median of them)
-LATENCY_CANDIDATES = 6  # REFRAG passage counts (K .. 8K) timed to find the equal-latency row
+LATENCY_CANDIDATES = 6  # REFRAG passage counts (K .. 16K) timed to find the equal-latency row
 EXAMPLES = 5  # questions shown side by side
 SEED = 0
 QUESTIONS = ""  # your own held-out questions (.jsonl; gold_passage_id optional); empty: the course's
@@ -85,7 +85,14 @@ from refrag_lib.index import load_chunk_store, load_retriever, load_run_index
 from refrag_lib.intervals import format_interval
 from refrag_lib.policy import effective_compression, load_run_policies
 from refrag_lib.qa import answerable, build_prompt, input_positions, retrieve_items
-from refrag_lib.qa_eval import evaluate_all, grid_table, metrics_table, paired_differences, side_by_side
+from refrag_lib.qa_eval import (
+    em_by_answer_place,
+    evaluate_all,
+    grid_table,
+    metrics_table,
+    paired_differences,
+    side_by_side,
+)
 from refrag_lib.ready_index import READY_FOLDER, build_ready_index, format_answer, load_ready_index
 from refrag_lib.runs import open_run
 from refrag_lib.selectors import make_selector
@@ -105,7 +112,7 @@ trained = open_run(PRESET, TRAINED_RUN, k=run.preset.k) if TRAINED_RUN else run 
 #
 # Every answer is an arbitrary ID that only the gold passage states, so the decoder cannot answer from
 # memory: it must read. We retrieve with the index of notebook 01. For the equal-latency row we
-# retrieve up to 8K passages per evaluation question now, once. (A SMOKE index holds only part of the
+# retrieve up to 16K passages per evaluation question now, once. (A SMOKE index holds only part of the
 # corpus; training then uses the questions whose gold passage it holds.) Your own questions without
 # gold ids count a passage that contains the answer as their gold passage; those that no passage
 # answers are left out.
@@ -113,7 +120,7 @@ trained = open_run(PRESET, TRAINED_RUN, k=run.preset.k) if TRAINED_RUN else run 
 # %%
 index = load_run_index(run)
 retriever = load_retriever(run.preset)
-max_passages = min(8 * TOP_K, len(index))
+max_passages = min(16 * TOP_K, len(index))
 eval_pool = answerable(load_qa(QUESTIONS or default_data_dir() / "qa_eval.jsonl"), index, eval_questions)
 eval_items = retrieve_items(retriever, index, eval_pool, max_passages, progress=PROGRESS)
 if TRAINED_RUN:  # the arms were fine-tuned on the course's questions in TRAINED_RUN
@@ -223,8 +230,10 @@ print(f"{ready.store.n_chunks} chunk vectors for {len(ready.index)} passages in 
 #
 # - **no context**: RAG-FT with no passages (can it guess?);
 # - **RAG-FT, K** and **REFRAG, K**: the same K retrieved passages;
-# - **REFRAG, equal latency**: REFRAG with as many passages (K .. 8K) as fit in RAG-FT's TTFT at K,
-#   the count chosen by measured TTFT;
+# - **REFRAG, equal latency**: REFRAG with as many passages (K .. 16K) as fit in RAG-FT's TTFT at K,
+#   the count chosen by measured TTFT, expanding as many chunks as at K (p scaled by K / passages: an
+#   answer needs one or two chunks as tokens however many passages there are, and the time REFRAG saved
+#   goes to more passages as vectors);
 # - each again with the **gold passage forced in** (in place of the last retrieved one; for no
 #   context, the gold passage alone). The gap between a row and its gold version is retrieval's fault,
 #   what remains below 1.0 with the gold passage is the reader's.
@@ -254,6 +263,23 @@ for row in results:
     print(f"{row:28s} {table['exact_match'][row]:5.2f} [{low:.2f}, {high:.2f}] {table['f1'][row]:5.2f} "
           f"{table['answer_in_context'][row]:6.2f} {table['input_tokens'][row]:7.1f} {table['ttft_ms'][row]:8.1f}  "
           f"{versus}")
+
+# %% [markdown]
+# ### Could REFRAG read the answer at all?
+#
+# An answer such as River_033 can only be copied from tokens. For each REFRAG row, the questions by where
+# their answer lay in what the reader got: inside a chunk the selector expanded, inside a compressed
+# chunk (one vector), straddling two chunks (readable only if both are expanded), or in none of the
+# passages (retrieval's miss). The exact match within each group says whether the reader or the
+# selector is the limit.
+
+# %%
+answer_places = {row: em_by_answer_place(results[row], eval_items, ready.store, model)
+                 for row in results if row.startswith("refrag")}
+for row, places in answer_places.items():
+    print(row)
+    for place, group in places.items():
+        print(f"  {place:38s} {group['questions']:4d} questions, EM {group['exact_match']:.2f}")
 
 # %% [markdown]
 # ### Your turn: token F1
@@ -396,11 +422,12 @@ run.write_metrics("sft", {
                                    "expanded_fraction", "exact_match_ci", "f1_ci")},
     "paired_difference_ci": {row: [d["low"], d["high"]] for row, d in paired.items()},
     "paired_difference": {row: d["mean"] for row, d in paired.items()},
-    "selector": SELECTOR, "selector_grid": grid,
+    "selector": SELECTOR, "selector_grid": grid, "em_by_answer_place": answer_places,
     "n_eval": len(eval_items), "p": P, "top_k": TOP_K, "steps": steps, "batch_size": BATCH_SIZE, "lr": LR,
     "gold_fraction": GOLD_FRACTION, "n_train_questions": len(train_items),
     "questions": str(QUESTIONS or "course"), "trained_run": str(trained.root),
     "equal_latency_passages": n_equal, "equal_latency_grid_ms": evaluation["equal_latency_grid_ms"],
+    "equal_latency_p": evaluation["equal_latency_p"],
     "refrag_em_over_rag": table["exact_match"]["refrag"] / rag_em if rag_em else None,
     "ttft_speedup_at_k": table["ttft_ms"]["rag"] / table["ttft_ms"]["refrag"],
     "train": {"rag": rag.summary, "refrag": refrag.summary},

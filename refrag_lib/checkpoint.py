@@ -81,13 +81,22 @@ def save_weights(path: Path, model: nn.Module, parts: list[str], metadata: dict[
 
 def read_metadata(path: Path) -> dict[str, str]:
     """The metadata of a safetensors file, or a CourseError saying the file is corrupt."""
+    return _read_header(path, lambda f: dict(f.metadata() or {}))
+
+
+def saved_names(path: Path) -> set[str]:
+    """The tensor names a safetensors file holds (read from its header), or a CourseError if it is corrupt."""
+    return _read_header(path, lambda f: set(f.keys()))
+
+
+def _read_header(path: Path, read):
     from safetensors import safe_open
 
     if not path.is_file():
         raise CourseError(f"{path} does not exist.")
     try:
         with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {})
+            return read(f)
     except Exception as err:  # safetensors raises several error types for a damaged header
         raise CourseError(
             f"{path} is not a readable safetensors file ({err}). It is probably a half-written or corrupt "

@@ -269,7 +269,7 @@ def save_policy(path: Path, policy: Policy, identity: dict[str, str]) -> Path:
 
 def load_policy(path: Path, identity: dict[str, str]) -> Policy:
     """A saved policy, refused with a clear message if it was trained for another k, encoder, preset or retriever."""
-    from .checkpoint import check_identity, load_weights, read_metadata
+    from .checkpoint import check_identity, load_weights, read_metadata, saved_names
 
     metadata = read_metadata(Path(path))
     check_identity(metadata, identity, Path(path))
@@ -283,6 +283,9 @@ def load_policy(path: Path, identity: dict[str, str]) -> Policy:
     except KeyError as err:
         raise CourseError(f"{path} is not a policy checkpoint (no {err} in its metadata).") from err
     policy = QuestionPolicy(cfg) if cfg.question_aware else ChunkPolicy(cfg)
+    if cfg.question_aware and "policy.word_gain" not in saved_names(Path(path)):
+        raise CourseError(f"{path} is a question-aware policy from before it read the question's words (refrag_lib."
+                          "lexical): rerun notebooks/04_policy_grpo.ipynb, then notebooks/05_sft.ipynb.")
     load_weights(Path(path), nn.ModuleDict({"policy": policy}), identity, stage="policy")
     return policy.eval()
 

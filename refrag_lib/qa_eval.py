@@ -4,7 +4,8 @@ Every row answers the same held-out questions greedily (refrag_lib.answering) an
 SQuAD's normalisation:
 - no_context: RAG-FT with no passages (can it guess?); rag: RAG-FT reading the K passages as tokens;
 - refrag: REFRAG reading the same K passages as chunk vectors, its SFT selector expanding a share p;
-- refrag_equal_latency: REFRAG with as many passages as fit in RAG-FT's TTFT at K (measured);
+- refrag_equal_latency: REFRAG with as many passages as fit in RAG-FT's TTFT at K (measured), expanding
+  as many chunks as at K (equal_budget_fraction);
 - each again with the gold passage forced in (`_gold`): what is left below 1.0 is the reader's fault.
 The selector grid is REFRAG at K for every selector and p in GRID_FRACTIONS: the EM-TTFT trade-off.
 EM and F1 come with a 95% bootstrap interval over questions, and every REFRAG row's EM with a paired
@@ -24,7 +25,7 @@ from .errors import CourseError
 from .index import ChunkStore
 from .intervals import mean_interval, paired_difference
 from .model import RefragModel
-from .qa import QAItem, answer_in_context, exact_match, input_positions, token_f1, with_gold
+from .qa import QAItem, answer_in_context, exact_match, input_positions, normalize_answer, token_f1, with_gold
 from .selectors import PerplexitySelector, Selector
 
 ROWS = ("no_context", "rag", "refrag", "refrag_equal_latency")
@@ -114,22 +115,31 @@ def selector_grid(model: RefragModel, items: Sequence[QAItem], store: ChunkStore
     return grid
 
 
+def equal_budget_fraction(p: float, top_k: int, n_passages: int) -> float:
+    """The p that expands about as many chunks among n_passages as p does among top_k: at equal latency REFRAG
+    keeps the expansions it had at K (the answer needs one or two chunks as tokens, however many passages
+    there are) and spends the time it saved on more passages as vectors."""
+    return p if n_passages <= top_k else p * top_k / n_passages
+
+
 def equal_latency_passages(model: RefragModel, items: Sequence[QAItem], store: ChunkStore, selector: Selector,
-                           p: float, budget_ms: float, candidates: Sequence[int], repeats: int = 5,
+                           p: float, top_k: int, budget_ms: float, candidates: Sequence[int], repeats: int = 5,
                            warmup: int = 1) -> tuple[int, dict[int, float]]:
-    """The REFRAG passage count whose measured TTFT is closest to the budget (RAG-FT's at K)."""
+    """The REFRAG passage count whose measured TTFT is closest to the budget (RAG-FT's at K), each count read
+    with the expansions of p at K (equal_budget_fraction)."""
     if not candidates:
         raise CourseError("No passage counts to try for the equal-latency row.")
     measured = {}
     for n in candidates:
-        prepared = [prepare(model, it, it.rows[:n], store, "refrag", selector, p) for it in items]
+        p_n = equal_budget_fraction(p, top_k, n)
+        prepared = [prepare(model, it, it.rows[:n], store, "refrag", selector, p_n) for it in items]
         measured[n] = ttft_ms(model, prepared, repeats, warmup)["median"]
     best = min(measured, key=lambda n: (abs(measured[n] - budget_ms), -n))
     return best, measured
 
 
 def passage_candidates(top_k: int, most: int, model: RefragModel, n_index: int, count: int = 8) -> list[int]:
-    """`count` passage counts from K up to `most` (8K) to try for equal latency, capped by the index size and the
+    """`count` passage counts from K up to `most` (16K) to try for equal latency, capped by the index size and the
     window (a passage costs at least one position per chunk, about 8 with k = 16)."""
     cap = min(most, n_index, max(top_k, (model.window - 64) // 9))
     return sorted({int(round(n)) for n in np.linspace(top_k, cap, max(1, count))})
@@ -171,6 +181,35 @@ def side_by_side(items: Sequence[QAItem], results: dict[str, dict], store: Chunk
     return out
 
 
+ANSWER_PLACES = ("in an expanded chunk", "in a compressed chunk", "across two chunks, both expanded",
+                 "across two chunks, not both expanded", "in no passage")
+
+
+def answer_place(chunk_texts: Sequence[str], expand: Sequence[bool], answers: Sequence[str]) -> str:
+    """Where a question's answer lies in what the reader got (one of ANSWER_PLACES): REFRAG can copy an ID
+    only from tokens, so this says whether an answer was readable at all."""
+    texts = [normalize_answer(t) for t in chunk_texts]
+    for answer in (normalize_answer(a) for a in answers):
+        inside = [i for i, t in enumerate(texts) if answer and answer in t]
+        if inside:
+            return ANSWER_PLACES[0] if any(expand[i] for i in inside) else ANSWER_PLACES[1]
+        for i in range(len(texts) - 1):
+            if answer and answer in normalize_answer(chunk_texts[i] + chunk_texts[i + 1]):
+                return ANSWER_PLACES[2] if expand[i] and expand[i + 1] else ANSWER_PLACES[3]
+    return ANSWER_PLACES[4]
+
+
+def em_by_answer_place(row: dict, items: Sequence[QAItem], store: ChunkStore, model: RefragModel) -> dict[str, dict]:
+    """One evaluated row's questions grouped by where their answer lay: place -> {questions, exact_match}."""
+    groups: dict[str, list[float]] = {}
+    for it, rows, expand, em in zip(items, row["rows"], row["expand"], row["per_question"]["exact_match"]):
+        chunks = [c for r in rows for c in store.chunks_for([r])[0]]
+        place = answer_place(model.decoder_tokenizer.batch_decode(chunks), expand, it.answers)
+        groups.setdefault(place, []).append(em)
+    return {place: {"questions": len(groups[place]), "exact_match": float(np.mean(groups[place]))}
+            for place in ANSWER_PLACES if place in groups}
+
+
 def evaluate_all(rag_model: RefragModel, refrag_model: RefragModel, items: Sequence[QAItem], store: ChunkStore,
                  selectors: dict[str, Selector], selector: str, p: float, top_k: int, max_passages: int,
                  fractions: Sequence[float] = GRID_FRACTIONS, ttft_questions: int = 3, repeats: int = 5,
@@ -181,7 +220,7 @@ def evaluate_all(rag_model: RefragModel, refrag_model: RefragModel, items: Seque
     no_context and rag read with the RAG-FT model, the refrag rows with the REFRAG model (chunk vectors
     from the ready index's store), expanding with `selectors[selector]` at p. The equal-latency row uses
     the passage count (K..max_passages) whose REFRAG TTFT is closest to RAG-FT's at K, measured on the
-    same questions.
+    same questions, and expands as many chunks as p did at K.
     """
     from tqdm.auto import tqdm
 
@@ -203,13 +242,14 @@ def evaluate_all(rag_model: RefragModel, refrag_model: RefragModel, items: Seque
                 results[setting.name] = evaluate_setting(model, setting, items, store, chooser, p, **scoring)
             bar.update()
     candidates = passage_candidates(top_k, max_passages, refrag_model, store.n_passages, latency_candidates)
-    n_equal, measured = equal_latency_passages(refrag_model, items[:ttft_questions], store, chooser, p,
+    n_equal, measured = equal_latency_passages(refrag_model, items[:ttft_questions], store, chooser, p, top_k,
                                                results["rag"]["ttft_ms"], candidates, repeats, warmup)
     for gold in (False, True):
         name = "refrag_equal_latency" + ("_gold" if gold else "")
         results[name] = evaluate_setting(refrag_model, Setting(name, "refrag", n_equal, gold), items, store,
-                                         chooser, p, **scoring)
+                                         chooser, equal_budget_fraction(p, top_k, n_equal), **scoring)
         bar.update()
     bar.close()
     return {"results": results, "grid": grid, "equal_latency_passages": n_equal,
+            "equal_latency_p": equal_budget_fraction(p, top_k, n_equal),
             "equal_latency_grid_ms": {str(n): t for n, t in measured.items()}}

@@ -104,3 +104,23 @@ def test_answerable_keeps_questions_a_passage_answers_and_names_that_passage():
     assert [q.id for q in answerable(questions, index, limit=1)] == ["q0"]
     with pytest.raises(CourseError, match="No question is answered"):
         answerable(questions[1:2], index)
+
+
+def test_answer_place_says_whether_the_reader_got_the_answer_as_tokens():
+    from refrag_lib.qa_eval import ANSWER_PLACES, answer_place
+
+    chunks = ["Institute_3 stands in", " City_392. It is directed", " by Person_", "232. Its code"]
+    assert answer_place(chunks, [False, True, False, False], ["City_392"]) == ANSWER_PLACES[0]
+    assert answer_place(chunks, [True, False, True, True], ["City_392"]) == ANSWER_PLACES[1]
+    assert answer_place(chunks, [False, False, True, True], ["Person_232"]) == ANSWER_PLACES[2]
+    assert answer_place(chunks, [False, False, True, False], ["Person_232"]) == ANSWER_PLACES[3]
+    assert answer_place(chunks, [True] * 4, ["River_033"]) == ANSWER_PLACES[4]
+
+
+def test_equal_latency_keeps_the_expansions_it_had_at_k():
+    from refrag_lib.policy import n_expanded
+    from refrag_lib.qa_eval import equal_budget_fraction
+
+    at_k = n_expanded(0.1, 21)  # 3 passages of 7 chunks
+    assert n_expanded(equal_budget_fraction(0.1, 3, 20), 140) == at_k == 2
+    assert equal_budget_fraction(0.1, 3, 3) == 0.1 and equal_budget_fraction(0.1, 3, 1) == 0.1

@@ -65,6 +65,15 @@ def test_a_saved_question_policy_is_tied_to_its_retriever(tmp_path):
     torch.testing.assert_close(loaded(**loaded.inputs([ex])), policy.eval()(**policy.inputs([ex])))
     with pytest.raises(CourseError, match="rerun notebooks/04_policy_grpo.ipynb with this retriever"):
         load_policy(tmp_path / "q.safetensors", {**identity, "retriever": "another"})
+    # a policy saved before the word-overlap input: refused with what to rerun, not "corrupt"
+    from safetensors.torch import load_file, save_file
+
+    from refrag_lib.checkpoint import read_metadata
+
+    old = {name: t for name, t in load_file(tmp_path / "q.safetensors").items() if "word" not in name}
+    save_file(old, tmp_path / "old.safetensors", metadata=read_metadata(tmp_path / "q.safetensors"))
+    with pytest.raises(CourseError, match="from before it read the question's words"):
+        load_policy(tmp_path / "old.safetensors", identity)
 
 
 def test_grpo_with_another_reward_learns_to_expand_the_chunk_the_question_points_at():
