@@ -32,7 +32,12 @@ def test_metrics_contract(sft_run):
         assert all(0.0 <= v <= 1.0 for v in metrics[key].values()), key
     assert all(v > 0 for v in metrics["ttft_ms"].values())
     assert metrics["n_eval"] >= 1 and metrics["top_k"] >= 1 and metrics["k"] >= 1 and 0 <= metrics["p"] <= 1
-    assert metrics["top_k"] <= metrics["equal_latency_passages"] <= 8 * metrics["top_k"]
+    assert metrics["top_k"] <= metrics["equal_latency_passages"] <= 16 * metrics["top_k"]
+    assert metrics["equal_latency_p"] == pytest.approx(
+        metrics["p"] * metrics["top_k"] / max(metrics["equal_latency_passages"], metrics["top_k"]))
+    assert set(metrics["em_by_answer_place"]) == {n for n in NAMES if n.startswith("refrag")}
+    for places in metrics["em_by_answer_place"].values():
+        assert sum(group["questions"] for group in places.values()) == metrics["n_eval"]
     for arm in ("rag", "refrag"):
         assert math.isfinite(metrics["train"][arm]["last_loss"])
     for key in ("exact_match_ci", "f1_ci"):
