@@ -361,28 +361,52 @@ print(format_answer(generate_answer(ready, eval_items[0].question, max_new_token
 # reading. REFRAG at equal latency: what the saved time buys when it is spent on more passages (the
 # paper: +1.2-1.9% over RAG at equal latency with LLaMA-2-7B).
 #
-# **A default run** (`make course` on a 2-core CPU, 150 held-out questions, K = 3, p = 0.1, 120 SFT
-# steps per arm at LR 1e-4; EM [95% interval], TTFT with cache, median over 10 questions per row):
+# **A default run** (`make course` from a fresh clone on a 2-core CPU, 150 held-out questions, K = 3,
+# p = 0.1, 120 SFT steps per arm at LR 1e-4; EM [95% interval], TTFT with cache, median over 10
+# questions per row):
 #
 # | row | EM | TTFT | vs RAG-FT (paired) |
 # |---|---|---|---|
-# | RAG-FT | 0.52 [0.44, 0.60] | 298 ms | |
-# | REFRAG, question-aware policy | 0.29 [0.22, 0.36] | 91 ms | -0.23 [-0.30, -0.17] |
-# | RAG-FT, gold passage forced in | 0.96 [0.93, 0.99] | 298 ms | |
-# | REFRAG, gold passage forced in | 0.39 [0.31, 0.48] | 93 ms | -0.13 [-0.21, -0.04] |
-# | RAG-FT, the gold passage alone | 1.00 | 130 ms | |
-# | REFRAG at equal latency (20 passages) | 0.17 [0.11, 0.23] | 324 ms | -0.35 [-0.44, -0.27] |
-# | REFRAG, the paper's question-blind policy | 0.00 / 0.01 / 0.03 at p = 0.05 / 0.1 / 0.25 | 78-114 ms | |
+# | RAG-FT | 0.52 [0.44, 0.60] | 333 ms | |
+# | REFRAG, question-aware policy | 0.45 [0.37, 0.53] | 94 ms | -0.07 [-0.12, -0.01] |
+# | RAG-FT, gold passage forced in | 0.96 [0.93, 0.99] | 336 ms | |
+# | REFRAG, gold passage forced in | 0.83 [0.76, 0.89] | 96 ms | |
+# | RAG-FT, the gold passage alone | 1.00 | 137 ms | |
+# | REFRAG at equal latency (39 passages, 2 chunks expanded) | 0.53 [0.46, 0.61] | 310 ms | +0.01 [-0.07, 0.11] |
+# | REFRAG at equal latency, gold passage forced in | 0.69 [0.61, 0.76] | 310 ms | |
+# | REFRAG, the paper's question-blind policy | 0.00 / 0.00 / 0.03 at p = 0.05 / 0.1 / 0.25 | 82-119 ms | |
 #
-# REFRAG answers 3.3x sooner (91 against 298 ms; its gold-forced row, the same 72 input positions,
-# measured 93 ms) with 0.55 of RAG-FT's exact match. The question-aware policy beats the paper's policy
-# and random at every p by more than the paired interval (+0.28 [0.21, 0.35] and +0.24 [0.17, 0.32] at
-# p = 0.1) and the cosine heuristic too (+0.09 [0.03, 0.16], +0.15 [0.09, 0.22], +0.09 [0.04, 0.15] at
-# p = 0.05 / 0.1 / 0.25).
+# REFRAG answers 3.5x sooner (94 against 333 ms) with 0.87 of RAG-FT's exact match. Spending the time
+# it saved on more passages (39 instead of 3, the same 2 chunks expanded) it answers as well as RAG-FT
+# at the same TTFT: 0.53 against 0.52, a tie within the paired interval. The gain it could have is
+# visible in its gold row: at equal latency retrieval finds the answer for 81% of the questions (RAG-FT
+# at K: 54%), but the reader loses more among 39 passages than among 3 (0.69 against 0.83 with the
+# gold passage in). The question-aware policy beats the paper's policy, random and the cosine heuristic
+# at every p by more than the paired interval (at p = 0.1: +0.45 [0.37, 0.53], +0.41 [0.33, 0.49] and
+# +0.35 [0.27, 0.43]).
 #
-# **SFT levers** (`python -m refrag_lib sft-curve --steps 60 120 --lr <lr> --name <row>`, and `--arms
-# refrag --steps 120 --p <p>`; the same 400 training and 150 held-out questions, one question a step;
-# a row at 60 steps is the midpoint of a 120-step schedule whose LR has not decayed yet):
+# **Could REFRAG read the answer?** (the cell above, REFRAG at K): 66 questions had the answer inside an
+# expanded chunk (EM 0.91), 8 across two chunks both expanded (1.00), 6 across two chunks not both
+# expanded (0.00), 1 inside a compressed chunk (0.00), 69 in no retrieved passage (0.00). The reader
+# answers nearly whenever the answer reached it as tokens, and never from a vector alone: what is left
+# is retrieval (69 of 150) and answers that straddle two chunks.
+#
+# **What moved REFRAG from 0.29 to 0.45** (the same 150 questions, the same SFT budget): the
+# question-aware policy of notebook 04 now reads the question's words and is warm-started on where
+# answers lie; its landing on the answer's chunk at p = 0.1 went from 0.73 to 0.99, and the REFRAG row
+# of this notebook from 0.29 [0.22, 0.36] to 0.45 [0.37, 0.53] (gold forced in: 0.39 -> 0.83). The
+# equal-latency row used to expand p = 0.1 of all its chunks: 0.17 [0.11, 0.23] with 20 passages (the
+# previous policy), and 0.11 [0.07, 0.17] with 16 passages and this policy. With ten or more chunks
+# expanded out of many look-alike passages ("directed by Person_..." in each), the reader cannot tell
+# which expanded chunk belongs to the asked entity, whose name sits in a compressed chunk; keeping the
+# expansions at K's 2 and spending the time on passages as vectors turned it into the tie above. The
+# same confusion probably explains why p = 0.25 scores below p = 0.1 in the grid (0.35 against 0.45;
+# the model was also fine-tuned at p = 0.1).
+#
+# **SFT levers** (measured with the previous question-aware policy, REFRAG at 0.29;
+# `python -m refrag_lib sft-curve --steps 60 120 --lr <lr> --name <row>`, and `--arms refrag --steps
+# 120 --p <p>`; the same 400 training and 150 held-out questions, one question a step; a row at 60 steps
+# is the midpoint of a 120-step schedule whose LR has not decayed yet):
 #
 # | LR | p | RAG-FT, 60 steps | RAG-FT, 120 | REFRAG, 60 steps | REFRAG, 120 |
 # |---|---|---|---|---|---|
@@ -391,28 +415,15 @@ print(format_answer(generate_answer(ready, eval_items[0].question, max_new_token
 # | 1e-4 | 0.15 | | | | 0.27 [0.21, 0.35] |
 # | 1e-4 | 0.25 | | | | 0.35 [0.28, 0.43] |
 #
-# RAG-FT keeps learning with a larger LR and more steps (0.39 -> 0.52); REFRAG stays at 0.29 whatever
-# the LR or the steps. The same 120 questions as 60 steps of two (`--batch-size 2 --steps 60`) gave
-# RAG-FT 0.36 [0.29, 0.44] and REFRAG 0.24 [0.17, 0.31]: at this budget more updates beat larger ones.
-# The budget that is best for both arms is the default (a previous default, 60 steps at 2e-5, measured
-# RAG-FT 0.33 and REFRAG 0.24: a stronger baseline, not a weaker REFRAG, is why the ratio fell from 0.73
-# to 0.55). Expanding more helps REFRAG (0.35 at p = 0.25, trained and scored at that p) at the price of
-# TTFT: the grid measures about 125 ms at p = 0.25, 2.4x sooner than RAG-FT instead of 3.3x.
+# RAG-FT keeps learning with a larger LR and more steps (0.39 -> 0.52); REFRAG stayed at 0.29 whatever
+# the LR or the steps: the selector, not the fine-tuning, was its limit. The same 120 questions as 60
+# steps of two (`--batch-size 2 --steps 60`) gave RAG-FT 0.36 [0.29, 0.44] and REFRAG 0.24 [0.17,
+# 0.31]: at this budget more updates beat larger ones.
 #
-# Where REFRAG loses, and why. (1) It reads only what it expands. RAG-FT answers 0.96 when the gold
-# passage is among its three, so with enough SFT the reader is not the limit; REFRAG given the same
-# gold passage answers 0.39. The answer ID is exact tokens, and a chunk vector does not carry them
-# (notebook 02: one-chunk reconstruction gets 3-4 more tokens in 100 right, and four times the
-# training does not change that), so REFRAG answers when the policy expands the chunk (or both chunks)
-# the ID sits in: at p = 0.1 notebook 04 measured 73% for answers inside one chunk. (2) Retrieval: only
-# 54% of questions have their answer in the top 3, the ceiling of both rows. (3) Equal latency loses
-# here, unlike in the paper: the 20 passages hold the answer more often (0.71), yet EM falls to 0.17,
-# 0.21 with the gold passage forced in. The policy was trained on 3 passages (its rank signal has never
-# seen ranks beyond 3), and at p = 0.1 it must find the answer's chunk among about 140; the paper's
-# reader is a 7B model whose vectors carry far more. What would move it: a policy that lands on the
-# answer's chunk more often (its landing rate is REFRAG's ceiling; twice the GRPO steps did not do it,
-# notebook 04: 0.64 at p = 0.1, REFRAG 0.23), trained at the equal-latency passage count for that row,
-# a larger p where TTFT allows, and stage 1-2 vectors that carry exact tokens (bigger encoder and
+# What would move it further: retrieval (both arms read only what the top 3 hold); answers straddling
+# two chunks (a selector that expands the neighbour when the answer may run over the boundary); a
+# reader trained with many passages, for the equal-latency row; and stage 1-2 vectors that carry exact
+# tokens (notebook 02: one-chunk reconstruction gets 3-4 more tokens in 100 right; bigger encoder and
 # decoder: the GPU presets).
 
 # %%
