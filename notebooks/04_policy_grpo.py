@@ -352,7 +352,7 @@ from refrag_lib.policy_plots import plot_answer_table
 from refrag_lib.qa import answerable, retrieve_items
 from refrag_lib.question_grpo import (
     answer_examples,
-    answer_hits,
+    answer_landing,
     held_out_table,
     locate_answers,
     question_policy_path,
@@ -374,19 +374,12 @@ eval_items = retrieve_items(retriever, index, answerable(load_qa(default_data_di
                                                          eval_questions), TOP_K)
 
 held_examples = answer_examples(model, eval_items, chunks, TOP_K)  # held-out: never trained on
-
-
-def landing(policy):
-    """Held-out share of one-chunk answers whose chunk the policy expands, per p (no decoder pass)."""
-    hits = {str(p): answer_hits(QuestionPolicySelector(policy), held_examples, p) for p in QUESTION_FRACTIONS}
-    return {p: round(float(np.mean(h)), 3) if h else None for p, h in hits.items()}
-
-
 question_policy = QuestionPolicy(PolicyConfig(input_dim=retriever.dim, width=POLICY_WIDTH, question_aware=1))
 warm_examples = answer_examples(model, all_train, chunks, TOP_K, np.random.default_rng(SEED), encode=False)
 warm_history = locate_answers(question_policy, warm_examples, QUESTION_WARM_EPOCHS, QUESTION_WARM_LR, seed=SEED,
                               progress=PROGRESS)
-warm_landing = landing(question_policy) if warm_history else {}
+warm_landing = answer_landing(QuestionPolicySelector(question_policy), held_examples,
+                              QUESTION_FRACTIONS) if warm_history else {}
 if warm_history:
     print(f"warm start: {len(warm_examples)} questions x {QUESTION_WARM_EPOCHS} epochs in "
           f"{warm_history[-1]['seconds']:.0f} s, loss {warm_history[0]['loss']:.3f} -> {warm_history[-1]['loss']:.3f}; "

@@ -123,6 +123,20 @@ def answer_in_context(texts: Sequence[str], answers: Sequence[str]) -> bool:
     return any(t in f" {normalize_answer(text)} " for text in texts for t in targets)
 
 
+def answer_chunks(chunk_texts: Sequence[str], answer: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Where an answer lies among consecutive chunks (normalised text): the chunks that hold it whole, and,
+    when none does, the first two neighbours whose joined text holds it (an ID cut by a chunk boundary)."""
+    answer = normalize_answer(answer)
+    if not answer:
+        return (), ()
+    inside = tuple(i for i, text in enumerate(chunk_texts) if answer in normalize_answer(text))
+    if inside:
+        return inside, ()
+    across = next(((i, i + 1) for i in range(len(chunk_texts) - 1)
+                   if answer in normalize_answer(chunk_texts[i] + chunk_texts[i + 1])), ())
+    return (), across
+
+
 def _check_answers(answers: Sequence[str]) -> None:
     if isinstance(answers, str) or len(answers) == 0:
         raise CourseError(f"answers must be a non-empty list of strings, got {answers!r}.")

@@ -25,7 +25,7 @@ from .errors import CourseError
 from .index import ChunkStore
 from .intervals import mean_interval, paired_difference
 from .model import RefragModel
-from .qa import QAItem, answer_in_context, exact_match, input_positions, normalize_answer, token_f1, with_gold
+from .qa import QAItem, answer_chunks, answer_in_context, exact_match, input_positions, token_f1, with_gold
 from .selectors import PerplexitySelector, Selector
 
 ROWS = ("no_context", "rag", "refrag", "refrag_equal_latency")
@@ -188,14 +188,12 @@ ANSWER_PLACES = ("in an expanded chunk", "in a compressed chunk", "across two ch
 def answer_place(chunk_texts: Sequence[str], expand: Sequence[bool], answers: Sequence[str]) -> str:
     """Where a question's answer lies in what the reader got (one of ANSWER_PLACES): REFRAG can copy an ID
     only from tokens, so this says whether an answer was readable at all."""
-    texts = [normalize_answer(t) for t in chunk_texts]
-    for answer in (normalize_answer(a) for a in answers):
-        inside = [i for i, t in enumerate(texts) if answer and answer in t]
+    for answer in answers:
+        inside, across = answer_chunks(chunk_texts, answer)
         if inside:
             return ANSWER_PLACES[0] if any(expand[i] for i in inside) else ANSWER_PLACES[1]
-        for i in range(len(texts) - 1):
-            if answer and answer in normalize_answer(chunk_texts[i] + chunk_texts[i + 1]):
-                return ANSWER_PLACES[2] if expand[i] and expand[i + 1] else ANSWER_PLACES[3]
+        if across:
+            return ANSWER_PLACES[2] if all(expand[i] for i in across) else ANSWER_PLACES[3]
     return ANSWER_PLACES[4]
 
 

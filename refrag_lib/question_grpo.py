@@ -23,7 +23,7 @@ from .index import encoder_eval_mode
 from .intervals import mean_interval, paired_difference
 from .model import RefragModel, Segments
 from .policy import QUESTION_POLICY_WEIGHTS, QuestionPolicy, check_fraction
-from .qa import QAItem, build_prompt, normalize_answer, training_example, with_gold_at_random
+from .qa import QAItem, answer_chunks, build_prompt, training_example, with_gold_at_random
 from .selectors import FixedSelector, ScoredExample, Selector
 
 HELD_OUT_FRACTIONS = (0.05, 0.1, 0.25)
@@ -64,15 +64,9 @@ def answer_examples(model: RefragModel, items: Sequence[QAItem], chunks, top_k: 
     else:
         vectors = torch.zeros(len(all_chunks), 0)
     vectors = vectors.split([len(prompt.chunks) for prompt, _ in prompts])
-    decode = model.decoder_tokenizer.decode
     examples = []
     for it, rows, (prompt, lengths), c in zip(items, rows_of, prompts, vectors):
-        answer = normalize_answer(it.answers[0])
-        texts = [normalize_answer(decode(chunk)) for chunk in prompt.chunks]
-        holds = tuple(i for i, text in enumerate(texts) if answer and answer in text)
-        pairs = [[*prompt.chunks[i], *prompt.chunks[i + 1]] for i in range(len(texts) - 1)]
-        across = next(((i, i + 1) for i, pair in enumerate(pairs)
-                       if answer and answer in normalize_answer(decode(pair))), ())
+        holds, across = answer_chunks(model.decoder_tokenizer.batch_decode(prompt.chunks), it.answers[0])
         keys = chunks.keys_for(rows)
         if keys is None or it.question_key is None:
             raise CourseError("The question-aware policy needs the retriever vectors of notebook 01's chunk store: "
@@ -180,6 +174,14 @@ def answer_hits(selector: Selector, examples: Sequence[AnswerExample], p: float)
     """Per question that has an answer chunk: 1.0 when the selector expands one of them."""
     masks = selector(examples, p)
     return [float(any(mask[i] for i in ex.answer_chunks)) for ex, mask in zip(examples, masks) if ex.answer_chunks]
+
+
+def answer_landing(selector: Selector, examples: Sequence[AnswerExample],
+                   fractions: Sequence[float] = HELD_OUT_FRACTIONS) -> dict[str, float | None]:
+    """Per p, the share of one-chunk answers whose chunk the selector expands (None: no such question); no
+    decoder pass, so it can follow a training stage cheaply."""
+    hits = {str(p): answer_hits(selector, examples, p) for p in fractions}
+    return {p: round(float(np.mean(h)), 3) if h else None for p, h in hits.items()}
 
 
 def held_out_table(model: RefragModel, examples: Sequence[AnswerExample], selectors: dict[str, Selector],

@@ -124,3 +124,13 @@ def test_equal_latency_keeps_the_expansions_it_had_at_k():
     at_k = n_expanded(0.1, 21)  # 3 passages of 7 chunks
     assert n_expanded(equal_budget_fraction(0.1, 3, 20), 140) == at_k == 2
     assert equal_budget_fraction(0.1, 3, 3) == 0.1 and equal_budget_fraction(0.1, 3, 1) == 0.1
+
+
+def test_answer_chunks_finds_whole_holders_or_the_two_neighbours_an_id_straddles():
+    from refrag_lib.qa import answer_chunks
+
+    chunks = ["Person_232 is", " directed by Person_", "232. And Person_232"]
+    assert answer_chunks(chunks, "Person_232") == ((0, 2), ())
+    assert answer_chunks(chunks[:2] + ["232."], "Person_232") == ((0,), ())
+    assert answer_chunks(["a Person_", "232 b"], "Person_232") == ((), (0, 1))
+    assert answer_chunks(["a", "b"], "Person_232") == ((), ()) == answer_chunks(["a"], "?!")

@@ -19,6 +19,7 @@ from refrag_lib.question_grpo import (
     AnswerExample,
     answer_examples,
     answer_hits,
+    answer_landing,
     answer_nll,
     held_out_table,
     locate_answers,
@@ -160,6 +161,9 @@ def test_answer_examples_find_the_answer_chunk_and_score_the_gold_answer(qa_setu
     expected = [len(model.tokenize(" " + it.answers[0])) + 1 for it in items[:2]]  # answer + EOS
     assert tokens.tolist() == expected
     assert answer_hits(QuestionSelector(), examples, 1.0) == [1.0] * len(examples)  # p = 1 expands every chunk
+    one_chunk = [ex for ex in examples if ex.answer_chunks]
+    assert answer_landing(QuestionSelector(), one_chunk, (1.0,)) == {"1.0": 1.0}
+    assert answer_landing(QuestionSelector(), [ex for ex in examples if not ex.answer_chunks], (1.0,)) == {"1.0": None}
 
 
 def test_question_policy_trains_on_answers_and_the_held_out_table_has_every_selector(qa_setup):
