@@ -56,31 +56,44 @@ class Curriculum:
     Drawing from a generator seeded by (seed, step) instead of one running stream means a resumed
     run draws exactly what an uninterrupted one would, with no sampler state to save.
     curriculum=False is the ablation: every step uses the largest factor (no warm-up on short inputs).
+    one_chunk_share > 0 scales the curriculum to a short budget: that share of the steps reconstructs
+    one chunk only, then the 9 stages share the rest. In the paper one-chunk examples fill most of a
+    long first stage; spread evenly over a few hundred steps, that stage lasts a few dozen steps, too
+    few for the encoder to learn to write a chunk into its vector (notebook 02's lever table).
     """
 
-    def __init__(self, max_chunks: int, total_steps: int, seed: int = 0, curriculum: bool = True):
+    def __init__(self, max_chunks: int, total_steps: int, seed: int = 0, curriculum: bool = True,
+                 one_chunk_share: float = 0.0):
         if total_steps < 1:
             raise CourseError(f"total_steps must be at least 1, got {total_steps}.")
+        if not 0.0 <= one_chunk_share < 1.0:
+            raise CourseError(f"one_chunk_share must lie in [0, 1), got {one_chunk_share}: the stages need steps.")
         self.max_chunks = max_chunks
         self.total_steps = total_steps
         self.seed = seed
         self.curriculum = curriculum
+        self.one_chunk_steps = round(one_chunk_share * total_steps) if curriculum else 0
         self.factors, self.mixtures = stage_mixtures(max_chunks)
 
     def stage(self, step: int) -> int:
-        """The curriculum stage (0..8) of a step: the 9 stages share the step budget evenly (a budget
-        under 9 steps skips stages but still ends in the last one)."""
+        """The curriculum stage (0..8) of a step after the one-chunk steps: the 9 stages share the rest of
+        the budget evenly (a budget under 9 steps skips stages but still ends in the last one); -1 for a
+        one-chunk step."""
         if not 0 <= step < self.total_steps:
             raise CourseError(f"step {step} is outside the schedule of {self.total_steps} steps.")
-        if self.total_steps < N_STAGES:
-            return round(step * (N_STAGES - 1) / max(1, self.total_steps - 1))
-        return step * N_STAGES // self.total_steps
+        if step < self.one_chunk_steps:
+            return -1
+        step, total = step - self.one_chunk_steps, self.total_steps - self.one_chunk_steps
+        if total < N_STAGES:
+            return round(step * (N_STAGES - 1) / max(1, total - 1))
+        return step * N_STAGES // total
 
     def mixture(self, step: int) -> np.ndarray:
         """The probabilities of each factor at a step."""
         if not self.curriculum:
             return np.eye(len(self.factors))[-1]
-        return self.mixtures[self.stage(step)]
+        stage = self.stage(step)
+        return np.eye(len(self.factors))[0] if stage < 0 else self.mixtures[stage]
 
     def chunks_at(self, step: int) -> int:
         """The number of chunks every example of this step reconstructs (or compresses, in CPT)."""
@@ -111,6 +124,8 @@ def plot_curriculum(curriculum: Curriculum, ax=None):
     ax.set_ylabel("share of the mixture")
     ax.set_xlim(0, max(curriculum.total_steps - 1, 1))
     ax.set_ylim(0, 1)
-    ax.set_title(f"Curriculum: Table 8 over {curriculum.total_steps} steps, capped at {curriculum.max_chunks} chunks")
+    first = f"{curriculum.one_chunk_steps} one-chunk steps, then " if curriculum.one_chunk_steps else ""
+    ax.set_title(f"Curriculum: {first}Table 8 over {curriculum.total_steps - curriculum.one_chunk_steps} steps, "
+                 f"capped at {curriculum.max_chunks} chunks")
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
     return ax

@@ -66,13 +66,9 @@ def reconstruction_by_chunks(
 @torch.no_grad()
 def _per_window(model: RefragModel, batch: list[Segments], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """(mean NLL per token, token accuracy) of each example's suffix, teacher-forced."""
-    nll, accuracy = [], []
-    for i in range(0, len(batch), batch_size):
-        stats = suffix_token_stats(model, batch[i : i + batch_size])
-        tokens = stats.tokens.clamp(min=1).double()
-        nll += (stats.nll.double() / tokens).tolist()
-        accuracy += (stats.correct.double() / tokens).tolist()
-    return np.array(nll), np.array(accuracy)
+    parts = [suffix_token_stats(model, batch[i : i + batch_size]).per_example()
+             for i in range(0, len(batch), batch_size)]
+    return np.concatenate([nll for nll, _ in parts]), np.concatenate([accuracy for _, accuracy in parts])
 
 
 @torch.no_grad()
@@ -89,7 +85,7 @@ def _exact_share(decoded: Sequence[Sequence[int]], targets: Sequence[Sequence[in
     return np.array([sum(a == b for a, b in zip(d, t)) / len(t) for d, t in zip(decoded, targets)])
 
 
-def _probe_windows(model: RefragModel, held_out: list[list[int]], n: int, size: int, seed: int) -> list[list[int]]:
+def probe_windows(model: RefragModel, held_out: list[list[int]], n: int, size: int, seed: int) -> list[list[int]]:
     """The held-out windows of n chunks that the floor and every probed model share."""
     return windows(held_out, n * model.k, size, np.random.default_rng([seed, n]))
 
@@ -106,7 +102,7 @@ def floor_scores(model: RefragModel, held_out: list[list[int]], counts: Sequence
     alone = _greedy_chunk(model, [Segments(prefix=[model.start_id])], 1)[0]  # the same for every window
     for n in counts:
         sizes[str(n)] = n_windows if n <= 4 or long_windows is None else long_windows
-        xs = _probe_windows(model, held_out, n, sizes[str(n)], seed)
+        xs = probe_windows(model, held_out, n, sizes[str(n)], seed)
         nll, accuracy = _per_window(model, [Segments(prefix=[model.start_id], suffix=x) for x in xs], batch_size)
         exact = _exact_share([alone] * len(xs), [x[: model.k] for x in xs])
         out[str(n)] = {"log_ppl": nll, "token_accuracy": accuracy, "first_chunk_exact": exact}
@@ -122,7 +118,7 @@ def vectors_against_floor(model: RefragModel, held_out: list[list[int]], floor: 
     """
     table, scores = {}, {}
     for n in floor["counts"]:
-        xs = _probe_windows(model, held_out, n, floor["n_windows"][str(n)], floor["seed"])
+        xs = probe_windows(model, held_out, n, floor["n_windows"][str(n)], floor["seed"])
         base = floor["scores"][str(n)]
         nll, accuracy = _per_window(model, [reconstruction_example(x, model.k) for x in xs], batch_size)
         decoded = _greedy_chunk(model, [Segments(chunks=chunk_ids(x, model.k)) for x in xs], batch_size)

@@ -41,23 +41,26 @@ class Lever:
 
 
 RECON_LEVERS = [
-    Lever("course default", {}, "peak LR 1e-3, 512 decoder positions per step, the paper's curriculum, a start "
-          "token before the vectors, projector output at the token-embedding norm, seed 0"),
+    Lever("course default", {}, "peak LR 1e-3 (the encoder at 1e-4), 512 decoder positions per step, 75% of the "
+          "steps on one chunk then the paper's curriculum, a start token before the vectors, projector output at "
+          "the token-embedding norm, seed 0"),
     Lever("seed 1", {"seed": 1}, "the default from another seed: the spread a lever has to beat"),
     Lever("LR 3e-3", {"lr": 3e-3}, "the previous default's LR"),
     Lever("LR 3e-3, seed 1", {"lr": 3e-3, "seed": 1}, "the same from another seed"),
-    Lever("encoder LR x0.1", {"encoder_lr_scale": 0.1}, "projector at 1e-3, the pretrained encoder at 1e-4"),
-    Lever("encoder LR x0.1, seed 1", {"encoder_lr_scale": 0.1, "seed": 1}, "the same from another seed"),
+    Lever("encoder at 1e-3", {"encoder_lr_scale": 1.0}, "the pretrained encoder at the projector's LR (the "
+          "previous default)"),
+    Lever("encoder at 1e-3, seed 1", {"encoder_lr_scale": 1.0, "seed": 1}, "the same from another seed"),
     Lever("warm-up 25%", {"warmup_fraction": 0.25}, "3 warm-up steps may let early gradient spikes through"),
     Lever("warm-up 25%, seed 1", {"warmup_fraction": 0.25, "seed": 1}, "the same from another seed"),
     Lever("LR 1e-2", {"lr": 1e-2}, "does a much larger step help?"),
     Lever("LR 3e-4", {"lr": 3e-4}, "close to the paper's 2e-4, made for a long run"),
     Lever("256 positions per step", {"positions_per_step": 256}, "examples per step vs steps: twice the updates"),
     Lever("no curriculum", {"curriculum": False}, "every step reconstructs s/k chunks (Table 11's question)"),
-    Lever("previous recipe", {"start_token": False, "projector_norm": False, "lr": 3e-3},
+    Lever("previous recipe", {"start_token": False, "projector_norm": False, "lr": 3e-3, "encoder_lr_scale": 1.0},
           "LR 3e-3, no start token (the first vector sits on the attention-sink position 0), projector output "
           "unbounded"),
-    Lever("previous recipe, seed 1", {"start_token": False, "projector_norm": False, "lr": 3e-3, "seed": 1},
+    Lever("previous recipe, seed 1",
+          {"start_token": False, "projector_norm": False, "lr": 3e-3, "encoder_lr_scale": 1.0, "seed": 1},
           "the same from another seed"),
     Lever("LR 3e-3, projector output unbounded", {"projector_norm": False, "lr": 3e-3},
           "with the start token, the projector's output length free, as in the paper's plain MLP"),
@@ -69,6 +72,11 @@ RECON_LEVERS = [
           "moves on to 8-16 chunks after ~20 steps, while the one-chunk gain is the target"),
     Lever("one chunk only, 4x the budget", {"context_tokens": 16}, "the same for 4x the compute (outside the "
           "course's CPU budget): the slope of one-chunk accuracy against steps", budget=4.0),
+    Lever("one chunk only, encoder at 1e-3", {"context_tokens": 16, "encoder_lr_scale": 1.0},
+          "one-chunk training with the previous default's encoder LR"),
+    Lever("paper's curriculum over the whole budget", {"one_chunk_share": 0.0},
+          "no one-chunk phase: Table 8's 9 stages spread evenly over every step"),
+    Lever("paper's curriculum, seed 1", {"one_chunk_share": 0.0, "seed": 1}, "the same from another seed"),
 ]
 
 CPT_LEVERS = [

@@ -40,6 +40,11 @@ class TokenStats:
     def accuracy(self) -> float:
         return float(self.correct.sum() / self.tokens.sum().clamp(min=1))
 
+    def per_example(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mean NLL per token, token accuracy) of each example: what the held-out intervals resample."""
+        tokens = self.tokens.clamp(min=1).double()
+        return (self.nll.detach().double() / tokens).cpu().numpy(), (self.correct.double() / tokens).cpu().numpy()
+
 
 def reconstruction_example(tokens: Sequence[int], k: int) -> Segments:
     """x_1..x_s as compressed chunks, then x_1..x_s again as the targets."""
@@ -77,14 +82,16 @@ def shifted_labels(inputs: DecoderInputs) -> torch.Tensor:
 
 
 def suffix_token_stats(
-    model: RefragModel, batch: Sequence[Segments], expand: Sequence[Sequence[bool]] | None = None
+    model: RefragModel, batch: Sequence[Segments], expand: Sequence[Sequence[bool]] | None = None,
+    projected: torch.Tensor | None = None,
 ) -> TokenStats:
-    """Teacher-forced NLL of every example's suffix tokens under the given expansion mask.
+    """Teacher-forced NLL of every example's suffix tokens under the given expansion mask
+    (projected: the compressed chunks' vectors given directly in the decoder's space, see build_inputs).
 
     The output layer runs only at scored positions: with a 49k vocabulary the logits of every
     position would cost as much as the rest of the decoder.
     """
-    inputs = model.build_inputs(batch, expand, padding_side="right")
+    inputs = model.build_inputs(batch, expand, padding_side="right", projected=projected)
     labels = shifted_labels(inputs)
     hidden = model.decoder.base_model(
         inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask, position_ids=inputs.position_ids,

@@ -179,19 +179,22 @@ class RefragModel(nn.Module):
         expand: Sequence[Sequence[bool]] | None = None,
         chunk_vectors: torch.Tensor | None = None,
         padding_side: str = "left",
+        projected: torch.Tensor | None = None,
     ) -> DecoderInputs:
         """Decoder inputs for a batch under an expansion mask (None: compress every chunk).
 
         chunk_vectors: encoder outputs c_i for the compressed chunks in `compressed_chunks` order
         (precomputed, "with cache"); when None they are computed here ("without cache").
         Left padding suits generation (the last position is the last real token); right padding
-        suits training losses.
+        suits training losses. projected: vectors already in the decoder's embedding space, one per
+        compressed chunk (the encoder and projector are skipped; `vector_ceiling` optimises such vectors).
         """
         expand = expand_all(batch, False) if expand is None else expand
         self._check_mask(batch, expand)
-        if chunk_vectors is None:
-            chunk_vectors = self.encode_chunks(self.compressed_chunks(batch, expand))
-        projected = self.projector(chunk_vectors.to(device=self.device, dtype=self.projector.net[0].weight.dtype))
+        if projected is None:
+            if chunk_vectors is None:
+                chunk_vectors = self.encode_chunks(self.compressed_chunks(batch, expand))
+            projected = self.projector(chunk_vectors.to(device=self.device, dtype=self.projector.net[0].weight.dtype))
         layouts = [self._layout(ex, mask) for ex, mask in zip(batch, expand)]
         return self._pad_and_embed(layouts, projected, padding_side)
 

@@ -50,6 +50,12 @@ PAPER_LR = {"recon": 2e-4, "cpt": 5e-5}
 # The course's peak LRs for its short budgets, chosen by the lever tables of notebooks 02 and 03
 # (`python -m refrag_lib levers`): a few hundred steps need larger steps than the paper's long runs.
 COURSE_LR = {"recon": 1e-3, "cpt": 1e-4}
+# Reconstruction moves the pretrained encoder at a tenth of the projector's rate (1e-4): at 1e-3 its
+# features are scrambled within a few steps, and two seeds ended 0.85 and 0.48 nats apart at one chunk;
+# at 1e-4 they agree (0.87 and 0.85). CPT's LR is 1e-4 already, for every part.
+COURSE_ENCODER_LR_SCALE = {"recon": 0.1, "cpt": 1.0}
+# Reconstruction spends this share of its steps on one chunk before the curriculum's stages (Curriculum).
+COURSE_ONE_CHUNK_SHARE = 0.75
 MIXED_PRECISION = {"float32": "no", "float16": "fp16", "bfloat16": "bf16"}
 HELD_OUT_FRACTION = 0.1  # the last 10% of documents are never trained on
 
@@ -70,6 +76,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     clip_norm: float = 1.0
     curriculum: bool = True  # False: every step uses s/k chunks (the Table 11 ablation)
+    one_chunk_share: float = 0.0  # share of the steps reconstructing one chunk before the curriculum's stages
     expand_fraction: float = 0.0  # p: share of context chunks left as tokens in CPT (paper: 0.1 before RL)
     train_decoder: bool = False  # CPT only: unfreeze the decoder too (the paper trains everything)
     start_token: bool = True  # inputs start with the decoder's start token; False: a chunk vector at position 0
@@ -83,6 +90,8 @@ class TrainConfig:
             raise CourseError(f"stage must be one of {STAGES}, got {self.stage!r}.")
         if self.steps < 1 or self.grad_accum < 1 or self.positions_per_step < 1 or self.encoder_lr_scale <= 0:
             raise CourseError("steps, grad_accum, positions_per_step and encoder_lr_scale must be positive.")
+        if not 0.0 <= self.one_chunk_share < 1.0:
+            raise CourseError(f"one_chunk_share must lie in [0, 1), got {self.one_chunk_share}.")
         if self.pooling not in POOLINGS:
             raise CourseError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}.")
         if self.stage == "recon" and self.train_decoder:
@@ -109,7 +118,9 @@ def default_config(stage: str, steps: int = 80, **changes) -> TrainConfig:
     if stage not in STAGES:
         raise CourseError(f"stage must be one of {STAGES}, got {stage!r}.")
     cpt = {"expand_fraction": 0.1} if stage == "cpt" else {}
-    return TrainConfig(stage=stage, steps=steps, lr=COURSE_LR[stage], **{**cpt, **changes})
+    recon = {"one_chunk_share": COURSE_ONE_CHUNK_SHARE} if stage == "recon" else {}
+    course = {"lr": COURSE_LR[stage], "encoder_lr_scale": COURSE_ENCODER_LR_SCALE[stage], **cpt, **recon}
+    return TrainConfig(stage=stage, steps=steps, **{**course, **changes})
 
 
 # ---- data -------------------------------------------------------------------------------------------
@@ -172,7 +183,8 @@ class StageTask:
         self.name, self.parts, self.k = cfg.stage, cfg.trained_parts(), model.k
         self.cfg, self.token_docs = cfg, token_docs
         self.objective = StageObjective(model, cfg)
-        self.curriculum = Curriculum(cfg.context_tokens // model.k, cfg.steps, cfg.seed, cfg.curriculum)
+        self.curriculum = Curriculum(cfg.context_tokens // model.k, cfg.steps, cfg.seed, cfg.curriculum,
+                                     cfg.one_chunk_share)
 
     def batch(self, step: int, rng: np.random.Generator) -> tuple[object, dict]:
         """(examples, what the step's log row should say about them)."""
@@ -465,9 +477,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--positions", type=int, default=512, help="decoder positions per micro-batch")
     parser.add_argument("--grad-accum", type=int, default=1)
     parser.add_argument("--lr", type=float, default=0.0, help="peak LR (default: the paper's for the stage)")
+    parser.add_argument("--encoder-lr-scale", type=float, default=1.0,
+                        help="the encoder's peak LR is --lr x this (the course's notebook 02 uses 0.1)")
     parser.add_argument("--expand-fraction", type=float, default=0.0, help="p: chunks left as tokens in CPT")
     parser.add_argument("--train-decoder", action="store_true", help="CPT: unfreeze the decoder too")
     parser.add_argument("--no-curriculum", action="store_true", help="every step uses s/k chunks")
+    parser.add_argument("--one-chunk-share", type=float, default=0.0,
+                        help="share of the steps on one chunk before the curriculum (notebook 02 uses 0.75)")
     parser.add_argument("--no-recon-init", action="store_true", help="CPT from scratch (Table 12 ablation)")
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     parser.add_argument("--max-new-steps", type=int, default=None, help="stop after this many steps (resumable)")
@@ -479,7 +495,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = TrainConfig(
         stage=args.stage, steps=args.steps, context_tokens=args.context, continuation_tokens=args.continuation,
-        positions_per_step=args.positions, grad_accum=args.grad_accum, lr=args.lr, curriculum=not args.no_curriculum,
+        positions_per_step=args.positions, grad_accum=args.grad_accum, lr=args.lr,
+        encoder_lr_scale=args.encoder_lr_scale, curriculum=not args.no_curriculum, one_chunk_share=args.one_chunk_share,
         expand_fraction=args.expand_fraction, train_decoder=args.train_decoder, seed=args.seed,
         save_every=args.save_every,
     )

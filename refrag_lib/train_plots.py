@@ -94,3 +94,22 @@ def plot_vector_gain(curve: list[dict], metric: str = "log_ppl_gain", ax=None):
     ax.set_ylabel(metric.replace("_", " ") + " over the decoder alone")
     ax.legend(fontsize=8)
     return ax
+
+
+def plot_ceiling(ceiling: dict, ax=None):
+    """One-chunk token accuracy of free vectors against fitting steps, with the decoder alone and the
+    trained encoder on the same windows as horizontal lines (vector_ceiling.free_vector_ceiling)."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([p["step"] for p in ceiling["curve"]], [p["token_accuracy"] for p in ceiling["curve"]],
+            label="one free vector per chunk, fitted")
+    ax.axhline(ceiling["token_accuracy_floor"]["mean"], color="grey", ls="--", label="decoder alone")
+    if "trained_token_accuracy" in ceiling:
+        ax.axhline(ceiling["trained_token_accuracy"]["mean"], color="tab:orange", label="trained encoder + projector")
+    ax.set_xlabel("fitting step (Adam on the vectors only; decoder frozen)")
+    ax.set_ylabel("one-chunk token accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    return ax

@@ -64,6 +64,22 @@ def test_schedule_moves_from_one_chunk_to_many():
 
 def test_no_curriculum_always_uses_all_chunks():
     assert set(Curriculum(16, 50, curriculum=False).schedule()) == {16}
+    assert set(Curriculum(16, 50, curriculum=False, one_chunk_share=0.5).schedule()) == {16}  # the ablation stays
+
+
+def test_a_one_chunk_phase_then_all_nine_stages_on_the_rest():
+    curriculum = Curriculum(16, 400, seed=2, one_chunk_share=0.75)
+    schedule = curriculum.schedule()
+    assert curriculum.one_chunk_steps == 300 and set(schedule[:300]) == {1}
+    assert [curriculum.stage(s) for s in (0, 299, 300, 311, 312, 399)] == [-1, -1, 0, 0, 1, 8]
+    plain = Curriculum(16, 100)  # the remaining 100 steps follow the 9 stages as a 100-step curriculum would
+    for step in (0, 50, 99):
+        np.testing.assert_allclose(curriculum.mixture(300 + step), plain.mixture(step))
+    assert np.mean(np.asarray(schedule[-12:]) >= 8) > 0.5  # it still ends on long inputs
+    assert Curriculum(16, 400, seed=2, one_chunk_share=0.0).schedule() == Curriculum(16, 400, seed=2).schedule()
+    for share in (-0.1, 1.0):
+        with pytest.raises(CourseError, match="one_chunk_share"):
+            Curriculum(16, 10, one_chunk_share=share)
 
 
 def test_plot_runs():
