@@ -46,11 +46,11 @@ def fit_free_vectors(model: RefragModel, windows: Sequence[Sequence[int]], steps
     frozen = [p for p in model.parameters() if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
+    dtype = model.decoder.get_input_embeddings().weight.dtype
     curve = []
     try:
         for step in range(steps + 1):
             vectors = F.normalize(raw, dim=-1) * norm
-            dtype = model.decoder.get_input_embeddings().weight.dtype
             stats = suffix_token_stats(model, batch, projected=vectors.to(dtype))
             curve.append({"step": step, "token_accuracy": float(stats.per_example()[1].mean())})
             if step == steps:
