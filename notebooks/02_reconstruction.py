@@ -56,7 +56,8 @@ ABLATION_STEPS = 0  # steps of the no-curriculum run; 0: the same as the curricu
 POSITIONS_PER_STEP = 512  # decoder positions per step: 32 one-chunk examples or 1 sixteen-chunk example
 LR = 0.0  # peak learning rate; 0: the course's 1e-3 (the lever table below chose it; the paper's is 2e-4)
 ENCODER_LR_SCALE = 0.0  # the encoder's peak LR is LR x this; 0: the course's 0.1 (the lever table chose it)
-ONE_CHUNK_SHARE = -1.0  # share of the steps on one chunk before the curriculum's 9 stages; -1: the course's 0.75
+ONE_CHUNK_SHARE = -1.0  # share of the steps on one chunk before the curriculum's 9 stages; -1: the course's 0.9
+WARMUP_FRACTION = 0.0  # share of the steps warming the LR up; 0: the course's 0.15 (the lever table chose it)
 EVAL_EXAMPLES = 16  # held-out windows per number of chunks (the quick table; regression runs guard it)
 EVAL_WINDOWS = 0  # held-out windows per number of chunks up to 4 for what the vectors carry (95% intervals);
 # 0: the preset's (cpu 64); above 4 chunks half as many (each of those windows averages 256 tokens)
@@ -93,6 +94,7 @@ from refrag_lib.train import (
     COURSE_ENCODER_LR_SCALE,
     COURSE_LR,
     COURSE_ONE_CHUNK_SHARE,
+    COURSE_WARMUP,
     TrainConfig,
     tokenized_documents,
     train_stage,
@@ -107,6 +109,7 @@ positions = 300 if SMOKE else POSITIONS_PER_STEP
 lr = LR or COURSE_LR["recon"]
 encoder_lr_scale = ENCODER_LR_SCALE or COURSE_ENCODER_LR_SCALE["recon"]
 one_chunk_share = COURSE_ONE_CHUNK_SHARE if ONE_CHUNK_SHARE < 0 else ONE_CHUNK_SHARE
+warmup_fraction = WARMUP_FRACTION or COURSE_WARMUP["recon"]
 eval_examples = 3 if SMOKE else EVAL_EXAMPLES
 eval_windows = 8 if SMOKE else EVAL_WINDOWS or budget.recon_windows
 long_windows = 4 if SMOKE else eval_windows // 2
@@ -212,7 +215,7 @@ del model
 # Scaled to a short budget, the paper's first stage is too short: spread evenly over a few hundred
 # steps, the stages where single chunks dominate last a few dozen steps, and the one-chunk skill
 # stops growing once longer inputs take over. So the course first spends `ONE_CHUNK_SHARE` of the
-# steps (0.75) on one chunk alone, then runs the 9 stages over the rest (the lever table at the end
+# steps (0.9) on one chunk alone, then runs the 9 stages over the rest (the lever table at the end
 # measures what that buys, and what it costs at 4 and 16 chunks). `ONE_CHUNK_SHARE = 0` gives the
 # paper's schedule over the whole budget.
 
@@ -242,14 +245,16 @@ plt.show()
 #   token-embedding norm (about 3.2 for SmolLM2): the MLP learns the direction. Unbounded, one large
 #   early step can hand the frozen decoder a vector far longer than any token, and the run never recovers.
 #
-# The loop (`refrag_lib.train`) is the one every stage uses: AdamW, 4% warm-up then cosine decay,
+# The loop (`refrag_lib.train`) is the one every stage uses: AdamW, a linear warm-up then cosine decay,
 # peak learning rate 1e-3 here instead of the paper's 2e-4: the paper's rate suits batches of 256
 # over billions of tokens, while we take a few dozen small steps; the lever table at the end of this
 # notebook measured which rate carries the most in the same budget. Set LR = 2e-4 for the paper's
 # value. The pretrained encoder moves at a tenth of that rate (`ENCODER_LR_SCALE`, 1e-4): at 1e-3 its
 # features were scrambled within a few steps, two seeds ended far apart, and one-chunk training
-# learnt half as much. Then
-# gradient clipping, metrics in `metrics.jsonl`, a resumable safetensors checkpoint. Each step fills
+# learnt half as much. The warm-up takes 15% of the steps (`WARMUP_FRACTION`; CPT uses 4%): with the
+# encoder at 1e-4 the first steps' gradient norms reach about 1000 before clipping, and a longer
+# warm-up both calms them and leaves more in the vectors (lever table). Then gradient clipping,
+# metrics in `metrics.jsonl`, a resumable safetensors checkpoint. Each step fills
 # about the same number of decoder positions, so a one-chunk step holds many short examples and a
 # sixteen-chunk step few long ones. If the kernel dies (a Colab disconnect), re-run this cell: it
 # resumes from the last checkpoint.
@@ -259,8 +264,8 @@ plt.show()
 
 # %%
 config = TrainConfig(stage="recon", steps=steps, context_tokens=CONTEXT_TOKENS, positions_per_step=positions,
-                     lr=lr, encoder_lr_scale=encoder_lr_scale, one_chunk_share=one_chunk_share, seed=SEED,
-                     save_every=max(1, steps // 4))
+                     lr=lr, encoder_lr_scale=encoder_lr_scale, one_chunk_share=one_chunk_share,
+                     warmup_fraction=warmup_fraction, seed=SEED, save_every=max(1, steps // 4))
 result, curve = train_and_probe(run, config, held_out, curve_floor, curve_points, resume=RESUME, progress=PROGRESS,
                                 documents=DOCUMENTS or None)
 curve = [start_probe, *curve]
@@ -397,8 +402,8 @@ plt.show()
 # %%
 del result.model
 ablation_config = TrainConfig(stage="recon", steps=ablation_steps, context_tokens=CONTEXT_TOKENS,
-                              positions_per_step=positions, lr=lr, encoder_lr_scale=encoder_lr_scale, seed=SEED,
-                              curriculum=False,
+                              positions_per_step=positions, lr=lr, encoder_lr_scale=encoder_lr_scale,
+                              warmup_fraction=warmup_fraction, seed=SEED, curriculum=False,
                               save_every=max(1, ablation_steps // 4))
 ablation = train_stage(run, ablation_config, folder="recon/no_curriculum", resume=RESUME, progress=PROGRESS,
                        documents=DOCUMENTS or None)
@@ -446,15 +451,16 @@ else:
     print(f"No lever table in this run yet: `python -m refrag_lib levers --run-dir {run.root}` makes one.")
 
 # %% [markdown]
-# **What moved it: the encoder's learning rate, then the budget.** The rows below were measured on the
-# 2-core CPU by a script calling the same training loop and `vectors_against_floor` on the same 64 / 64
-# / 32 held-out windows ("1e-4" is the encoder at a tenth of the projector's 1e-3). The table's rows
-# "encoder at 1e-3", "one chunk only" (now at 1e-4), its 4x row and "paper's curriculum over the whole
-# budget" are levers of `refrag_lib.levers`, which reruns them:
+# **What moved it: the encoder's learning rate, the budget, then the warm-up and the one-chunk share.**
+# The rows below were measured on the 2-core CPU by a script calling the same training loop and
+# `vectors_against_floor` on the same 64 / 64 / 32 held-out windows ("1e-4" is the encoder at a tenth of
+# the projector's 1e-3). The table's rows "encoder at 1e-3", "one chunk only" (now at 1e-4), its 4x row,
+# "paper's curriculum over the whole budget", "warm-up 4%" and "one chunk for 75% of the steps" are levers
+# of `refrag_lib.levers`, which reruns them:
 #
 # | lever (encoder LR) | steps, s | max grad norm | gain, 1 chunk | 4 chunks | accuracy gain, 1 chunk |
 # |---|---|---|---|---|---|
-# | paper's curriculum, 1e-3, seed 0 (previous default) | 80, 100 | 24 | 0.85 [0.77, 0.93] | 0.52 | +0.031 |
+# | paper's curriculum, 1e-3, seed 0 (an earlier default) | 80, 100 | 24 | 0.85 [0.77, 0.93] | 0.52 | +0.031 |
 # | paper's curriculum, 1e-3, seed 1 | 80, 100 | 41 | 0.48 [0.42, 0.54] | 0.37 | +0.026 |
 # | paper's curriculum, 1e-4, seed 0 | 80, 96 | 144 | 0.87 [0.78, 0.96] | 0.53 | +0.021 |
 # | paper's curriculum, 1e-4, seed 1 | 80, 99 | 36 | 0.85 [0.76, 0.93] | 0.44 | +0.040 |
@@ -465,25 +471,38 @@ else:
 # | one chunk only, 9e-5, projector at 3e-3 | 80, 123 | 30 | 1.02 [0.94, 1.10] | 0.29 | +0.039 [0.021, 0.057] |
 # | one chunk only, 1e-3, 4x the budget | 320, 476 | 124 | 1.20 [1.08, 1.31] | 0.46 | +0.040 |
 # | one chunk only, 1e-4, 4x the budget | 320, 465 | 1121 | 2.42 [2.27, 2.56] | 0.55 | +0.151 [0.129, 0.173] |
-# | **default**: 240 one-chunk steps, then the curriculum; 1e-4 | 320, 433 | 1121 | 2.13 [2.00, 2.26] | 0.75 | +0.121 |
+# | previous default: 75% one chunk, warm-up 4% | 320, 433 | 1121 | 2.13 [2.00, 2.26] | 0.75 | +0.121 [0.098, 0.145] |
+# | the same, warm-up 15% | 320, 500 | 399 | 2.32 [2.20, 2.44] | 0.87 | +0.145 [0.123, 0.167] |
+# | the same, encoder at 2e-4 (warm-up 4%) | 320, 499 | 143 | 2.16 [2.04, 2.29] | 0.74 | +0.118 [0.095, 0.142] |
+# | the same, 256 positions x 640 steps, warm-up 4% | 640, 603 | 72 | 2.42 [2.29, 2.55] | 0.89 | +0.150 [0.130, 0.172] |
+# | 90% one chunk (warm-up 4%) | 320, 501 | 1121 | 2.38 [2.24, 2.52] | 0.64 | +0.143 [0.119, 0.166] |
+# | **default: 90% one chunk, warm-up 15%** | 320, 516 | 399 | 2.82 [2.67, 2.96] | 0.70 | **+0.191** [0.168, 0.217] |
 #
-# The default row: 4 chunks 0.75 [0.71, 0.79], 16 chunks 0.19 [0.17, 0.21] (previous default 0.22), one-chunk
-# accuracy gain +0.121 [0.098, 0.145].
+# At 16 chunks the same rows gain 0.19 (previous default), 0.23 (warm-up 15%), 0.20 (encoder 2e-4), 0.25
+# (256 positions), 0.08 (90% one chunk) and 0.11 nats (the default). The seconds are wall-clock on a
+# shared 2-core machine: the same configuration took 433 s in one session and about 500 s in the next,
+# so differences in time under 15% are noise; the compute (steps x positions) is what is equal.
 #
 # * **The encoder's rate was the brake.** At 1e-3, the projector's rate, the pretrained encoder's
 #   features are scrambled within a few steps: four times the steps then bought +0.003 accuracy, and two
 #   seeds ended 0.37 nats apart. At 1e-4 the two seeds agree within their intervals (0.87 and 0.85), and
-#   one-chunk training learns twice as much in the same steps. 3e-4 is close behind, 1e-5 too slow.
+#   one-chunk training learns twice as much in the same steps. 3e-4 and 2e-4 are close behind, 1e-5 too
+#   slow.
 # * **Then steps pay.** With the encoder at 1e-4, four times the one-chunk steps take the accuracy gain
-#   from +0.071 to +0.151, and the training curve was still rising at the end. So the cpu preset now
-#   gives reconstruction 320 steps, three quarters of them on one chunk (`ONE_CHUNK_SHARE`): spread
-#   evenly over a short budget, the paper's stages leave the one-chunk skill a few dozen steps. The
-#   80 curriculum steps at the end keep the longer inputs that CPT needs (4 chunks: 0.75 nats, more
-#   than any earlier row) and cost some of the one-chunk gain (+0.121 against +0.151 for one chunk only).
-# * **The largest gradient norms come early** (steps 2-21, up to 1121 before clipping at 1.0). The loss
-#   shows no spike there: clipping keeps the step, the bounded projector keeps the vectors' length.
+#   from +0.071 to +0.151, and the training curve was still rising at the end. So the cpu preset gives
+#   reconstruction 320 steps, most of them on one chunk (`ONE_CHUNK_SHARE`): spread evenly over a short
+#   budget, the paper's stages leave the one-chunk skill a few dozen steps.
+# * **A longer warm-up calms the first steps and keeps more.** With a 4% warm-up (13 steps) the gradient
+#   norms reach 1121 before clipping at steps 2-21; over 15% (48 steps) the largest is 399, and the
+#   vectors carry more at every length (one chunk +0.145 against +0.121 accuracy, 4 chunks 0.87 against
+#   0.75 nats). Smaller steps with more of them (256 positions x 640) buy about as much, at more wall-clock
+#   per position (a step has a fixed cost).
+# * **The one-chunk share trades lengths.** 90% of the steps on one chunk (288, then the curriculum's 9
+#   stages over 32) adds +0.02-0.05 accuracy at one chunk and costs 4- and 16-chunk skill (0.70 against
+#   0.87 and 0.11 against 0.23 nats). The course takes it: the one-chunk skill is what the chunk vectors
+#   are for, and CPT (notebook 03), which trains on sixteen chunks, starts from these weights and closes
+#   the long-input gap itself.
 #
-
 # **The table before, with the encoder at the projector's 1e-3 and the paper's curriculum over 80 steps**
 # (`python -m refrag_lib levers --steps 80 --windows 64 --only ...`; every row 80 steps' worth of decoder
 # positions, about 2 minutes of training, scored on the same 64 / 64 / 32 held-out windows; log-ppl gain

@@ -41,8 +41,9 @@ class Budget:
 # the frozen decoder's inputs): 0.28 TFLOP for SmolLM2-135M, measured at 1.2-1.5 s (recon) to 2.0 s (CPT)
 # on the 2-core CPU (a default `make course`: 80 CPT steps in 157 s; 320 recon steps in 433 s).
 # Reconstruction gets 320 steps on the CPU: its one-chunk accuracy was still rising there (lever table).
+# CPT gets 120: at LR 3e-4 they take REFRAG-16 past the last s/k tokens, which 80 steps at 1e-4 only tied.
 # Assumed sustained throughput for these small batches: T4 fp16 8 TFLOP/s, A100/H100 bf16 60 TFLOP/s.
-CPU_BUDGET = Budget(320, 80, 120, 120, 64, 64, 16, 150, 300,
+CPU_BUDGET = Budget(320, 120, 120, 120, 64, 64, 16, 150, 300,
                     sized_from="measured: a default `make course` on a 2-core CPU")
 T4_BUDGET = Budget(1200, 1000, 600, 400, 256, 256, 64, 150, 1000,
                    sized_from="FLOPs: SmolLM2-360M, 0.74 TFLOP a step at 8 TFLOP/s = 0.1 s (not measured on a T4)")

@@ -41,16 +41,16 @@ class Lever:
 
 
 RECON_LEVERS = [
-    Lever("course default", {}, "peak LR 1e-3 (the encoder at 1e-4), 512 decoder positions per step, 75% of the "
-          "steps on one chunk then the paper's curriculum, a start token before the vectors, projector output at "
-          "the token-embedding norm, seed 0"),
+    Lever("course default", {}, "peak LR 1e-3 (the encoder at 1e-4) after a 15% warm-up, 512 decoder positions "
+          "per step, 90% of the steps on one chunk then the paper's curriculum, a start token before the vectors, "
+          "projector output at the token-embedding norm, seed 0"),
     Lever("seed 1", {"seed": 1}, "the default from another seed: the spread a lever has to beat"),
     Lever("LR 3e-3", {"lr": 3e-3}, "the previous default's LR"),
     Lever("LR 3e-3, seed 1", {"lr": 3e-3, "seed": 1}, "the same from another seed"),
     Lever("encoder at 1e-3", {"encoder_lr_scale": 1.0}, "the pretrained encoder at the projector's LR (the "
           "previous default)"),
     Lever("encoder at 1e-3, seed 1", {"encoder_lr_scale": 1.0, "seed": 1}, "the same from another seed"),
-    Lever("warm-up 25%", {"warmup_fraction": 0.25}, "3 warm-up steps may let early gradient spikes through"),
+    Lever("warm-up 25%", {"warmup_fraction": 0.25}, "a still longer warm-up than the default's 15%"),
     Lever("warm-up 25%, seed 1", {"warmup_fraction": 0.25, "seed": 1}, "the same from another seed"),
     Lever("LR 1e-2", {"lr": 1e-2}, "does a much larger step help?"),
     Lever("LR 3e-4", {"lr": 3e-4}, "close to the paper's 2e-4, made for a long run"),
@@ -77,16 +77,25 @@ RECON_LEVERS = [
     Lever("paper's curriculum over the whole budget", {"one_chunk_share": 0.0},
           "no one-chunk phase: Table 8's 9 stages spread evenly over every step"),
     Lever("paper's curriculum, seed 1", {"one_chunk_share": 0.0, "seed": 1}, "the same from another seed"),
+    Lever("warm-up 4%", {"warmup_fraction": 0.04}, "the previous default: gradient norms near 1000 in the first "
+          "steps"),
+    Lever("one chunk for 75% of the steps", {"one_chunk_share": 0.75}, "the previous default's share: a longer "
+          "curriculum, for 4 and 16 chunks"),
 ]
 
 CPT_LEVERS = [
-    Lever("course default", {}, "peak LR 1e-4, decoder frozen, p = 0.1, from the reconstruction weights"),
+    Lever("course default", {}, "peak LR 3e-4, decoder frozen, p = 0.1, from the reconstruction weights"),
     Lever("seed 1", {"seed": 1}, "the default from another seed: the spread a lever has to beat"),
     Lever("LR 1e-3", {"lr": 1e-3}, "stage 1's rate: better CPT log-ppl, but lower REFRAG EM downstream (notebook 03)"),
     Lever("LR 2.5e-4", {"lr": 2.5e-4}, "the previous default: loss spikes at steps 20-35"),
     Lever("LR 3e-5", {"lr": 3e-5}, "close to the paper's 5e-5"),
     Lever("decoder trained", {"train_decoder": True, "lr": 5e-5}, "the paper's recipe: every part, LR 5e-5"),
     Lever("no reconstruction init", {}, "CPT from a fresh encoder + projector (Table 12)", init_from_recon=False),
+    Lever("LR 1e-4", {"lr": 1e-4}, "the previous default"),
+    Lever("2x the budget", {}, "the default for twice the compute (outside the course's CPU budget): what "
+          "more steps buy", budget=2.0),
+    Lever("continuation 32 tokens", {"continuation_tokens": 32}, "shorter targets, more contexts per step: the "
+          "first continuation tokens are where the context matters most"),
 ]
 
 LEVERS = {"recon": RECON_LEVERS, "cpt": CPT_LEVERS}
@@ -196,8 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", default="recon", choices=sorted(LEVERS))
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--run-dir", default="", help="artifacts folder (default runs/<preset>)")
-    parser.add_argument("--steps", type=int, default=80,
-                        help="steps of the default row (every row gets its decoder positions)")
+    parser.add_argument("--steps", type=int, default=0,
+                        help="steps of the default row (every row gets its decoder positions); 0: the preset's "
+                        "budget for the stage, as notebooks 02-03 train")
     parser.add_argument("--windows", type=int, default=64, help="held-out windows (recon: per chunk count)")
     parser.add_argument("--only", nargs="*", help="lever numbers to run (default: all; 0 is the reference)")
     args = parser.parse_args(argv)
@@ -206,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         run.require("recon", "weights.safetensors")  # before any work: names notebook 02 when missing
     model = load_refrag(run.preset)
     _, held_out = tokenized_documents(model)
+    budget = run.preset.budget
+    args.steps = args.steps or (budget.recon_steps if args.stage == "recon" else budget.cpt_steps)
     base = replace(default_config(args.stage), steps=args.steps)
     if args.stage == "recon":
         floors = {}  # per k: the decoder alone on windows of n*k tokens (it needs no encoder or projector)

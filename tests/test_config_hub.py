@@ -24,7 +24,8 @@ def test_every_preset_carries_its_budget():
     from dataclasses import astuple
 
     cpu = get_preset("cpu").budget
-    assert "measured" in cpu.sized_from and cpu.recon_steps == 320  # what a default `make course` ran
+    # what a default `make course` ran
+    assert "measured" in cpu.sized_from and cpu.recon_steps == 320 and cpu.cpt_steps == 120
     for name in ("t4", "a100", "paper"):
         budget = get_preset(name).budget
         # a GPU trains longer and evaluates on more than the laptop; its sizing says it is an estimate

@@ -282,6 +282,7 @@ def test_the_seed_fixes_the_projector_and_the_dropout(tmp_path):
         torch.testing.assert_close(a, b, atol=0, rtol=0, msg=name)
     assert default_config("cpt").expand_fraction == 0.1 and default_config("recon", steps=5).steps == 5
     assert default_config("recon").encoder_lr_scale == 0.1 and default_config("cpt").encoder_lr_scale == 1.0
+    assert default_config("recon").warmup_fraction == 0.15 and default_config("cpt").warmup_fraction == 0.04
     assert default_config("recon", encoder_lr_scale=1.0).encoder_lr_scale == 1.0  # a lever row overrides it
     with pytest.raises(CourseError, match="stage must be"):
         default_config("sft")
