@@ -54,7 +54,10 @@ def test_cpt_notebook_compares_the_paper_baselines(notebooks):
     assert m["train_seconds"] > 0
     # the same decoder with the whole context must beat it with none (the documents repeat their facts)
     assert m["log_ppl"]["full_context"] < m["log_ppl"]["no_context"]
-    assert m["last_loss"] < m["first_loss"] and m["max_grad_norm"] > 0
+    # 8 SMOKE steps: the first and last step's losses are single batches apart in chunk count, so whether
+    # CPT learns is tested on fixed documents in test_train; here, every step ran and logged a finite loss
+    losses = logged_losses(notebooks.root / "cpt")
+    assert m["finished"] is True and len(losses) == m["steps_done"] == 8 and finite(losses) and m["max_grad_norm"] > 0
     for arm, interval in m["intervals"].items():  # every figure with its 95% interval over the same pairs
         assert interval["low"] <= m["log_ppl"][arm] <= interval["high"]
     assert set(m["gain_over_last_tokens"]) == {"refrag", "refrag_recon_only", "refrag_no_recon_init"}
