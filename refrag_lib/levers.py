@@ -43,7 +43,7 @@ class Lever:
 RECON_LEVERS = [
     Lever("course default", {}, "peak LR 1e-3 (the encoder at 1e-4) after a 15% warm-up, 512 decoder positions "
           "per step, 90% of the steps on one chunk then the paper's curriculum, a start token before the vectors, "
-          "projector output at the token-embedding norm, seed 0"),
+          "projector output at the token-embedding norm, bf16 autocast on a CPU with native bf16 maths, seed 0"),
     Lever("seed 1", {"seed": 1}, "the default from another seed: the spread a lever has to beat"),
     Lever("LR 3e-3", {"lr": 3e-3}, "the previous default's LR"),
     Lever("LR 3e-3, seed 1", {"lr": 3e-3, "seed": 1}, "the same from another seed"),
@@ -81,10 +81,13 @@ RECON_LEVERS = [
           "steps"),
     Lever("one chunk for 75% of the steps", {"one_chunk_share": 0.75}, "the previous default's share: a longer "
           "curriculum, for 4 and 16 chunks"),
+    Lever("fp32 maths", {"cpu_bf16": False}, "the previous default: no bf16 autocast on a CPU with native bf16 "
+          "maths (the same steps; the seconds column says what bf16 saves)"),
 ]
 
 CPT_LEVERS = [
-    Lever("course default", {}, "peak LR 3e-4, decoder frozen, p = 0.1, from the reconstruction weights"),
+    Lever("course default", {}, "peak LR 3e-4, decoder frozen, p = 0.1, from the reconstruction weights, bf16 "
+          "autocast on a CPU with native bf16 maths"),
     Lever("seed 1", {"seed": 1}, "the default from another seed: the spread a lever has to beat"),
     Lever("LR 1e-3", {"lr": 1e-3}, "stage 1's rate: better CPT log-ppl, but lower REFRAG EM downstream (notebook 03)"),
     Lever("LR 2.5e-4", {"lr": 2.5e-4}, "the previous default: loss spikes at steps 20-35"),
@@ -96,6 +99,8 @@ CPT_LEVERS = [
           "more steps buy", budget=2.0),
     Lever("continuation 32 tokens", {"continuation_tokens": 32}, "shorter targets, more contexts per step: the "
           "first continuation tokens are where the context matters most"),
+    Lever("fp32 maths", {"cpu_bf16": False}, "the previous default: no bf16 autocast on a CPU with native bf16 "
+          "maths (the same steps; the seconds column says what bf16 saves)"),
 ]
 
 LEVERS = {"recon": RECON_LEVERS, "cpt": CPT_LEVERS}

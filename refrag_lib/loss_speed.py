@@ -1,5 +1,6 @@
-"""What batching buys in stage 1: reconstruction samples/s of the course's batched loss against a
-batch-1, per-chunk-loop version of the same loss, measured in the same run.
+"""What batching and precision buy in stage 1: reconstruction samples/s of the course's batched loss
+against a batch-1, per-chunk-loop version of the same loss, and of the batched loss under bf16
+autocast (what `train.mixed_precision` picks on a CPU with native bf16 maths), measured in the same run.
 
 The per-chunk loop is how a first implementation usually looks (one encoder call per chunk, the
 decoder input concatenated by hand, one decoder forward and full-vocabulary logits per example). It
@@ -42,6 +43,12 @@ def _batched_step(model: RefragModel, batch: list[list[int]]) -> None:
     reconstruction_loss(model, batch).loss.backward()
 
 
+def _batched_bf16_step(model: RefragModel, batch: list[list[int]]) -> None:
+    with torch.autocast(model.device.type, dtype=torch.bfloat16):
+        loss = reconstruction_loss(model, batch).loss
+    loss.backward()
+
+
 def _looped_step(model: RefragModel, batch: list[list[int]]) -> None:
     total = sum(map(len, batch))
     for tokens in batch:
@@ -71,13 +78,16 @@ def compare(model: RefragModel, token_docs: list[list[int]], chunk_counts: Seque
         batch = windows(token_docs, n * model.k, max(1, target_tokens // (n * model.k)), rng)
         batched = samples_per_second(model, _batched_step, batch, repeats, warmup)
         looped = samples_per_second(model, _looped_step, batch, repeats, warmup)
+        bf16 = samples_per_second(model, _batched_bf16_step, batch, repeats, warmup)
         rows.append({"chunks": n, "batch": len(batch), "batched_samples_per_s": batched,
-                     "per_chunk_loop_samples_per_s": looped, "speedup": batched / looped})
+                     "per_chunk_loop_samples_per_s": looped, "speedup": batched / looped,
+                     "batched_bf16_samples_per_s": bf16, "bf16_speedup": bf16 / batched})
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m refrag_lib loss-speed`: batched reconstruction loss against a per-chunk loop, samples/s."""
+    """`python -m refrag_lib loss-speed`: batched reconstruction loss against a per-chunk loop and under bf16
+    autocast, samples/s."""
     from .config import PRESETS, get_preset
     from .model import load_refrag
 
@@ -92,10 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     model = load_refrag(get_preset(args.preset))
     train_docs, _ = tokenized_documents(model)
     rows = compare(model, train_docs, args.chunks, args.target_tokens, args.repeats, args.warmup)
-    print(f"{'chunks':>6} {'batch':>5} {'batched/s':>10} {'loop/s':>8} {'speedup':>8}")
+    from .train import native_cpu_bf16
+
+    print(f"native bf16 maths on this CPU: {native_cpu_bf16()}")
+    print(f"{'chunks':>6} {'batch':>5} {'batched/s':>10} {'loop/s':>8} {'speedup':>8} {'bf16/s':>8} {'bf16 gain':>9}")
     for r in rows:
         print(f"{r['chunks']:6d} {r['batch']:5d} {r['batched_samples_per_s']:10.2f} "
-              f"{r['per_chunk_loop_samples_per_s']:8.2f} {r['speedup']:7.1f}x")
+              f"{r['per_chunk_loop_samples_per_s']:8.2f} {r['speedup']:7.1f}x "
+              f"{r['batched_bf16_samples_per_s']:8.2f} {r['bf16_speedup']:8.2f}x")
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"preset": args.preset, "rows": rows}, f, indent=2)

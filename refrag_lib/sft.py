@@ -33,7 +33,7 @@ from .model import RefragModel
 from .policy import check_fraction
 from .qa import QAItem, build_prompt, training_example, with_gold_at_random
 from .selectors import SELECTORS, Selector
-from .train import TrainResult, train
+from .train import CPU_BF16, TrainResult, train
 
 TRAINED_PARTS = {"rag": ["decoder"], "refrag": ["encoder", "projector", "decoder"]}
 # Peak LR of both arms. At 120 steps of one question each, 1e-4 lifts RAG-FT from 0.39 to 0.52 EM over the paper's
@@ -58,6 +58,7 @@ class SFTConfig:
     seed: int = 0
     grad_accum: int = 1
     weight_decay: float = 0.0
+    cpu_bf16: bool = CPU_BF16  # bf16 autocast on a CPU with native bf16 maths (refrag_lib.train.mixed_precision)
     save_every: int = 50  # steps between resumable checkpoints (a Colab disconnect loses at most these)
 
     @property

@@ -21,5 +21,15 @@ def test_compare_times_both_on_the_same_batch(tiny):
     rows = compare(tiny, docs, [1, 2], target_tokens=16, repeats=1, warmup=0)
     assert [(r["chunks"], r["batch"]) for r in rows] == [(1, 4), (2, 2)]
     assert all(r["batched_samples_per_s"] > 0 and r["per_chunk_loop_samples_per_s"] > 0 for r in rows)
+    assert all(r["batched_bf16_samples_per_s"] > 0 and r["bf16_speedup"] > 0 for r in rows)
     assert not any(p.requires_grad for p in tiny.decoder.parameters())  # frozen, as in stage 1
     assert all(p.requires_grad for p in tiny.projector.parameters())
+
+
+def test_bf16_autocast_computes_about_the_same_loss(tiny):
+    batch = token_lists(tiny, [9, 4, 13])
+    fp32 = reconstruction_loss(tiny, batch).loss
+    with torch.autocast(tiny.device.type, dtype=torch.bfloat16):
+        bf16 = reconstruction_loss(tiny, batch).loss
+    assert bf16.dtype == torch.float32  # the loss is taken on fp32 logits
+    torch.testing.assert_close(bf16, fp32, rtol=2e-2, atol=2e-2)

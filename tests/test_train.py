@@ -6,12 +6,23 @@ from dataclasses import replace
 import pytest
 import torch
 from conftest import TINY_TEXT, tiny_refrag
+from safetensors.torch import load_file
 
+from refrag_lib import train as train_module
 from refrag_lib.checkpoint import STATE_DIR, WEIGHTS, load_weights, read_metadata
 from refrag_lib.config import get_preset
 from refrag_lib.errors import CourseError, MissingArtifactError
 from refrag_lib.runs import open_run
-from refrag_lib.train import StageTask, TrainConfig, main, prepare_model, split_documents, train, warmup_cosine
+from refrag_lib.train import (
+    StageTask,
+    TrainConfig,
+    main,
+    mixed_precision,
+    prepare_model,
+    split_documents,
+    train,
+    warmup_cosine,
+)
 
 IDENTITY = {"preset": "tiny", "k": "4", "encoder": "tiny-bert", "decoder": "tiny-llama"}
 
@@ -47,6 +58,27 @@ def test_reconstruction_loss_goes_down_and_decoder_stays_frozen(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(30))
     assert read_metadata(tmp_path / WEIGHTS)["parts"] == "encoder,projector"
+
+
+def test_an_fp32_preset_trains_under_bf16_autocast_only_on_a_cpu_with_native_bf16(monkeypatch):
+    model = tiny_refrag(k=4)
+    monkeypatch.setattr(train_module, "native_cpu_bf16", lambda: True)
+    assert mixed_precision(model, config()) == ("bf16" if model.device.type == "cpu" else "no")
+    assert mixed_precision(model, config(cpu_bf16=False)) == "no"
+    monkeypatch.setattr(train_module, "native_cpu_bf16", lambda: False)
+    assert mixed_precision(model, config()) == "no"
+    assert mixed_precision(tiny_refrag(k=4, dtype=torch.float16), config()) == "fp16"  # a GPU preset's own
+
+
+def test_bf16_autocast_training_learns_and_keeps_fp32_weights(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_module, "native_cpu_bf16", lambda: True)
+    model = tiny_refrag(k=4)
+    cfg = config(steps=30, curriculum=False)
+    result = train(model, cfg, StageTask(model, cfg, docs(model)), tmp_path, IDENTITY, progress=False)
+    assert result.summary["mixed_precision"] == ("bf16" if model.device.type == "cpu" else "no")
+    assert result.summary["last_loss"] < result.summary["first_loss"]
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert {t.dtype for t in load_file(tmp_path / WEIGHTS).values()} == {torch.float32}
 
 
 def test_cpt_loss_goes_down_on_fixed_documents(tmp_path):
