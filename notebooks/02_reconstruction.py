@@ -436,10 +436,11 @@ for n in map(str, counts):
 #
 # Which knob makes the vectors learn most within the same few minutes? `python -m refrag_lib levers`
 # trains a fresh encoder + projector per lever on the same compute (every row gets the decoder positions
-# of 80 default steps: twice the positions per step, half the steps), scores every one on the same
-# held-out windows against the decoder alone, and writes `RUN_DIR/recon/levers/levers.json` (`--only 2
-# 5` runs some rows and adds them to the table). A row takes about 2.5 minutes on a 2-core CPU, so the
-# course does not run them for you; this cell shows the table once it exists.
+# of the preset's default run, 320 steps on the cpu preset: twice the positions per step, half the
+# steps), scores every one on the same held-out windows against the decoder alone, and writes
+# `RUN_DIR/recon/levers/levers.json` (`--only 2 5` runs some rows and adds them to the table; `--steps
+# 80` a shorter budget). A row takes about 10 minutes on a 2-core CPU, so the course does not run them
+# for you; this cell shows the table once it exists.
 
 # %%
 from refrag_lib.levers import ablation_row, ablation_rows, format_levers, read_levers
@@ -471,15 +472,16 @@ else:
 # | one chunk only, 9e-5, projector at 3e-3 | 80, 123 | 30 | 1.02 [0.94, 1.10] | 0.29 | +0.039 [0.021, 0.057] |
 # | one chunk only, 1e-3, 4x the budget | 320, 476 | 124 | 1.20 [1.08, 1.31] | 0.46 | +0.040 |
 # | one chunk only, 1e-4, 4x the budget | 320, 465 | 1121 | 2.42 [2.27, 2.56] | 0.55 | +0.151 [0.129, 0.173] |
-# | previous default: 75% one chunk, warm-up 4% | 320, 433 | 1121 | 2.13 [2.00, 2.26] | 0.75 | +0.121 [0.098, 0.145] |
+# | an earlier default: 75% one chunk, warm-up 4% | 320, 433 | 1121 | 2.13 [2.00, 2.26] | 0.75 | +0.121 [0.098, 0.145] |
 # | the same, warm-up 15% | 320, 500 | 399 | 2.32 [2.20, 2.44] | 0.87 | +0.145 [0.123, 0.167] |
 # | the same, encoder at 2e-4 (warm-up 4%) | 320, 499 | 143 | 2.16 [2.04, 2.29] | 0.74 | +0.118 [0.095, 0.142] |
 # | the same, 256 positions x 640 steps, warm-up 4% | 640, 603 | 72 | 2.42 [2.29, 2.55] | 0.89 | +0.150 [0.130, 0.172] |
 # | 90% one chunk (warm-up 4%) | 320, 501 | 1121 | 2.38 [2.24, 2.52] | 0.64 | +0.143 [0.119, 0.166] |
-# | **default: 90% one chunk, warm-up 15%** | 320, 516 | 399 | 2.82 [2.67, 2.96] | 0.70 | **+0.191** [0.168, 0.217] |
+# | 90% one chunk, warm-up 15%, fp32 (before) | 320, 516 | 399 | 2.82 [2.67, 2.96] | 0.70 | +0.191 [0.168, 0.217] |
+# | **default: the same under bf16 autocast** | 320, 520 | 78 | 2.93 [2.78, 3.08] | 0.69 | **+0.232** [0.208, 0.257] |
 #
-# At 16 chunks the same rows gain 0.19 (previous default), 0.23 (warm-up 15%), 0.20 (encoder 2e-4), 0.25
-# (256 positions), 0.08 (90% one chunk) and 0.11 nats (the default). The seconds are wall-clock on a
+# At 16 chunks the same rows gain 0.19 (75% one chunk), 0.23 (warm-up 15%), 0.20 (encoder 2e-4), 0.25
+# (256 positions), 0.08 (90% one chunk), 0.11 (fp32) and 0.07 nats (the default). The seconds are wall-clock on a
 # shared 2-core machine: the same configuration took 433 s in one session and about 500 s in the next,
 # so differences in time under 15% are noise; the compute (steps x positions) is what is equal.
 #
@@ -586,35 +588,43 @@ print("wrote", path)
 #
 # Read the numbers with the scale in mind: the paper trains RoBERTa-large + LLaMA-2-7B on 20B tokens;
 # here a 22M-parameter encoder and a 135M decoder get a few minutes of CPU. The latest default
-# `make course` (2-core CPU, 320 steps in 534 s: 288 on one chunk, then the curriculum over 32, with a
-# 15% warm-up; largest gradient norm before clipping 399, at step 9, with no loss spike: 5.70 against
-# 5.35-5.84 around it) measured, on 64 held-out windows for 1 and 4 chunks and 32 for 16 (mean [95%
-# interval]; gains paired on the same windows):
+# `make course` (2-core CPU with native bf16 maths, so training ran under bf16 autocast; 320 steps in
+# 520 s: 288 on one chunk, then the curriculum over 32, with a 15% warm-up; largest gradient norm before
+# clipping 78, at step 25, with no loss spike: 4.91 against 4.90-5.26 around it) measured, on 64 held-out
+# windows for 1 and 4 chunks and 32 for 16 (mean [95% interval]; gains paired on the same windows):
 #
 # | k = 16 | log-ppl: alone / vectors | log-ppl gain | token accuracy: alone / vectors (gain) | first chunk exact |
 # |---|---|---|---|---|
-# | 1 chunk | 5.67 / 2.85 | 2.82 [2.67, 2.96] | 0.157 / 0.349 (+0.191 [0.168, 0.217]) | 0.008 / 0.046 |
-# | 4 chunks | 4.32 / 3.62 | 0.70 [0.66, 0.74] | 0.292 / 0.330 (+0.038 [0.029, 0.046]) | 0.006 / 0.021 |
-# | 16 chunks | 3.10 / 2.98 | 0.11 [0.09, 0.14] | 0.457 / 0.463 (+0.006 [0.002, 0.010]) | 0.012 / 0.035 |
+# | 1 chunk | 5.67 / 2.74 | 2.93 [2.78, 3.08] | 0.157 / 0.390 (+0.232 [0.208, 0.257]) | 0.008 / 0.042 |
+# | 4 chunks | 4.32 / 3.63 | 0.69 [0.64, 0.74] | 0.292 / 0.335 (+0.043 [0.032, 0.053]) | 0.006 / 0.031 |
+# | 16 chunks | 3.10 / 3.02 | 0.07 [0.05, 0.09] | 0.457 / 0.461 (+0.005 [-0.001, 0.010]) | 0.012 / 0.020 |
 #
-# The decoder's ceiling on the first 32 one-chunk windows: token accuracy 0.15 alone, 0.35 [0.31, 0.38]
-# from the trained encoder, 0.82 [0.76, 0.89] from a vector fitted to each window (100 steps, still
+# The decoder's ceiling on the first 32 one-chunk windows: token accuracy 0.15 alone, 0.40 [0.36, 0.44]
+# from the trained encoder, 0.77 [0.69, 0.85] from a vector fitted to each window (100 steps, still
 # rising). The curriculum against no curriculum (320 steps of 16 chunks, same warm-up), paired on the
-# same windows: +2.63 [2.50, 2.77] nats at 1 chunk, +0.27 [0.23, 0.32] at 4, and -0.31 [-0.32, -0.28]
+# same windows: +2.42 [2.29, 2.54] nats at 1 chunk, +0.14 [0.10, 0.18] at 4, and -0.30 [-0.32, -0.27]
 # at 16.
 #
-# * The vectors carry 2.8 nats per token at one chunk (80-step stage 1 with the encoder at 1e-3: 0.85),
-#   and the one-chunk token accuracy rises from 0.157 to 0.349, intervals far apart: +0.191, past the
+# * The vectors carry 2.9 nats per token at one chunk (80-step stage 1 with the encoder at 1e-3: 0.85),
+#   and the one-chunk token accuracy rises from 0.157 to 0.390, intervals far apart: +0.232, past the
 #   course's target of +0.15. The run reproduced its lever row to the digit. The probes during training
-#   (the curve above, 48 other windows) read +0.046, +0.112 and +0.178 at steps 80, 160 and 240, and
-#   +0.181 at 320: most of it is learnt in the one-chunk phase.
-# * One vector could carry more still: the fitted vectors make this frozen decoder write back 82% of a
-#   chunk's tokens, the trained encoder 35%. The decoder reads a vector well; what limits the course is
-#   how far the encoder learns to write one in 320 CPU steps. The gap (0.48 [0.40, 0.55]) is what a
+#   (the curve above, 48 other windows) read +0.073, +0.172 and +0.206 at steps 80, 160 and 240, and
+#   +0.229 at 320: most of it is learnt in the one-chunk phase.
+# * **bf16 autocast bought time and lost nothing.** The same recipe in fp32 (the previous default, the
+#   lever row "fp32 maths") measured +0.191 [0.168, 0.217] accuracy and 2.82 nats at one chunk, with a
+#   largest gradient norm of 399. Under bf16 autocast (fp32 weights and optimizer) a step takes 1.5x
+#   less time on this CPU, at one chunk and at sixteen (`python -m refrag_lib loss-speed`: 12.1 against
+#   18.1 one-chunk examples a second, both precisions in the same run).
+#   The wall-clock of whole runs is a poorer guide on this shared machine: 520 s here against 534 s for
+#   the fp32 run, made on a day when the unchanged notebook 01 took 85 s (today 129 s). On a CPU without
+#   native bf16 (most laptops) the course trains in fp32, the previous default's row.
+# * One vector could carry more still: the fitted vectors make this frozen decoder write back 77% of a
+#   chunk's tokens, the trained encoder 40%. The decoder reads a vector well; what limits the course is
+#   how far the encoder learns to write one in 320 CPU steps. The gap (0.37 [0.29, 0.45]) is what a
 #   GPU budget (t4: 1200 steps, not measured here) and the paper's 20B tokens are for.
-# * Free-running, the decoder writes 4.6% of a chunk's tokens exactly from its vector (0.8% without):
+# * Free-running, the decoder writes 4.2% of a chunk's tokens exactly from its vector (0.8% without):
 #   teacher-forced accuracy measures what the vector adds to each next-token guess, not a verbatim copy.
 # * The curriculum helps where it trains: at 1 and 4 chunks it beats 320 steps of sixteen-chunk inputs
 #   by far (Table 11's direction; the paper: log-ppl 0.67 with the curriculum, 3.72 without, at P16).
-#   At 16 chunks the run without it is better by 0.31 nats: it spent every step on that length, the
+#   At 16 chunks the run without it is better by 0.30 nats: it spent every step on that length, the
 #   curriculum's run 13 of its 320. CPT (notebook 03) trains on sixteen chunks and starts from here.

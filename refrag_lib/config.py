@@ -41,7 +41,7 @@ class Budget:
 # the frozen decoder's inputs): 0.28 TFLOP for SmolLM2-135M, measured at 1.2-1.7 s (recon) to 1.9-2.0 s (CPT)
 # on the 2-core CPU in fp32 (a default `make course`: 120 CPT steps in 227 s; 320 recon steps in 533 s).
 # Where the CPU multiplies bf16 natively, training runs under bf16 autocast (train.mixed_precision): the
-# same steps take 1.6x (recon) to 2x (CPT) less time (`python -m refrag_lib loss-speed`).
+# same steps take 1.5x less time (`python -m refrag_lib loss-speed`).
 # Reconstruction gets 320 steps on the CPU: its one-chunk accuracy was still rising there (lever table).
 # CPT gets 120: at LR 3e-4 they take REFRAG-16 past the last s/k tokens, which 80 steps at 1e-4 only tied.
 # Assumed sustained throughput for these small batches: T4 fp16 8 TFLOP/s, A100/H100 bf16 60 TFLOP/s.

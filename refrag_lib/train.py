@@ -221,8 +221,9 @@ def native_cpu_bf16() -> bool:
 def mixed_precision(model: RefragModel, cfg) -> str:
     """accelerate's mixed_precision for training `model`: the preset's precision, except that an fp32 preset on
     a CPU with native bf16 maths trains under bf16 autocast (fp32 weights and optimizer). There a step takes
-    1.6x (reconstruction) to 2x (CPT) less time for the same loss (notebook 02); on a CPU without it bf16 is
-    emulated and slower, so the maths stay fp32. cfg.cpu_bf16 = False keeps fp32 everywhere."""
+    1.5x less time (`python -m refrag_lib loss-speed`) and stage 1 learnt as much (notebook 02's lever table);
+    on a CPU without it bf16 is emulated and slower, so the maths stay fp32. cfg.cpu_bf16 = False keeps fp32
+    everywhere."""
     preset = MIXED_PRECISION[str(model.decoder.dtype).removeprefix("torch.")]
     if preset == "no" and model.device.type == "cpu" and getattr(cfg, "cpu_bf16", CPU_BF16) and native_cpu_bf16():
         return "bf16"
