@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from .losses import reconstruction_loss
 from .model import RefragModel, chunk_ids
-from .train import _freeze_for, tokenized_documents, windows
+from .train import _freeze_for, native_cpu_bf16, tokenized_documents, windows
 
 
 def per_chunk_loop_loss(model: RefragModel, tokens: Sequence[int]) -> tuple[torch.Tensor, int]:
@@ -102,8 +102,6 @@ def main(argv: list[str] | None = None) -> int:
     model = load_refrag(get_preset(args.preset))
     train_docs, _ = tokenized_documents(model)
     rows = compare(model, train_docs, args.chunks, args.target_tokens, args.repeats, args.warmup)
-    from .train import native_cpu_bf16
-
     print(f"native bf16 maths on this CPU: {native_cpu_bf16()}")
     print(f"{'chunks':>6} {'batch':>5} {'batched/s':>10} {'loop/s':>8} {'speedup':>8} {'bf16/s':>8} {'bf16 gain':>9}")
     for r in rows:
