@@ -225,7 +225,7 @@ def mixed_precision(model: RefragModel, cfg) -> str:
     on a CPU without it bf16 is emulated and slower, so the maths stay fp32. cfg.cpu_bf16 = False keeps fp32
     everywhere."""
     preset = MIXED_PRECISION[str(model.decoder.dtype).removeprefix("torch.")]
-    if preset == "no" and model.device.type == "cpu" and getattr(cfg, "cpu_bf16", CPU_BF16) and native_cpu_bf16():
+    if preset == "no" and model.device.type == "cpu" and cfg.cpu_bf16 and native_cpu_bf16():
         return "bf16"
     return preset
 
