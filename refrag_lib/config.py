@@ -44,8 +44,10 @@ class Budget:
 # same steps take 1.5x less time (`python -m refrag_lib loss-speed`).
 # Reconstruction gets 320 steps on the CPU: its one-chunk accuracy was still rising there (lever table).
 # CPT gets 120: at LR 3e-4 they take REFRAG-16 past the last s/k tokens, which 80 steps at 1e-4 only tied.
+# The question-aware policy gets 100 GRPO steps on the CPU (300 before): after its warm start, 300 steps
+# moved the held-out answer landing by -0.03 to +0.02 (two default runs; notebook 04) for 7 minutes.
 # Assumed sustained throughput for these small batches: T4 fp16 8 TFLOP/s, A100/H100 bf16 60 TFLOP/s.
-CPU_BUDGET = Budget(320, 120, 120, 120, 64, 64, 16, 150, 300,
+CPU_BUDGET = Budget(320, 120, 120, 120, 64, 64, 16, 150, 100,
                     sized_from="measured: a default `make course` on a 2-core CPU")
 T4_BUDGET = Budget(1200, 1000, 600, 400, 256, 256, 64, 150, 1000,
                    sized_from="FLOPs: SmolLM2-360M, 0.74 TFLOP a step at 8 TFLOP/s = 0.1 s (not measured on a T4)")

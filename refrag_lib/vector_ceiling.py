@@ -21,17 +21,19 @@ from .evaluate import probe_windows
 from .intervals import mean_interval, paired_difference
 from .losses import reconstruction_example, suffix_token_stats
 from .model import RefragModel
+from .train import native_cpu_bf16
 
 
 def fit_free_vectors(model: RefragModel, windows: Sequence[Sequence[int]], steps: int,
-                     lr: float = 0.05) -> tuple[torch.Tensor, list[dict]]:
+                     lr: float = 0.05, cpu_bf16: bool = True) -> tuple[torch.Tensor, list[dict]]:
     """One vector per one-chunk window, fitted with Adam so the frozen decoder reconstructs the window.
 
     The vectors keep the projector's output length (a direction is learnt, as by the projector) and
     start from the model's own vector for the chunk (what its encoder + projector write): random
     directions or the mean token embedding got half as far in 100 steps. Returns the vectors and the
     curve of mean token accuracy (teacher-forced) by step. Only the vectors get gradients; the model
-    is not changed.
+    is not changed. The fit is training, so it runs in training's precision (train.mixed_precision: bf16
+    autocast on a CPU with native bf16 maths, fp32 vectors and Adam); what it reaches is scored in fp32.
     """
     if steps < 1:
         raise CourseError(f"steps must be at least 1 to fit free vectors, got {steps}.")
@@ -47,11 +49,13 @@ def fit_free_vectors(model: RefragModel, windows: Sequence[Sequence[int]], steps
     for p in frozen:
         p.requires_grad_(False)
     dtype = model.decoder.get_input_embeddings().weight.dtype
+    bf16 = cpu_bf16 and model.device.type == "cpu" and dtype == torch.float32 and native_cpu_bf16()
     curve = []
     try:
         for step in range(steps + 1):
             vectors = F.normalize(raw, dim=-1) * norm
-            stats = suffix_token_stats(model, batch, projected=vectors.to(dtype))
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                stats = suffix_token_stats(model, batch, projected=vectors.to(dtype))
             curve.append({"step": step, "token_accuracy": float(stats.per_example()[1].mean())})
             if step == steps:
                 break

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import tiny_qa, tiny_refrag
 
-from refrag_lib.answering import generate_answer
+from refrag_lib.answering import answer_questions, generate_answer, prepare
 from refrag_lib.checkpoint import STATE_DIR, WEIGHTS, read_metadata
 from refrag_lib.errors import CourseError
 from refrag_lib.index import build_chunk_store
@@ -105,6 +105,28 @@ def test_evaluation_table_has_every_row(setup):
     assert table["input_tokens"]["refrag"] < table["input_tokens"]["rag"]
     assert table["input_tokens"]["no_context"] < table["input_tokens"]["rag"]
     assert len(side_by_side(items[:3], out["results"], store, model, n=2)) == 2
+
+
+@pytest.mark.parametrize("native_bf16", [False, True], ids=["no native bf16", "native bf16"])
+def test_answers_run_under_bf16_autocast_only_where_training_does(setup, native_bf16, monkeypatch):
+    model, retriever, index, items, _ = setup
+    store = build_chunk_store(model, index.passages, progress=False, retriever=retriever)
+    prepared = [prepare(model, it, it.rows[:2], store, "rag") for it in items[:3]]
+    monkeypatch.setattr("refrag_lib.answering.native_cpu_bf16", lambda: native_bf16)
+    autocast_seen, generate = [], model.generate
+
+    def spy(inputs, **kwargs):
+        autocast_seen.append(torch.is_autocast_enabled("cpu"))
+        return generate(inputs, **kwargs)
+
+    monkeypatch.setattr(model, "generate", spy)
+    answers = answer_questions(model, prepared, max_new_tokens=3, batch_size=2)
+    assert len(answers) == 3 and all(isinstance(a, str) for a in answers)
+    assert autocast_seen == [native_bf16, native_bf16]  # two batches of at most 2 questions
+    autocast_seen.clear()
+    answer_questions(model, prepared, max_new_tokens=3, batch_size=2, cpu_bf16=False)
+    assert autocast_seen == [False, False]
+    assert not torch.is_autocast_enabled("cpu")  # nothing leaks out of the call
 
 
 def test_ready_index_round_trip_and_refusals(setup, tmp_path):

@@ -14,13 +14,15 @@ def held_out(model):
     return [model.tokenize(" ".join(TINY_TEXT[i:] + TINY_TEXT[:i]) * 2) for i in range(3)]
 
 
-def test_fitted_vectors_lower_the_loss_and_leave_the_model_as_it_was():
+@pytest.mark.parametrize("native_bf16", [False, True], ids=["fp32", "bf16 autocast"])
+def test_fitted_vectors_lower_the_loss_and_leave_the_model_as_it_was(native_bf16, monkeypatch):
+    monkeypatch.setattr("refrag_lib.vector_ceiling.native_cpu_bf16", lambda: native_bf16)
     model = tiny_refrag(k=4)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     windows = [w[:4] for w in held_out(model)]
     vectors, curve = fit_free_vectors(model, windows, steps=30, lr=0.1)
-    assert vectors.shape == (3, model.decoder.config.hidden_size)
+    assert vectors.shape == (3, model.decoder.config.hidden_size) and vectors.dtype == torch.float32
     assert torch.allclose(vectors.norm(dim=-1), torch.full((3,), model.projector.token_norm), rtol=1e-4)
     assert [point["step"] for point in curve] == list(range(31))
     with torch.no_grad():
