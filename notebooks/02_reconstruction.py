@@ -590,7 +590,7 @@ print("wrote", path)
 # Read the numbers with the scale in mind: the paper trains RoBERTa-large + LLaMA-2-7B on 20B tokens;
 # here a 22M-parameter encoder and a 135M decoder get a few minutes of CPU. The latest default
 # `make course` (2-core CPU with native bf16 maths, so training ran under bf16 autocast; 320 steps in
-# 520 s: 288 on one chunk, then the curriculum over 32, with a 15% warm-up; largest gradient norm before
+# 404 s: 288 on one chunk, then the curriculum over 32, with a 15% warm-up; largest gradient norm before
 # clipping 78, at step 25, with no loss spike: 4.91 against 4.90-5.26 around it) measured, on 64 held-out
 # windows for 1 and 4 chunks and 32 for 16 (mean [95% interval]; gains paired on the same windows):
 #
@@ -601,10 +601,10 @@ print("wrote", path)
 # | 16 chunks | 3.10 / 3.02 | 0.07 [0.05, 0.09] | 0.457 / 0.461 (+0.005 [-0.001, 0.010]) | 0.012 / 0.020 |
 #
 # The decoder's ceiling on the first 32 one-chunk windows: token accuracy 0.15 alone, 0.40 [0.36, 0.44]
-# from the trained encoder, 0.77 [0.69, 0.85] from a vector fitted to each window (100 steps, still
-# rising). The curriculum against no curriculum (320 steps of 16 chunks, same warm-up), paired on the
-# same windows: +2.42 [2.29, 2.54] nats at 1 chunk, +0.14 [0.10, 0.18] at 4, and -0.30 [-0.32, -0.27]
-# at 16.
+# from the trained encoder, 0.76 [0.69, 0.84] from a vector fitted to each window (100 steps under bf16
+# autocast, scored in fp32, still rising; fitted in fp32 the run before: 0.77 [0.69, 0.85], in twice the
+# time). The curriculum against no curriculum (320 steps of 16 chunks, same warm-up), paired on the same
+# windows: +2.42 [2.29, 2.54] nats at 1 chunk, +0.14 [0.10, 0.18] at 4, and -0.30 [-0.32, -0.27] at 16.
 #
 # * The vectors carry 2.9 nats per token at one chunk (80-step stage 1 with the encoder at 1e-3: 0.85),
 #   and the one-chunk token accuracy rises from 0.157 to 0.390, intervals far apart: +0.232, past the
@@ -619,12 +619,15 @@ print("wrote", path)
 #   largest gradient norm of 399. Under bf16 autocast (fp32 weights and optimizer) a step takes 1.5x
 #   less time on this CPU, at one chunk and at sixteen (`python -m refrag_lib loss-speed`: 12.1 against
 #   18.1 one-chunk examples a second, both precisions in the same run).
-#   The wall-clock of whole runs is a poorer guide on this shared machine: 520 s here against 534 s for
-#   the fp32 run, made on a day when the unchanged notebook 01 took 85 s (today 129 s). On a CPU without
-#   native bf16 (most laptops) the course trains in fp32, the previous default's row.
-# * One vector could carry more still: the fitted vectors make this frozen decoder write back 77% of a
+#   The wall-clock of whole runs is a poorer guide on this shared machine: 520 s for the first bf16 run
+#   against 534 s for the fp32 run, made on a day when the unchanged notebook 01 took 85 s (then 129 s).
+#   This run took 404 s for the same 320 steps, with the same losses and gradient norms to the digit:
+#   `make` now sets glibc's allocator to keep freed memory, so a step no longer page-faults its
+#   activations in afresh (notebook 01 took 124 s, as in the run before). On a CPU without native bf16
+#   (most laptops) the course trains in fp32, the previous default's row.
+# * One vector could carry more still: the fitted vectors make this frozen decoder write back 76% of a
 #   chunk's tokens, the trained encoder 40%. The decoder reads a vector well; what limits the course is
-#   how far the encoder learns to write one in 320 CPU steps. The gap (0.37 [0.29, 0.45]) is what a
+#   how far the encoder learns to write one in 320 CPU steps. The gap (0.36 [0.28, 0.43]) is what a
 #   GPU budget (t4: 1200 steps, not measured here) and the paper's 20B tokens are for.
 # * Free-running, the decoder writes 4.2% of a chunk's tokens exactly from its vector (0.8% without):
 #   teacher-forced accuracy measures what the vector adds to each next-token guess, not a verbatim copy.

@@ -81,8 +81,8 @@ def prepare(model: RefragModel, item: QAItem, rows: Sequence[int], store: ChunkS
 
 def answering_autocast(model: RefragModel, cpu_bf16: bool = True) -> torch.autocast:
     """bf16 autocast for greedy answers where training runs under it (train.mixed_precision's rule: an fp32 model
-    on a CPU with native bf16 maths). There answers come 2x faster; on notebook 05's 150 held-out questions
-    REFRAG's were its fp32 answers word for word, RAG-FT's 146 of them, at the same exact match. TTFT is always
+    on a CPU with native bf16 maths). There answers come 1.7-2.1x faster; of notebook 05's 150 held-out
+    questions 146-150 got their fp32 answers, and exact match moved by at most one question. TTFT is always
     timed in the model's own precision (ttft_ms), the rule of notebook 06."""
     enabled = (cpu_bf16 and model.device.type == "cpu" and model.decoder.dtype == torch.float32
                and native_cpu_bf16())
