@@ -21,7 +21,7 @@ from .evaluate import probe_windows
 from .intervals import mean_interval, paired_difference
 from .losses import reconstruction_example, suffix_token_stats
 from .model import RefragModel
-from .train import native_cpu_bf16
+from .train import cpu_bf16_autocast
 
 
 def fit_free_vectors(model: RefragModel, windows: Sequence[Sequence[int]], steps: int,
@@ -32,8 +32,8 @@ def fit_free_vectors(model: RefragModel, windows: Sequence[Sequence[int]], steps
     start from the model's own vector for the chunk (what its encoder + projector write): random
     directions or the mean token embedding got half as far in 100 steps. Returns the vectors and the
     curve of mean token accuracy (teacher-forced) by step. Only the vectors get gradients; the model
-    is not changed. The fit is training, so it runs in training's precision (train.mixed_precision: bf16
-    autocast on a CPU with native bf16 maths, fp32 vectors and Adam); what it reaches is scored in fp32.
+    is not changed. The fit is training, so it runs in training's precision (train.cpu_bf16_autocast;
+    fp32 vectors and Adam); what it reaches is scored in fp32.
     """
     if steps < 1:
         raise CourseError(f"steps must be at least 1 to fit free vectors, got {steps}.")
@@ -49,12 +49,11 @@ def fit_free_vectors(model: RefragModel, windows: Sequence[Sequence[int]], steps
     for p in frozen:
         p.requires_grad_(False)
     dtype = model.decoder.get_input_embeddings().weight.dtype
-    bf16 = cpu_bf16 and model.device.type == "cpu" and dtype == torch.float32 and native_cpu_bf16()
     curve = []
     try:
         for step in range(steps + 1):
             vectors = F.normalize(raw, dim=-1) * norm
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with cpu_bf16_autocast(model, cpu_bf16):
                 stats = suffix_token_stats(model, batch, projected=vectors.to(dtype))
             curve.append({"step": step, "token_accuracy": float(stats.per_example()[1].mean())})
             if step == steps:
