@@ -24,7 +24,7 @@ from .lexical import WordRarity
 from .model import RefragModel, Segments
 from .qa import QAItem, build_prompt, clean_prediction, input_positions
 from .selectors import ScoredExample, Selector
-from .train import cpu_bf16_autocast
+from .train import CPU_BF16, cpu_bf16_autocast
 
 ARMS = ("rag", "refrag")
 
@@ -81,7 +81,7 @@ def prepare(model: RefragModel, item: QAItem, rows: Sequence[int], store: ChunkS
 
 @torch.inference_mode()
 def answer_questions(model: RefragModel, prepared: Sequence[Prepared], max_new_tokens: int = 12,
-                     batch_size: int = 8, cpu_bf16: bool = True) -> list[str]:
+                     batch_size: int = 8, cpu_bf16: bool = CPU_BF16) -> list[str]:
     """Greedy answers, a left-padded batch at a time, chunk vectors from the cache, in training's precision
     (train.cpu_bf16_autocast). On a CPU with native bf16 they come 1.7-2.1x faster; of notebook 05's 150
     held-out questions 146-150 got their fp32 answers, and exact match moved by at most one question. TTFT

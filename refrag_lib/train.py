@@ -224,17 +224,18 @@ def mixed_precision(model: RefragModel, cfg) -> str:
     1.5x less time (`python -m refrag_lib loss-speed`) and stage 1 learnt as much (notebook 02's lever table);
     on a CPU without it bf16 is emulated and slower, so the maths stay fp32. cfg.cpu_bf16 = False keeps fp32
     everywhere."""
-    return "bf16" if computes_in_cpu_bf16(model, cfg.cpu_bf16) else MIXED_PRECISION[
-        str(model.decoder.dtype).removeprefix("torch.")]
+    if computes_in_cpu_bf16(model, cfg.cpu_bf16):
+        return "bf16"
+    return MIXED_PRECISION[str(model.decoder.dtype).removeprefix("torch.")]
 
 
-def computes_in_cpu_bf16(model: RefragModel, cpu_bf16: bool = True) -> bool:
+def computes_in_cpu_bf16(model: RefragModel, cpu_bf16: bool = CPU_BF16) -> bool:
     """The rule of mixed_precision: an fp32 model on a CPU with native bf16 maths computes under bf16 autocast."""
     return (cpu_bf16 and model.device.type == "cpu" and model.decoder.dtype == torch.float32
             and native_cpu_bf16())
 
 
-def cpu_bf16_autocast(model: RefragModel, cpu_bf16: bool = True) -> torch.autocast:
+def cpu_bf16_autocast(model: RefragModel, cpu_bf16: bool = CPU_BF16) -> torch.autocast:
     """The same precision outside accelerate's training loop: notebook 02's free-vector fit (it is training)
     and notebook 05's greedy answers (answering.answer_questions). A no-op where the rule says fp32."""
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=computes_in_cpu_bf16(model, cpu_bf16))

@@ -21,11 +21,11 @@ from .evaluate import probe_windows
 from .intervals import mean_interval, paired_difference
 from .losses import reconstruction_example, suffix_token_stats
 from .model import RefragModel
-from .train import cpu_bf16_autocast
+from .train import CPU_BF16, cpu_bf16_autocast
 
 
 def fit_free_vectors(model: RefragModel, windows: Sequence[Sequence[int]], steps: int,
-                     lr: float = 0.05, cpu_bf16: bool = True) -> tuple[torch.Tensor, list[dict]]:
+                     lr: float = 0.05, cpu_bf16: bool = CPU_BF16) -> tuple[torch.Tensor, list[dict]]:
     """One vector per one-chunk window, fitted with Adam so the frozen decoder reconstructs the window.
 
     The vectors keep the projector's output length (a direction is learnt, as by the projector) and
