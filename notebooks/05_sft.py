@@ -63,6 +63,7 @@ MAX_NEW_TOKENS = 10  # answers are short IDs such as River_033
 TTFT_QUESTIONS = 10  # questions whose TTFT is measured per row (the median over them; 3 left rows within ~25%)
 TTFT_REPEATS = 3  # timed prefills per question after one warm-up (the median of them)
 LATENCY_CANDIDATES = 6  # REFRAG passage counts (K .. 16K) timed to find the equal-latency row
+LATENCY_QUESTIONS = 3  # questions timed per count in that search (the row it finds is timed on TTFT_QUESTIONS)
 EXAMPLES = 5  # questions shown side by side
 SEED = 0
 QUESTIONS = ""  # your own held-out questions (.jsonl; gold_passage_id optional); empty: the course's
@@ -246,7 +247,8 @@ grid_names = dict.fromkeys([*GRID_SELECTORS, SELECTOR])  # the table's selector 
 grid_selectors = {name: make_selector(name, policies, model, seed=SEED) for name in grid_names}
 evaluation = evaluate_all(rag_model, model, eval_items, ready.store, grid_selectors, SELECTOR, P, TOP_K,
                           max_passages, GRID_FRACTIONS, ttft_questions=ttft_questions, repeats=ttft_repeats,
-                          max_new_tokens=MAX_NEW_TOKENS, latency_candidates=candidates, progress=PROGRESS)
+                          max_new_tokens=MAX_NEW_TOKENS, latency_candidates=candidates,
+                          latency_questions=LATENCY_QUESTIONS, progress=PROGRESS)
 results = evaluation["results"]
 table = metrics_table(results)
 paired = paired_differences(results)

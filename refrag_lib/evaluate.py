@@ -3,7 +3,8 @@
 All numbers come from documents the training never saw (the last 10%), with fixed windows drawn
 from a seeded generator so every model is scored on the same tokens. `vectors_against_floor` is the
 measure to trust for what the chunk vectors carry: per window, with the vectors and without them
-(the decoder's own language model), teacher-forced and free-running, with 95% intervals.
+(the decoder's own language model), teacher-forced and free-running, with 95% intervals. Every score
+is computed in the precision the model trains in (train.in_training_precision).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from .errors import CourseError
 from .intervals import mean_interval, paired_difference
 from .losses import reconstruction_example, suffix_token_stats
 from .model import RefragModel, Segments, chunk_ids
-from .train import TrainResult, train_stage, windows
+from .train import TrainResult, in_training_precision, train_stage, windows
 
 
 def chunk_counts(max_chunks: int) -> list[int]:
@@ -30,6 +31,7 @@ def chunk_counts(max_chunks: int) -> list[int]:
 
 
 @torch.no_grad()
+@in_training_precision
 def _score(model: RefragModel, batch: list[Segments], batch_size: int, expand=None) -> tuple[float, float]:
     """(log-perplexity, token accuracy) of the suffix tokens of every example, in batches."""
     nll = tokens = correct = 0.0
@@ -64,6 +66,7 @@ def reconstruction_by_chunks(
 
 # ---- what the vectors carry beyond the decoder's own language model -------------------------------------
 @torch.no_grad()
+@in_training_precision
 def _per_window(model: RefragModel, batch: list[Segments], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """(mean NLL per token, token accuracy) of each example's suffix, teacher-forced."""
     parts = [suffix_token_stats(model, batch[i : i + batch_size]).per_example()
@@ -72,6 +75,7 @@ def _per_window(model: RefragModel, batch: list[Segments], batch_size: int) -> t
 
 
 @torch.no_grad()
+@in_training_precision
 def _greedy_chunk(model: RefragModel, batch: list[Segments], batch_size: int) -> list[list[int]]:
     """k tokens of greedy decoding per example (no teacher forcing): what the decoder writes on its own."""
     decoded = []
@@ -228,6 +232,7 @@ def paired_cpt(better: dict, other: dict, arm: str = "refrag") -> dict:
 
 
 @torch.no_grad()
+@in_training_precision
 def decoded_reconstructions(model: RefragModel, held_out: list[list[int]], counts: Sequence[int],
                             max_tokens: int | None = None, seed: int = 99) -> list[dict]:
     """Greedy reconstructions from n chunk vectors beside the original text (one held-out window).

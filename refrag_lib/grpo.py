@@ -26,6 +26,7 @@ from .losses import IGNORE, next_paragraph_example, shifted_labels
 from .model import RefragModel, Segments
 from .policy import ChunkPolicy, Policy, check_fraction, n_expanded, sample_ordered, step_log_probs, to_mask
 from .selectors import FixedSelector, PerplexitySelector, RandomSelector, ScoredExample, Selector
+from .train import StageTask, TrainConfig, in_training_precision, load_trained, tokenized_documents, train, windows
 
 FIGURE3_FRACTIONS = (0.0, 0.05, 0.1, 0.25, 0.5)
 
@@ -61,6 +62,7 @@ def clipped_objective(new_logp: torch.Tensor, old_logp: torch.Tensor, advantages
 
 # ---- scoring examples ----------------------------------------------------------------------------------
 @torch.no_grad()
+@in_training_precision
 def chunk_nll(model: RefragModel, batch: Sequence[Segments]) -> list[torch.Tensor]:
     """Per chunk, the decoder's mean NLL of its tokens when the whole context is given as tokens.
 
@@ -104,6 +106,7 @@ def score_examples(model: RefragModel, pairs: Sequence[tuple[Sequence[int], Sequ
     return [ScoredExample(ex, c, nll) for ex, c, nll in zip(batch, per_example, scores)]
 
 
+@in_training_precision
 def mixed_input_nll(model: RefragModel, examples: Sequence[ScoredExample],
                     masks: Sequence[Sequence[bool]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed NLL and token count of each row's TRUE continuation under its expansion mask.
@@ -229,8 +232,6 @@ def train_policy(model: RefragModel, policy: ChunkPolicy, token_docs: list[list[
     """Train the policy in place with GRPO; the REFRAG model stays frozen (it only hands out rewards)."""
     from tqdm.auto import tqdm
 
-    from .train import windows
-
     model.eval()
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -348,7 +349,6 @@ def continue_cpt_mixed(run, steps: int, expand_fraction: float = 0.1, context_to
     Returns (model, TrainResult).
     """
     from .checkpoint import WEIGHTS, model_identity, read_metadata
-    from .train import StageTask, TrainConfig, load_trained, tokenized_documents, train
 
     check_fraction(expand_fraction)
     parts = read_metadata(run.require("cpt", WEIGHTS)).get("parts", "").split(",")

@@ -212,13 +212,14 @@ def evaluate_all(rag_model: RefragModel, refrag_model: RefragModel, items: Seque
                  selectors: dict[str, Selector], selector: str, p: float, top_k: int, max_passages: int,
                  fractions: Sequence[float] = GRID_FRACTIONS, ttft_questions: int = 3, repeats: int = 5,
                  warmup: int = 1, max_new_tokens: int = 12, batch_size: int = 8, latency_candidates: int = 8,
-                 progress: bool = True) -> dict:
+                 latency_questions: int = 3, progress: bool = True) -> dict:
     """Every row of the table (each also with the gold passage forced in) and the selector grid.
 
     no_context and rag read with the RAG-FT model, the refrag rows with the REFRAG model (chunk vectors
     from the ready index's store), expanding with `selectors[selector]` at p. The equal-latency row uses
-    the passage count (K..max_passages) whose REFRAG TTFT is closest to RAG-FT's at K, measured on the
-    same questions, and expands as many chunks as p did at K.
+    the passage count (K..max_passages) whose REFRAG TTFT is closest to RAG-FT's at K, measured on the first
+    latency_questions of the questions whose TTFT every row reports (at most ttft_questions: the search only
+    picks a count, and the row it picks is then timed like every other), and expands as many chunks as p did at K.
     """
     from tqdm.auto import tqdm
 
@@ -240,7 +241,8 @@ def evaluate_all(rag_model: RefragModel, refrag_model: RefragModel, items: Seque
                 results[setting.name] = evaluate_setting(model, setting, items, store, chooser, p, **scoring)
             bar.update()
     candidates = passage_candidates(top_k, max_passages, refrag_model, store.n_passages, latency_candidates)
-    n_equal, measured = equal_latency_passages(refrag_model, items[:ttft_questions], store, chooser, p, top_k,
+    searched = items[: min(latency_questions, ttft_questions)]
+    n_equal, measured = equal_latency_passages(refrag_model, searched, store, chooser, p, top_k,
                                                results["rag"]["ttft_ms"], candidates, repeats, warmup)
     for gold in (False, True):
         name = "refrag_equal_latency" + ("_gold" if gold else "")

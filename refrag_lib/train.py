@@ -17,11 +17,13 @@ global batch, and checkpoints and metrics are written once, by the main process.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import math
 import shutil
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -236,9 +238,27 @@ def computes_in_cpu_bf16(model: RefragModel, cpu_bf16: bool = CPU_BF16) -> bool:
 
 
 def cpu_bf16_autocast(model: RefragModel, cpu_bf16: bool = CPU_BF16) -> torch.autocast:
-    """The same precision outside accelerate's training loop: notebook 02's free-vector fit (it is training)
-    and notebook 05's greedy answers (answering.answer_questions). A no-op where the rule says fp32."""
+    """The same precision outside accelerate's training loop: notebook 02's free-vector fit (it is training),
+    notebook 05's greedy answers (answering.answer_questions) and every held-out score (in_training_precision).
+    A no-op where the rule says fp32."""
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=computes_in_cpu_bf16(model, cpu_bf16))
+
+
+def in_training_precision(score: Callable) -> Callable:
+    """Run a scoring function of (model, ...) in the precision the model trains in (cpu_bf16_autocast).
+
+    The GPU presets score in their bf16/fp16 weights anyway; on a CPU with native bf16 the fp32 presets
+    now do the same and score 2x faster. Measured against fp32 on notebook 02's 160 and notebook 03's 64
+    held-out windows: log-ppl means moved by at most 0.007, the gains over the floor by at most 0.003,
+    far inside their intervals. TTFT is the exception: it is always timed in the model's own precision.
+    """
+
+    @functools.wraps(score)
+    def scored(model: RefragModel, *args, **kwargs):
+        with cpu_bf16_autocast(model):
+            return score(model, *args, **kwargs)
+
+    return scored
 
 
 def _freeze_for(model: RefragModel, parts: list[str]) -> list[nn.Parameter]:
@@ -313,7 +333,10 @@ def train(
     if accelerator.distributed_type == DistributedType.FSDP and not accelerator.is_fsdp2:
         raise CourseError("Sharded training needs FSDP2: set fsdp_version: 2 (see configs/accelerate/fsdp.yaml).")
     parts = task.parts
-    optimizer = torch.optim.AdamW(_param_groups(model, parts, cfg), lr=cfg.peak_lr, weight_decay=cfg.weight_decay)
+    # On the CPU, AdamW's fused kernel: the same update in 0.07 s a step for the 158M parameters SFT trains,
+    # against 0.66 s for torch's default loop there. On CUDA torch's default (foreach) stays.
+    optimizer = torch.optim.AdamW(_param_groups(model, parts, cfg), lr=cfg.peak_lr, weight_decay=cfg.weight_decay,
+                                  fused=model.device.type == "cpu" or None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.steps, cfg.warmup_fraction))
     objective, prepared_optimizer = accelerator.prepare(task.objective, optimizer)
     params = [p for group in optimizer.param_groups for p in group["params"]]  # FSDP2 swaps in sharded ones

@@ -81,6 +81,30 @@ def test_bf16_autocast_training_learns_and_keeps_fp32_weights(tmp_path, monkeypa
     assert {t.dtype for t in load_file(tmp_path / WEIGHTS).values()} == {torch.float32}
 
 
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_held_out_scores_and_rewards_run_in_the_precision_of_training(monkeypatch, native_bf16):
+    from refrag_lib.evaluate import floor_scores, vectors_against_floor
+    from refrag_lib.grpo import rewards_of, score_examples
+
+    model = tiny_refrag(k=4)
+    monkeypatch.setattr(train_module, "native_cpu_bf16", lambda: native_bf16)
+    autocast_seen, forward = [], model.decoder.base_model.forward
+
+    def spy(*args, **kwargs):
+        autocast_seen.append(torch.is_autocast_enabled("cpu"))
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model.decoder.base_model, "forward", spy)
+    held = docs(model)
+    floor = floor_scores(model, held, [1, 2], n_windows=2, batch_size=2)  # teacher-forced and greedy
+    report = vectors_against_floor(model, held, floor, batch_size=2)
+    examples = score_examples(model, [(held[0][:8], held[0][8:12])])  # the chunk NLL of the ppl heuristics
+    rewards = rewards_of(model, examples, [[False, True]])  # GRPO's reward
+    assert torch.isfinite(rewards).all() and report["by_chunks"]["2"]["log_ppl"]["mean"] > 0
+    assert len(autocast_seen) > 4 and set(autocast_seen) == {native_bf16 and model.device.type == "cpu"}
+    assert not torch.is_autocast_enabled("cpu")  # nothing leaks out of the calls
+
+
 def test_cpt_loss_goes_down_on_fixed_documents(tmp_path):
     # the notebook's SMOKE run is too short to show this (8 steps of 3-4 examples, each its own chunk count)
     frozen = run_tiny(tmp_path / "frozen", config("cpt", steps=30, curriculum=False, expand_fraction=0.25))
