@@ -79,7 +79,11 @@ def test_fsdp_shards_the_model_saves_whole_weights_and_resumes(tmp_path):
     sharded, single = (load_file(str(tmp_path / run / "ckpt" / WEIGHTS)) for run in ("fsdp", "one"))
     assert sharded.keys() == single.keys() and any(name.startswith("decoder.") for name in sharded)
     for name in sharded:
-        torch.testing.assert_close(sharded[name], single[name], atol=1e-5, rtol=1e-5)
+        # A key bias adds one score to all of a query's keys, which softmax ignores: its gradient is zero but for
+        # rounding, and Adam scales that noise up to steps of either sign as large as lr (3e-3), whichever process
+        # sums it. The rest must agree to rounding.
+        noise_only = name.endswith("attention.self.key.bias")
+        torch.testing.assert_close(sharded[name], single[name], atol=3e-3 if noise_only else 1e-5, rtol=1e-5)
     losses = [r["loss"] for r in metrics(tmp_path / "one")]
     assert [r["loss"] for r in metrics(tmp_path / "fsdp")] == pytest.approx(losses, rel=1e-4)
     # stopped after 2 of 4 steps and launched again: resumes from the gathered state, ends identical
