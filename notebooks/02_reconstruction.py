@@ -480,6 +480,11 @@ else:
 # | 90% one chunk, warm-up 15%, fp32 (before) | 320, 516 | 399 | 2.82 [2.67, 2.96] | 0.70 | +0.191 [0.168, 0.217] |
 # | **default: the same under bf16 autocast** | 320, 520 | 78 | 2.93 [2.78, 3.08] | 0.69 | **+0.232** [0.208, 0.257] |
 # | the default, seed 1 (shared CPU) | 320, 921 | 71 | 2.76 [2.63, 2.87] | 0.65 | +0.225 [0.201, 0.248] |
+# | the default, fused AdamW, bf16 scores (latest) | 320, 370 | 36 | 2.94 [2.79, 3.08] | 0.68 | +0.223 [0.199, 0.245] |
+#
+# The rows above the last were scored in fp32. Scored under bf16 autocast (as training; now the default,
+# `train.in_training_precision`) the same weights moved by at most 0.007 nats and 0.004 accuracy at one
+# chunk, and by 0.001 nats at 4 and 16 chunks, far inside every interval, in half the time.
 #
 # At 16 chunks the same rows gain 0.19 (75% one chunk), 0.23 (warm-up 15%), 0.20 (encoder 2e-4), 0.25
 # (256 positions), 0.08 (90% one chunk), 0.11 (fp32) and 0.07 nats (the default). The seconds are wall-clock on a
@@ -589,28 +594,30 @@ print("wrote", path)
 #
 # Read the numbers with the scale in mind: the paper trains RoBERTa-large + LLaMA-2-7B on 20B tokens;
 # here a 22M-parameter encoder and a 135M decoder get a few minutes of CPU. The latest default
-# `make course` (2-core CPU with native bf16 maths, so training ran under bf16 autocast; 320 steps in
-# 404 s: 288 on one chunk, then the curriculum over 32, with a 15% warm-up; largest gradient norm before
-# clipping 78, at step 25, with no loss spike: 4.91 against 4.90-5.26 around it) measured, on 64 held-out
-# windows for 1 and 4 chunks and 32 for 16 (mean [95% interval]; gains paired on the same windows):
+# `make course` (2-core CPU with native bf16 maths, so training and scoring ran under bf16 autocast, with
+# AdamW's fused kernel; 320 steps in 370 s: 288 on one chunk, then the curriculum over 32, with a 15%
+# warm-up; largest gradient norm before clipping 36, at step 2, with no loss spike: 5.74 against 5.35-5.74
+# around it) measured, on 64 held-out windows for 1 and 4 chunks and 32 for 16 (mean [95% interval];
+# gains paired on the same windows):
 #
 # | k = 16 | log-ppl: alone / vectors | log-ppl gain | token accuracy: alone / vectors (gain) | first chunk exact |
 # |---|---|---|---|---|
-# | 1 chunk | 5.67 / 2.74 | 2.93 [2.78, 3.08] | 0.157 / 0.390 (+0.232 [0.208, 0.257]) | 0.008 / 0.042 |
-# | 4 chunks | 4.32 / 3.63 | 0.69 [0.64, 0.74] | 0.292 / 0.335 (+0.043 [0.032, 0.053]) | 0.006 / 0.031 |
-# | 16 chunks | 3.10 / 3.02 | 0.07 [0.05, 0.09] | 0.457 / 0.461 (+0.005 [-0.001, 0.010]) | 0.012 / 0.020 |
+# | 1 chunk | 5.67 / 2.74 | 2.94 [2.79, 3.08] | 0.160 / 0.383 (+0.223 [0.199, 0.245]) | 0.005 / 0.033 |
+# | 4 chunks | 4.32 / 3.64 | 0.68 [0.63, 0.74] | 0.295 / 0.343 (+0.048 [0.039, 0.058]) | 0.005 / 0.037 |
+# | 16 chunks | 3.09 / 3.02 | 0.08 [0.05, 0.10] | 0.458 / 0.462 (+0.004 [-0.001, 0.010]) | 0.014 / 0.021 |
 #
-# The decoder's ceiling on the first 32 one-chunk windows: token accuracy 0.15 alone, 0.40 [0.36, 0.44]
-# from the trained encoder, 0.76 [0.69, 0.84] from a vector fitted to each window (100 steps under bf16
-# autocast, scored in fp32, still rising; fitted in fp32 the run before: 0.77 [0.69, 0.85], in twice the
-# time). The curriculum against no curriculum (320 steps of 16 chunks, same warm-up), paired on the same
-# windows: +2.42 [2.29, 2.54] nats at 1 chunk, +0.14 [0.10, 0.18] at 4, and -0.30 [-0.32, -0.27] at 16.
+# The decoder's ceiling on the first 32 one-chunk windows: token accuracy 0.15 alone, 0.39 [0.35, 0.43]
+# from the trained encoder, 0.75 [0.64, 0.84] from a vector fitted to each window (100 steps under bf16
+# autocast, still rising; fitted in fp32 an earlier run: 0.77 [0.69, 0.85], in twice the time). The
+# curriculum against no curriculum (320 steps of 16 chunks, same warm-up), paired on the same windows:
+# +2.59 [2.47, 2.72] nats at 1 chunk, +0.10 [0.06, 0.15] at 4, and -0.33 [-0.36, -0.30] at 16.
 #
 # * The vectors carry 2.9 nats per token at one chunk (80-step stage 1 with the encoder at 1e-3: 0.85),
-#   and the one-chunk token accuracy rises from 0.157 to 0.390, intervals far apart: +0.232, past the
-#   course's target of +0.15. The run reproduced its lever row to the digit. The probes during training
-#   (the curve above, 48 other windows) read +0.073, +0.172 and +0.206 at steps 80, 160 and 240, and
-#   +0.229 at 320: most of it is learnt in the one-chunk phase.
+#   and the one-chunk token accuracy rises from 0.160 to 0.383, intervals far apart: +0.223, past the
+#   course's target of +0.15. The run before (unfused AdamW, fp32 scoring) measured +0.232 [0.208, 0.257]:
+#   the fused kernel rounds differently, so the weights differ, and the two agree within their intervals.
+#   The probes during training (the curve above, 48 other windows) read +0.059, +0.156 and +0.195 at steps
+#   80, 160 and 240, and +0.198 at 320: most of it is learnt in the one-chunk phase.
 # * **Two seeds agree.** The default from seed 1 (`python -m refrag_lib levers --only 1`, the same held-out
 #   windows) gained +0.225 [0.201, 0.248] accuracy and 2.76 [2.63, 2.87] nats at one chunk against seed 0's
 #   +0.232 [0.208, 0.257] and 2.93 [2.78, 3.08]: the intervals overlap, as they do at 4 chunks (0.65 and 0.69).
@@ -621,17 +628,17 @@ print("wrote", path)
 #   18.1 one-chunk examples a second, both precisions in the same run).
 #   The wall-clock of whole runs is a poorer guide on this shared machine: 520 s for the first bf16 run
 #   against 534 s for the fp32 run, made on a day when the unchanged notebook 01 took 85 s (then 129 s).
-#   This run took 404 s for the same 320 steps, with the same losses and gradient norms to the digit:
+#   A later run took 404 s for the same 320 steps, with the same losses and gradient norms to the digit:
 #   `make` now sets glibc's allocator to keep freed memory, so a step no longer page-faults its
-#   activations in afresh (notebook 01 took 124 s, as in the run before). On a CPU without native bf16
+#   activations in afresh. This run took 370 s, with AdamW's fused kernel. On a CPU without native bf16
 #   (most laptops) the course trains in fp32, the previous default's row.
-# * One vector could carry more still: the fitted vectors make this frozen decoder write back 76% of a
-#   chunk's tokens, the trained encoder 40%. The decoder reads a vector well; what limits the course is
-#   how far the encoder learns to write one in 320 CPU steps. The gap (0.36 [0.28, 0.43]) is what a
+# * One vector could carry more still: the fitted vectors make this frozen decoder write back 75% of a
+#   chunk's tokens, the trained encoder 39%. The decoder reads a vector well; what limits the course is
+#   how far the encoder learns to write one in 320 CPU steps. The gap (0.36 [0.25, 0.46]) is what a
 #   GPU budget (t4: 1200 steps, not measured here) and the paper's 20B tokens are for.
-# * Free-running, the decoder writes 4.2% of a chunk's tokens exactly from its vector (0.8% without):
+# * Free-running, the decoder writes 3.3% of a chunk's tokens exactly from its vector (0.5% without):
 #   teacher-forced accuracy measures what the vector adds to each next-token guess, not a verbatim copy.
 # * The curriculum helps where it trains: at 1 and 4 chunks it beats 320 steps of sixteen-chunk inputs
 #   by far (Table 11's direction; the paper: log-ppl 0.67 with the curriculum, 3.72 without, at P16).
-#   At 16 chunks the run without it is better by 0.30 nats: it spent every step on that length, the
+#   At 16 chunks the run without it is better by 0.33 nats: it spent every step on that length, the
 #   curriculum's run 13 of its 320. CPT (notebook 03) trains on sixteen chunks and starts from here.

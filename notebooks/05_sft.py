@@ -366,36 +366,36 @@ print(format_answer(generate_answer(ready, eval_items[0].question, max_new_token
 # **A default run** (`make course` from a fresh clone on a 2-core CPU, 150 held-out questions, K = 3,
 # p = 0.1, 120 SFT steps per arm at LR 1e-4, both arms trained under bf16 autocast and answering under it
 # (this CPU has native bf16; TTFT in fp32); EM [95% interval], TTFT with cache, median over 10 questions
-# per row; weights from the bf16 stage 1 and CPT, the question-aware policy after 100 GRPO steps). This
-# shared machine's TTFTs move from day to day (RAG-FT: 389, 615 and 699 ms in three runs), so read them
-# as ratios:
+# per row; weights from the bf16 stage 1 and CPT, the question-aware policy after 100 GRPO steps; the
+# equal-latency passage count searched on the TTFT of 3 questions per count). This shared machine's TTFTs
+# move from day to day (RAG-FT: 389, 615, 699 and 445 ms in four runs), so read them as ratios:
 #
 # | row | EM | TTFT | vs RAG-FT (paired) |
 # |---|---|---|---|
-# | RAG-FT | 0.49 [0.41, 0.57] | 699 ms | |
-# | REFRAG, question-aware policy | 0.44 [0.36, 0.52] | 153 ms | -0.05 [-0.11, 0.00] |
-# | RAG-FT, gold passage forced in | 0.89 [0.84, 0.94] | 680 ms | |
-# | REFRAG, gold passage forced in | 0.81 [0.75, 0.87] | 192 ms | |
-# | RAG-FT, the gold passage alone | 0.96 [0.93, 0.99] | 273 ms | |
-# | REFRAG at equal latency (39 passages, K's expansions) | 0.53 [0.45, 0.61] | 616 ms | +0.03 [-0.06, 0.13] |
-# | REFRAG at equal latency, gold passage forced in | 0.69 [0.62, 0.76] | 675 ms | |
-# | REFRAG, the paper's question-blind policy | 0.04 / 0.03 / 0.05 at p = 0.05 / 0.1 / 0.25 | 133-238 ms | |
+# | RAG-FT | 0.47 [0.39, 0.55] | 445 ms | |
+# | REFRAG, question-aware policy | 0.45 [0.37, 0.53] | 120 ms | -0.03 [-0.09, 0.03] |
+# | RAG-FT, gold passage forced in | 0.90 [0.85, 0.95] | 437 ms | |
+# | REFRAG, gold passage forced in | 0.81 [0.75, 0.87] | 131 ms | |
+# | RAG-FT, the gold passage alone | 0.97 [0.95, 0.99] | 184 ms | |
+# | REFRAG at equal latency (48 passages, K's expansions) | 0.54 [0.46, 0.62] | 484 ms | +0.07 [-0.04, 0.17] |
+# | REFRAG at equal latency, gold passage forced in | 0.71 [0.64, 0.78] | 471 ms | |
+# | REFRAG, the paper's question-blind policy | 0.03 / 0.01 / 0.07 at p = 0.05 / 0.1 / 0.25 | 109-174 ms | |
 #
-# REFRAG answers 4.6x sooner (153 against 699 ms) with 0.89 of RAG-FT's exact match; the paired
-# difference, -0.05 [-0.11, 0.00], sits at the edge of a tie (the run before: 0.47 against 0.49, paired
-# -0.03 [-0.08, 0.02]; the fp32 run before that: 0.45 against 0.52, -0.07 [-0.13, -0.02]). Spending the
-# time it saved on more passages (39 instead of 3, as many chunks expanded as at K) it answers 0.53
-# against 0.49 at the same TTFT, within the paired interval. The gain it could have is visible in its
-# gold row: at equal latency retrieval finds the answer for 81% of the questions (RAG-FT at K: 54%), but
-# the reader loses more among 39 passages than among 3 (0.69 against 0.81 with the gold passage in).
+# REFRAG answers 3.7x sooner (120 against 445 ms) with 0.94 of RAG-FT's exact match; the paired
+# difference, -0.03 [-0.09, 0.03], is a tie (the run before: 0.44 against 0.49, paired -0.05 [-0.11,
+# 0.00]; the fp32 run before that: 0.45 against 0.52, -0.07 [-0.13, -0.02]). Spending the time it saved
+# on more passages (48 instead of 3, as many chunks expanded as at K) it answers 0.54 against 0.47 at the
+# same TTFT, within the paired interval. The gain it could have is visible in its gold row: at equal
+# latency retrieval finds the answer for 83% of the questions (RAG-FT at K: 54%), but the reader loses
+# more among 48 passages than among 3 (0.71 against 0.81 with the gold passage in).
 # The question-aware policy beats the paper's policy, random and the cosine heuristic at every p by
-# more than the paired interval (at p = 0.1: +0.41 [0.34, 0.49], +0.41 [0.33, 0.49] and +0.35 [0.27,
-# 0.42]). Across default runs of successive recipes this row has read 0.45, 0.49, 0.45, 0.47 and 0.44
+# more than the paired interval (at p = 0.1: +0.44 [0.36, 0.52], +0.41 [0.33, 0.49] and +0.33 [0.25,
+# 0.40]). Across default runs of successive recipes this row has read 0.45, 0.49, 0.45, 0.47, 0.44 and 0.45
 # (each within the others' intervals): at 150 questions a recipe change of stages 1-2 moves it by no
 # more than the interval.
 #
 # **Could REFRAG read the answer?** (the cell above, REFRAG at K): 64 questions had the answer inside an
-# expanded chunk (EM 0.94), 6 across two chunks both expanded (1.00), 8 across two chunks not both
+# expanded chunk (EM 0.94), 7 across two chunks both expanded (1.00), 7 across two chunks not both
 # expanded (0.00), 3 inside a compressed chunk (0.00), 69 in no retrieved passage (0.00). The reader
 # answers nearly whenever the answer reached it as tokens, and never from a vector alone: what is left
 # is retrieval (69 of 150) and answers that straddle two chunks.
@@ -409,8 +409,8 @@ print(format_answer(generate_answer(ready, eval_items[0].question, max_new_token
 # expanded out of many look-alike passages ("directed by Person_..." in each), the reader cannot tell
 # which expanded chunk belongs to the asked entity, whose name sits in a compressed chunk; keeping the
 # expansions at K's 2 and spending the time on passages as vectors turned it into the tie above. The
-# same confusion probably explains why p = 0.25 gains nothing over p = 0.1 in the grid (0.44 against
-# 0.44 here, 0.43 against 0.47 the run before; the model was also fine-tuned at p = 0.1).
+# same confusion probably explains why p = 0.25 gains nothing over p = 0.1 in the grid (0.38 against
+# 0.45 here, 0.44 against 0.44 and 0.43 against 0.47 in the runs before; the model was also fine-tuned at p = 0.1).
 #
 # **SFT levers** (measured with the previous question-aware policy, REFRAG at 0.29;
 # `python -m refrag_lib sft-curve --steps 60 120 --lr <lr> --name <row>`, and `--arms refrag --steps

@@ -20,9 +20,9 @@ OFFLINE_DECODER = "offline:SmolLM2-135M-Instruct"
 class Budget:
     """Training steps and held-out sizes of notebooks 02-05 on one kind of device.
 
-    The cpu budget is measured (a default `make course` on a 2-core CPU: 71 minutes, aimed at 60); a GPU
-    budget is sized so a notebook takes about 10 minutes on a T4 and 5 on an A100/H100, from the FLOPs of
-    a step (`sized_from` says how) until a run on that GPU measures it.
+    The cpu budget is measured (a default `make course` on a 2-core CPU: 50 minutes, within the 60 it
+    is held to); a GPU budget is sized so a notebook takes about 10 minutes on a T4 and 5 on an A100/H100,
+    from the FLOPs of a step (`sized_from` says how) until a run on that GPU measures it.
     """
 
     recon_steps: int  # notebook 02, each of its two runs (curriculum and the no-curriculum ablation)
