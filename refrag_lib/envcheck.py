@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import importlib.util
-import os
 import platform
 import shutil
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 
 # What the course imports, by distribution name (faiss ships as one of two).
 PACKAGES = ("torch", "transformers", "accelerate", "safetensors", ("faiss-gpu-cu12", "faiss-cpu"), "matplotlib",
-            "ipywidgets", "papermill", "gguf")
+            "ipywidgets", "scipy", "gguf")
 # Disk a preset needs, rounded up: model download or cache plus a full run's artifacts. The cpu figure is
 # measured (0.5 GB decoder cache, 2.9 GB for a run of notebooks 01-07); the GPU ones scale it by the
 # decoder's size (both SFT arms keep an fp32 copy of it, 4 bytes per parameter).
@@ -79,7 +78,7 @@ def faiss_gpu_check() -> Check:
 
 def model_checks(preset) -> list[Check]:
     """Offline models: is their package installed? Hub models: will they download (token for gated ones)?"""
-    from .hub import OFFLINE_MODELS
+    from .hub import OFFLINE_MODELS, hub_token
 
     roles = [("encoder", preset.encoder), ("retriever", preset.retriever), ("decoder", preset.decoder)]
     checks = []
@@ -90,9 +89,10 @@ def model_checks(preset) -> list[Check]:
             checks.append(Check(f"{role} model", present, f"{name} ({'installed' if present else 'missing'})",
                                 "" if present else entry.install))
         elif preset.gated and role == "decoder":
-            token = bool(os.environ.get("HF_TOKEN"))
+            token = bool(hub_token())
             checks.append(Check(f"{role} model", token, f"{name} (gated hub model)",
-                                "" if token else "accept the licence on huggingface.co and set HF_TOKEN"))
+                                "" if token else "accept the licence on huggingface.co, then add the Colab "
+                                "secret HF_TOKEN or set HF_TOKEN"))
         else:
             checks.append(Check(f"{role} model", True, f"{name} (downloaded from the hub on first use)"))
     return checks

@@ -114,12 +114,23 @@ def _hub_load(loader, name: str, **kwargs):
         ) from err
 
 
+def hub_token() -> str | None:
+    """The Hugging Face token: HF_TOKEN (or HUGGING_FACE_HUB_TOKEN) in the environment, else Colab's secret
+    HF_TOKEN, which is then put in the environment for the hub downloads."""
+    from .colab import colab_secret
+
+    token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+    if not token and (token := colab_secret("HF_TOKEN")):
+        os.environ["HF_TOKEN"] = token
+    return token or None
+
+
 def check_access(preset: Preset) -> None:
     """Gated hub models need a token; say so before a long download fails half-way."""
-    if preset.gated and not (os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")):
+    if preset.gated and not hub_token():
         raise ModelUnavailableError(
-            f"Preset '{preset.name}' uses gated models ({preset.decoder}). Accept the licence on the hub, "
-            "then set HF_TOKEN (in Colab: the key icon, secret HF_TOKEN), or pick the ungated preset 'a100'."
+            f"Preset '{preset.name}' uses gated models ({preset.decoder}): accept the licence on huggingface.co, then "
+            "add the Colab secret HF_TOKEN (key icon, notebook access on) or set HF_TOKEN, or pick the ungated 'a100'."
         )
 
 

@@ -51,10 +51,12 @@ class Run:
         """The path of an artifact an earlier notebook wrote, or an error naming that notebook."""
         path = self.root / stage / name
         if not path.exists():
+            from .colab import missing_artifact_hint
+
             notebook = STAGE_NOTEBOOKS.get(stage, stage)
             raise MissingArtifactError(
                 f"{path} is missing. Run notebooks/{notebook}.ipynb first with the same RUN_DIR "
-                f"({self.root}) and PRESET ({self.preset.name})."
+                f"({self.root}) and PRESET ({self.preset.name})." + missing_artifact_hint(self.root, notebook)
             )
         return path
 

@@ -1,0 +1,328 @@
+"""The Colab rehearsal: every notebook run here as a learner runs it in Colab (`make colab-rehearsal`).
+
+Colab cannot be reached from this machine or CI, but Colab publishes the exact packages of its runtimes;
+colab/pip-freeze.gpu.txt is a committed copy. The rehearsal
+1. recreates, once, the part of that runtime the course touches: Colab's Python, and at Colab's versions
+   every package of the course's dependency tree and of Colab's kernel (torch from PyPI: its CUDA build
+   also runs on a CPU), plus a stand-in for google.colab (colab/standin) that the kernel imports first;
+2. runs each notebook in a FRESH copy of that runtime (a new kernel, a new /content; only the "Drive"
+   folder persists), from the committed notebook, its setup cell first, with the SMOKE parameters;
+3. reports, per notebook, the Colab packages the setup cell replaced and the packages it added, the setup
+   cell's seconds and the notebook's result, then runs the unit tests in such a runtime (the course at
+   Colab's versions, on Colab's Python).
+
+The notebooks clone the course's committed HEAD (git is pointed from the GitHub address to this
+checkout), as Colab clones main: commit before rehearsing a change. pip's download cache is shared
+between runtimes, so the setup cell's seconds here are those of a warm cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .colab import CLONE_DIR, canonical_name, changed_packages, repository_url
+from .errors import CourseError
+from .runs import repo_root
+
+MANIFEST = repo_root() / "colab" / "pip-freeze.gpu.txt"
+STANDIN = repo_root() / "colab" / "standin"
+CONTENT = Path(CLONE_DIR).parent  # Colab's working folder, /content: made anew for every runtime
+CONTENT_MARK = ".made-by-colab-rehearsal"
+# What Colab's kernel brings beside the course's own needs, and the unit tests' tools (Colab ships both).
+KERNEL_AND_TEST_TOOLS = ("ipykernel", "ipywidgets", "notebook", "pytest", "jupytext")
+# The CUDA libraries of torch's own build: Colab's torch is built for CUDA 12.8, PyPI's for another CUDA,
+# so each runtime keeps the ones its torch wheel asks for.
+TORCH_CUDA_STACK = re.compile(r"^(nvidia-|cuda-|triton$)")
+KERNEL_NAME = "colab-rehearsal"
+KERNEL_LAUNCH = "import google.colab; from ipykernel.kernelapp import launch_new_instance; launch_new_instance()"
+UNIT_TESTS = ["-m", "not real_models and not notebooks", "--ignore=tests/test_nb09_browser.py", "tests"]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A Colab runtime as published: its Python, where the list came from, and name -> version pins."""
+
+    python: str
+    source: str
+    pins: dict[str, str]
+
+
+def read_manifest(path: Path = MANIFEST) -> Manifest:
+    """Parse a committed manifest (a pip freeze with `# python:` and `# source:` header lines)."""
+    text = path.read_text()
+    header = dict(re.findall(r"^# (python|source): (.+)$", text, re.MULTILINE))
+    if "python" not in header:
+        raise CourseError(f"{path} has no '# python: X.Y.Z' line: refresh it with --refresh-manifest.")
+    pins = {}
+    for line in text.splitlines():
+        match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)$", line.strip())
+        if match:  # `name @ url` lines (Colab's own packages, wheels from other indexes) are not on PyPI
+            pins[canonical_name(match[1])] = match[2]
+    return Manifest(python=header["python"], source=header.get("source", "unknown"), pins=pins)
+
+
+def refresh_manifest(freeze: Path, python: str, source: str, out: Path = MANIFEST) -> Path:
+    """Replace the committed manifest with a newer pip freeze of Colab's, keeping the header's shape."""
+    if not re.fullmatch(r"3\.\d+\.\d+", python):
+        raise CourseError(f"--python takes Colab's full Python version (e.g. 3.13.15), not {python!r}.")
+    comment = [line for line in out.read_text().splitlines() if line.startswith("# ")][:5]
+    lines = [*comment, f"# source: {source}", f"# python: {python}", freeze.read_text().rstrip("\n")]
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+def pypi_version(version: str) -> str:
+    """Colab's version as PyPI has it: builds for a CUDA carry a local label (2.11.0+cu128) PyPI lacks."""
+    return version.split("+")[0]
+
+
+def find_python(version: str) -> str:
+    """An interpreter of Colab's Python minor version on this machine (PATH, then pyenv)."""
+    minor = ".".join(version.split(".")[:2])
+    found = shutil.which(f"python{minor}") or next(
+        (str(p) for p in sorted(Path.home().glob(f".pyenv/versions/{minor}*/bin/python{minor}"))), None)
+    if not found:
+        raise CourseError(f"The rehearsal needs Python {minor} (Colab's): install it (e.g. `pyenv install {minor}`) "
+                          "or pass --python.")
+    return found
+
+
+def _pip(python: Path, *args: str) -> None:
+    subprocess.run([str(python), "-m", "pip", "--disable-pip-version-check", "install", "-q", *args], check=True,
+                   env=_clean_env())
+
+
+def _clean_env(**extra: str) -> dict:
+    """This process's environment less its virtualenv and pip configuration (this machine's pip.conf caps torch)."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PIP_CONSTRAINT")}
+    env["PIP_CONFIG_FILE"] = "/dev/null"
+    env.update(extra)
+    return env
+
+
+def versions_of(python: Path) -> dict[str, str]:
+    """Installed distributions of another interpreter (the course's own listing, run there)."""
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); from refrag_lib.colab import installed_versions; "
+            "print(json.dumps(installed_versions()))")
+    done = subprocess.run([str(python), "-c", code, str(repo_root())], capture_output=True, text=True, check=True,
+                          env=_clean_env())
+    return json.loads(done.stdout)
+
+
+def _write_constraints(path: Path, pins: dict[str, str]) -> Path:
+    path.write_text("".join(f"{name}=={pypi_version(v)}\n" for name, v in sorted(pins.items())))
+    return path
+
+
+def build_base(work: Path, manifest: Manifest, python: str) -> Path:
+    """The recreated runtime in work/base (reused while the manifest and requirements are unchanged)."""
+    import hashlib
+
+    base = work / "base"
+    stamp = hashlib.sha256(MANIFEST.read_bytes() + (repo_root() / "requirements.txt").read_bytes()).hexdigest()
+    if (base / "stamp").exists() and (base / "stamp").read_text() == stamp:
+        return base
+    shutil.rmtree(base, ignore_errors=True)
+    print(f"recreating Colab's runtime ({manifest.source}, Python {manifest.python}) in {base}", flush=True)
+    subprocess.run([python, "-m", "venv", str(base)], check=True)
+    bin_python = base / "bin" / "python"
+    _pip(bin_python, f"pip=={manifest.pins['pip']}")
+    # torch with its own CUDA stack, everything else it needs at Colab's versions
+    not_cuda = {n: v for n, v in manifest.pins.items() if not TORCH_CUDA_STACK.match(n)}
+    _pip(bin_python, "-c", str(_write_constraints(work / "constraints-torch.txt", not_cuda)),
+         f"torch=={pypi_version(manifest.pins['torch'])}")
+    torch_stack = {n for n in versions_of(bin_python) if TORCH_CUDA_STACK.match(n)}
+    # the course's dependency tree and Colab's kernel at Colab's versions, then away with what Colab lacks
+    colab_pins = {n: v for n, v in manifest.pins.items() if n not in torch_stack}
+    _pip(bin_python, "-c", str(_write_constraints(work / "constraints.txt", colab_pins)),
+         "-r", str(repo_root() / "requirements.txt"), *KERNEL_AND_TEST_TOOLS)
+    lacking = sorted(n for n in versions_of(bin_python) if n not in manifest.pins and n not in torch_stack
+                     and n not in ("pip", "setuptools"))
+    if lacking:
+        subprocess.run([str(bin_python), "-m", "pip", "uninstall", "-q", "-y", *lacking], check=True, env=_clean_env())
+    site = next((base / "lib").glob("python3.*/site-packages"))
+    shutil.copytree(STANDIN / "google", site / "google", dirs_exist_ok=True)
+    (base / "stamp").write_text(stamp)
+    return base
+
+
+def fresh_runtime(work: Path, base: Path) -> Path:
+    """A new runtime: a copy of the base (hard links: pip replaces files, never edits them) and a new /content."""
+    runtime = work / "runtime"
+    shutil.rmtree(runtime, ignore_errors=True)
+    subprocess.run(["cp", "-al", str(base), str(runtime)], check=True)
+    if CONTENT.exists():
+        if not (CONTENT / CONTENT_MARK).exists() and any(CONTENT.iterdir()):
+            raise CourseError(f"{CONTENT} exists and was not made by the rehearsal: move it away, then run it again.")
+        shutil.rmtree(CONTENT)
+    CONTENT.mkdir()
+    (CONTENT / CONTENT_MARK).touch()
+    home = work / "home"
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir()
+    return runtime
+
+
+def kernel_env(work: Path, runtime: Path) -> dict[str, str]:
+    """The kernel's environment: Colab's paths, a fresh HOME, the Drive and secrets stand-ins, and git
+    pointed from the course's GitHub address to this checkout."""
+    return {
+        "HOME": str(work / "home"),
+        "PATH": f"{runtime / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+        "VIRTUAL_ENV": str(runtime),
+        "PYTHONPATH": "",
+        "PIP_CONFIG_FILE": "/dev/null",
+        "PIP_CACHE_DIR": str(Path.home() / ".cache" / "pip"),
+        "COLAB_STANDIN_DRIVE": str(work / "drive"),
+        "COLAB_STANDIN_SECRETS": str(work / "secrets.json"),
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": f"url.file://{repo_root()}.insteadOf",
+        "GIT_CONFIG_VALUE_0": repository_url(),
+    }
+
+
+def install_kernel(work: Path, runtime: Path) -> Path:
+    """A kernelspec that starts the runtime's Python with google.colab imported, as Colab's kernel does."""
+    folder = work / "jupyter" / "kernels" / KERNEL_NAME
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = {"argv": [str(runtime / "bin" / "python"), "-c", KERNEL_LAUNCH, "-f", "{connection_file}"],
+            "display_name": "Python 3 (Colab rehearsal)", "language": "python", "env": kernel_env(work, runtime)}
+    (folder / "kernel.json").write_text(json.dumps(spec, indent=1))
+    return work / "jupyter"
+
+
+def setup_seconds(executed: Path) -> float | None:
+    """The setup cell's run time, from papermill's record in the executed notebook."""
+    for cell in json.loads(executed.read_text())["cells"]:
+        if cell["cell_type"] == "code" and "".join(cell["source"]).startswith("# Setup."):
+            return cell.get("metadata", {}).get("papermill", {}).get("duration")
+    return None
+
+
+def committed_notebooks(work: Path, only: list[str] | None) -> list[Path]:
+    """The notebooks as the learner opens them from GitHub: the committed HEAD's, outputs stripped."""
+    folder = work / "notebooks"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    names = subprocess.run(["git", "-C", str(repo_root()), "ls-files", "notebooks/[0-9][0-9]_*.ipynb"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    paths = []
+    for name in names:
+        if only and not any(Path(name).name.startswith(prefix) for prefix in only):
+            continue
+        text = subprocess.run(["git", "-C", str(repo_root()), "show", f"HEAD:{name}"], capture_output=True,
+                              text=True, check=True).stdout
+        (folder / Path(name).name).write_text(text)
+        paths.append(folder / Path(name).name)
+    return paths
+
+
+def run_in_colab(notebook: Path, work: Path, base: Path, base_versions: dict) -> dict:
+    """One notebook in a fresh runtime, as Colab runs it; what it did to the runtime and how it ended."""
+    import os
+
+    import papermill
+
+    runtime = fresh_runtime(work, base)
+    os.environ["JUPYTER_PATH"] = str(install_kernel(work, runtime))
+    out = work / "executed" / notebook.name
+    out.parent.mkdir(exist_ok=True)
+    tick = time.perf_counter()
+    error = ""
+    try:
+        papermill.execute_notebook(str(notebook), str(out), parameters={"SMOKE": True}, kernel_name=KERNEL_NAME,
+                                   cwd=str(CONTENT), progress_bar=False, execution_timeout=1800)
+    except papermill.PapermillExecutionError as err:
+        error = f"{err.ename}: {err.evalue}".splitlines()[0][:300]
+    replaced, added = changed_packages(base_versions, versions_of(runtime / "bin" / "python"))
+    return {"notebook": notebook.stem, "ok": not error, "error": error, "seconds": round(time.perf_counter() - tick),
+            "setup_seconds": setup_seconds(out) if out.exists() else None, "replaced": replaced, "added": added}
+
+
+def unit_tests(work: Path, base: Path) -> dict:
+    """The unit tests in a fresh runtime after the setup cell's install: the course at Colab's versions."""
+    runtime = fresh_runtime(work, base)
+    python = str(runtime / "bin" / "python")
+    subprocess.run(["git", "clone", "-q", "--depth", "1", f"file://{repo_root()}", CLONE_DIR], check=True)
+    install = (f"import sys; sys.path.insert(0, {CLONE_DIR!r}); from refrag_lib.colab import install_course, "
+               f"install_offline_decoder; install_course({CLONE_DIR!r}); install_offline_decoder()")
+    env = _clean_env(HOME=str(work / "home"))
+    subprocess.run([python, "-c", install], check=True, env=env)
+    tick = time.perf_counter()
+    done = subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *UNIT_TESTS], cwd=CLONE_DIR,
+                          capture_output=True, text=True, env=env)
+    (work / "unit-tests.log").write_text(done.stdout + done.stderr)
+    summary = (done.stdout.strip().splitlines() or ["(no output)"])[-1]
+    return {"ok": done.returncode == 0, "summary": summary, "seconds": round(time.perf_counter() - tick)}
+
+
+def report(manifest: Manifest, results: list[dict], units: dict | None) -> str:
+    lines = [f"Colab rehearsal on {manifest.source}, Python {manifest.python} (this machine's "
+             f"{sys.version_info[0]}.{sys.version_info[1]} runs the orchestration only)",
+             f"{'notebook':24s} {'result':6s} {'seconds':>7s} {'setup s':>7s} {'replaced':>8s} {'added':>5s}"]
+    for r in results:
+        setup = f"{r['setup_seconds']:.0f}" if r["setup_seconds"] is not None else "-"
+        lines.append(f"{r['notebook']:24s} {'pass' if r['ok'] else 'FAIL':6s} {r['seconds']:7d} {setup:>7s} "
+                     f"{len(r['replaced']):8d} {len(r['added']):5d}" + (f"  {r['error']}" if r["error"] else ""))
+    replaced = {name: change for r in results for name, change in r["replaced"].items()}
+    added = sorted({name for r in results for name in r["added"]})
+    lines.append("Colab packages replaced: " + (", ".join(f"{n} {a} -> {b or 'removed'}" for n, (a, b) in
+                                                         sorted(replaced.items())) or "none"))
+    lines.append(f"packages added ({len(added)}): " + ", ".join(added))
+    if units:
+        lines.append(f"unit tests at Colab's versions: {'pass' if units['ok'] else 'FAIL'} ({units['summary']}, "
+                     f"{units['seconds']} s)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m refrag_lib colab-rehearsal`: every notebook as in Colab, each in a fresh runtime (SMOKE)."""
+    parser = argparse.ArgumentParser(prog="python -m refrag_lib colab-rehearsal", description=main.__doc__)
+    parser.add_argument("--work", default=str(repo_root() / ".colab-rehearsal"),
+                        help="runtimes, Drive, executed copies")
+    parser.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 00 07")
+    parser.add_argument("--python", help="the interpreter to recreate Colab's with (default: its minor version here)")
+    parser.add_argument("--no-unit-tests", action="store_true", help="skip the unit tests at Colab's versions")
+    parser.add_argument("--refresh-manifest", metavar="FREEZE", help="replace colab/pip-freeze.gpu.txt with this "
+                        "pip-freeze.gpu.txt of Colab's (then give --python-version and --source) and stop")
+    parser.add_argument("--python-version", help="with --refresh-manifest: Colab's Python (its os-info-gpu.txt)")
+    parser.add_argument("--source", help="with --refresh-manifest: where the freeze came from (commit, date)")
+    args = parser.parse_args(argv)
+    if args.refresh_manifest:
+        if not (args.python_version and args.source):
+            raise CourseError("--refresh-manifest needs --python-version (e.g. 3.13.15) and --source (commit, date).")
+        print("wrote", refresh_manifest(Path(args.refresh_manifest), args.python_version, args.source))
+        return 0
+    if subprocess.run(["git", "-C", str(repo_root()), "status", "--porcelain", "--untracked-files=no"],
+                      capture_output=True, text=True).stdout.strip():
+        print("NOTE: uncommitted changes are not rehearsed: the notebooks clone the committed HEAD, "
+              "as Colab clones main.")
+    manifest = read_manifest()
+    work = Path(args.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    base = build_base(work, manifest, args.python or find_python(manifest.python))
+    base_versions = versions_of(base / "bin" / "python")
+    shutil.rmtree(work / "drive", ignore_errors=True)  # a new learner: an empty Drive
+    (work / "drive").mkdir()
+    results = []
+    for notebook in committed_notebooks(work, args.only):
+        print(f"{notebook.stem}: a fresh runtime", flush=True)
+        results.append(run_in_colab(notebook, work, base, base_versions))
+        print(f"  {'pass' if results[-1]['ok'] else 'FAIL ' + results[-1]['error']} in {results[-1]['seconds']} s",
+              flush=True)
+    units = None if args.no_unit_tests else unit_tests(work, base)
+    text = report(manifest, results, units)
+    (work / "report.json").write_text(json.dumps({"results": results, "unit_tests": units}, indent=1))
+    print(text)
+    failed = any(not r["ok"] or r["replaced"] for r in results) or (units is not None and not units["ok"])
+    return 1 if failed else 0
