@@ -85,14 +85,15 @@ def pypi_version(version: str) -> str:
 
 
 def find_python(version: str) -> str:
-    """An interpreter of Colab's Python minor version on this machine (PATH, then pyenv)."""
+    """An interpreter of Colab's Python minor version on this machine (pyenv's, then PATH's) that runs."""
     minor = ".".join(version.split(".")[:2])
-    found = shutil.which(f"python{minor}") or next(
-        (str(p) for p in sorted(Path.home().glob(f".pyenv/versions/{minor}*/bin/python{minor}"))), None)
-    if not found:
-        raise CourseError(f"The rehearsal needs Python {minor} (Colab's): install it (e.g. `pyenv install {minor}`) "
-                          "or pass --python.")
-    return found
+    candidates = [*map(str, sorted(Path.home().glob(f".pyenv/versions/{minor}*/bin/python{minor}"))),
+                  shutil.which(f"python{minor}")]
+    for candidate in filter(None, candidates):
+        if subprocess.run([candidate, "--version"], capture_output=True).returncode == 0:
+            return candidate
+    raise CourseError(f"The rehearsal needs Python {minor} (Colab's): install it (e.g. `pyenv install {minor}`) "
+                      "or pass --python.")
 
 
 def _pip(python: Path, *args: str) -> None:
@@ -111,9 +112,10 @@ def _clean_env(**extra: str) -> dict:
 
 
 def versions_of(python: Path) -> dict[str, str]:
-    """Installed distributions of another interpreter (the course's own listing, run there)."""
+    """Installed distributions of another interpreter (the course's own listing, run there; the checkout is on
+    sys.path only for the import, so that its own egg-info is not listed)."""
     code = ("import json, sys; sys.path.insert(0, sys.argv[1]); from refrag_lib.colab import installed_versions; "
-            "print(json.dumps(installed_versions()))")
+            "sys.path.pop(0); print(json.dumps(installed_versions()))")
     done = subprocess.run([str(python), "-c", code, str(repo_root())], capture_output=True, text=True, check=True,
                           env=_clean_env())
     return json.loads(done.stdout)
