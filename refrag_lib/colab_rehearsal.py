@@ -116,7 +116,7 @@ def versions_of(python: Path) -> dict[str, str]:
     sys.path only for the import, so that its own egg-info is not listed)."""
     code = ("import json, sys; sys.path.insert(0, sys.argv[1]); from refrag_lib.colab import installed_versions; "
             "sys.path.pop(0); print(json.dumps(installed_versions()))")
-    done = subprocess.run([str(python), "-c", code, str(repo_root())], capture_output=True, text=True, check=True,
+    done = subprocess.run([str(python), "-I", "-c", code, str(repo_root())], capture_output=True, text=True, check=True,
                           env=_clean_env())
     return json.loads(done.stdout)
 
