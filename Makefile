@@ -153,7 +153,7 @@ unit: venv
 	$(PY) -m pytest -q -p no:cacheprovider $(UNIT_TESTS)
 
 lint: venv
-	$(VENV)/bin/ruff check refrag_lib tests notebooks
+	$(VENV)/bin/ruff check refrag_lib tests notebooks colab
 	$(VENV)/bin/nbstripout --verify notebooks/*.ipynb
 	$(PY) -m refrag_lib notebooks --check
 

@@ -263,7 +263,7 @@ def missing_artifact_hint(run_root: Path, notebook: str) -> str:
     """What to do in Colab when an earlier notebook's artifact is missing ('' outside Colab)."""
     if not in_colab():
         return ""
-    if not str(run_root).startswith(DRIVE_MOUNT + "/"):
+    if not Path(run_root).resolve().is_relative_to(Path(DRIVE_MOUNT).resolve()):
         return (f" In Colab each notebook runs in its own runtime and only Google Drive carries results: set "
                 f"KEEP_ON_DRIVE = True in the setup cell of {notebook} and of this notebook, and run {notebook} first.")
     return (f" This runtime reads runs from Google Drive ({run_root}): open {notebook} in Colab, run it with "

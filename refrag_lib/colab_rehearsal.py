@@ -184,6 +184,7 @@ def kernel_env(work: Path, runtime: Path) -> dict[str, str]:
         "VIRTUAL_ENV": str(runtime),
         "PYTHONPATH": "",
         "PIP_CONFIG_FILE": "/dev/null",
+        "PYDEVD_DISABLE_FILE_VALIDATION": "1",  # quiet: Python 3.13's frozen modules warn the debugger on each start
         "PIP_CACHE_DIR": str(Path.home() / ".cache" / "pip"),
         "COLAB_STANDIN_DRIVE": str(work / "drive"),
         "COLAB_STANDIN_SECRETS": str(work / "secrets.json"),

@@ -1,0 +1,60 @@
+"""The Colab rehearsal's parts that need no runtime: the manifest, its refresh, and the report."""
+
+import json
+
+import pytest
+
+from refrag_lib import colab_rehearsal as rehearsal
+from refrag_lib.errors import CourseError
+
+
+def test_committed_manifest_is_colabs_gpu_runtime():
+    manifest = rehearsal.read_manifest()
+    assert manifest.python.startswith("3.13.") and "backend-info" in manifest.source
+    assert manifest.pins["torch"].endswith("+cu128") and manifest.pins["ipykernel"] and manifest.pins["ipywidgets"]
+    assert "google-colab" not in manifest.pins  # `name @ url` lines are not on PyPI
+    assert rehearsal.pypi_version(manifest.pins["torch"]) == manifest.pins["torch"].split("+")[0]
+
+
+def test_refresh_keeps_the_header_and_reads_back(tmp_path):
+    out = tmp_path / "manifest.txt"
+    out.write_text(rehearsal.MANIFEST.read_text())
+    freeze = tmp_path / "freeze.txt"
+    freeze.write_text("torch==2.12.0+cu130\nipykernel==7.0.0\nfoo @ file:///x.tar.gz\n")
+    rehearsal.refresh_manifest(freeze, "3.14.1", "backend-info abc (2026-12-01)", out)
+    manifest = rehearsal.read_manifest(out)
+    assert (manifest.python, manifest.source) == ("3.14.1", "backend-info abc (2026-12-01)")
+    assert manifest.pins == {"torch": "2.12.0+cu130", "ipykernel": "7.0.0"}
+    assert "make colab-rehearsal" in out.read_text()
+    with pytest.raises(CourseError, match="full Python version"):
+        rehearsal.refresh_manifest(freeze, "3.14", "x", out)
+
+
+def test_manifest_without_python_is_refused(tmp_path):
+    bad = tmp_path / "freeze.txt"
+    bad.write_text("torch==2.11.0\n")
+    with pytest.raises(CourseError, match="--refresh-manifest"):
+        rehearsal.read_manifest(bad)
+
+
+def test_setup_seconds_come_from_papermills_record(tmp_path):
+    executed = tmp_path / "nb.ipynb"
+    cells = [{"cell_type": "markdown", "source": ["# 00"], "metadata": {}},
+             {"cell_type": "code", "source": ["# Setup. In Colab ...\n", "import sys"],
+              "metadata": {"papermill": {"duration": 41.5}}}]
+    executed.write_text(json.dumps({"cells": cells}))
+    assert rehearsal.setup_seconds(executed) == 41.5
+
+
+def test_report_names_every_replaced_package_and_failure():
+    manifest = rehearsal.Manifest(python="3.13.15", source="backend-info x", pins={})
+    results = [{"notebook": "00_setup", "ok": True, "error": "", "seconds": 30, "setup_seconds": 8.2,
+                "replaced": {}, "added": ["gguf"]},
+               {"notebook": "03_cpt", "ok": False, "error": "MissingArtifactError: run 02 first", "seconds": 9,
+                "setup_seconds": None, "replaced": {"ipykernel": ("6.17.1", "7.4.0")}, "added": ["gguf", "papermill"]}]
+    text = rehearsal.report(manifest, results, {"ok": True, "summary": "3 passed", "seconds": 5})
+    assert "Colab packages replaced: ipykernel 6.17.1 -> 7.4.0" in text
+    assert "packages added (2): gguf, papermill" in text
+    assert "03_cpt                   FAIL" in text and "run 02 first" in text and "unit tests" in text
+    clean = rehearsal.report(manifest, results[:1], None)
+    assert "Colab packages replaced: none" in clean
