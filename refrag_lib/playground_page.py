@@ -28,12 +28,12 @@ HOST = "127.0.0.1"  # the page is for this machine (and its projector); nothing 
 
 def prepare_page(run: Run) -> Path:
     """RUN_DIR/playground/07_playground.ipynb: notebook 07 with RUN_DIR and PRESET set, not executed."""
-    import papermill
-
     if not trained_runs(run):
         raise CourseError(f"{run.root} has not finished notebooks/05_sft.ipynb, so the playground has no models "
                           "to load: run `make course` first (or `make smoke`, then `make playground "
                           "RUN_DIR=runs/cpu-smoke`).")
+    import papermill  # a tool of the local page (requirements-dev.txt), not of the notebooks
+
     out = run.stage_dir(PAGE_FOLDER) / PLAYGROUND_NOTEBOOK
     papermill.execute_notebook(str(NOTEBOOK_DIR / PLAYGROUND_NOTEBOOK), str(out), prepare_only=True,
                                parameters={"PRESET": run.preset.name, "RUN_DIR": str(run.root)},
