@@ -175,7 +175,7 @@ def fresh_runtime(work: Path, base: Path) -> Path:
     return runtime
 
 
-def kernel_env(work: Path, runtime: Path) -> dict[str, str]:
+def kernel_env(work: Path, runtime: Path, drive: Path) -> dict[str, str]:
     """The kernel's environment: Colab's paths, a fresh HOME, the Drive and secrets stand-ins, and git
     pointed from the course's GitHub address to this checkout."""
     return {
@@ -186,7 +186,7 @@ def kernel_env(work: Path, runtime: Path) -> dict[str, str]:
         "PIP_CONFIG_FILE": "/dev/null",
         "PYDEVD_DISABLE_FILE_VALIDATION": "1",  # quiet: Python 3.13's frozen modules warn the debugger on each start
         "PIP_CACHE_DIR": str(Path.home() / ".cache" / "pip"),
-        "COLAB_STANDIN_DRIVE": str(work / "drive"),
+        "COLAB_STANDIN_DRIVE": str(drive),
         "COLAB_STANDIN_SECRETS": str(work / "secrets.json"),
         "GIT_CONFIG_COUNT": "1",
         "GIT_CONFIG_KEY_0": f"url.file://{repo_root()}.insteadOf",
@@ -194,12 +194,12 @@ def kernel_env(work: Path, runtime: Path) -> dict[str, str]:
     }
 
 
-def install_kernel(work: Path, runtime: Path) -> Path:
+def install_kernel(work: Path, runtime: Path, env: dict[str, str]) -> Path:
     """A kernelspec that starts the runtime's Python with google.colab imported, as Colab's kernel does."""
     folder = work / "jupyter" / "kernels" / KERNEL_NAME
     folder.mkdir(parents=True, exist_ok=True)
     spec = {"argv": [str(runtime / "bin" / "python"), "-c", KERNEL_LAUNCH, "-f", "{connection_file}"],
-            "display_name": "Python 3 (Colab rehearsal)", "language": "python", "env": kernel_env(work, runtime)}
+            "display_name": "Python 3 (Colab rehearsal)", "language": "python", "env": env}
     (folder / "kernel.json").write_text(json.dumps(spec, indent=1))
     return work / "jupyter"
 
@@ -230,14 +230,18 @@ def committed_notebooks(work: Path, only: list[str] | None) -> list[Path]:
     return paths
 
 
-def run_in_colab(notebook: Path, work: Path, base: Path, base_versions: dict) -> dict:
+def run_in_colab(notebook: Path, work: Path, base: Path, base_versions: dict, drive: Path,
+                 refuse_drive: bool = False) -> dict:
     """One notebook in a fresh runtime, as Colab runs it; what it did to the runtime and how it ended."""
     import os
 
     import papermill
 
+    from .notebooks import notebook_errors
+
     runtime = fresh_runtime(work, base)
-    os.environ["JUPYTER_PATH"] = str(install_kernel(work, runtime))
+    env = kernel_env(work, runtime, drive) | ({"COLAB_STANDIN_DRIVE_REFUSED": "1"} if refuse_drive else {})
+    os.environ["JUPYTER_PATH"] = str(install_kernel(work, runtime, env))
     out = work / "executed" / notebook.name
     out.parent.mkdir(exist_ok=True)
     tick = time.perf_counter()
@@ -245,11 +249,36 @@ def run_in_colab(notebook: Path, work: Path, base: Path, base_versions: dict) ->
     try:
         papermill.execute_notebook(str(notebook), str(out), parameters={"SMOKE": True}, kernel_name=KERNEL_NAME,
                                    cwd=str(CONTENT), progress_bar=False, execution_timeout=1800)
+        hidden = notebook_errors(json.loads(out.read_text()))
+        error = f"hidden: {hidden[0]}" if hidden else ""
     except papermill.PapermillExecutionError as err:
         error = f"{err.ename}: {err.evalue}".splitlines()[0][:300]
     replaced, added = changed_packages(base_versions, versions_of(runtime / "bin" / "python"))
     return {"notebook": notebook.stem, "ok": not error, "error": error, "seconds": round(time.perf_counter() - tick),
             "setup_seconds": setup_seconds(out) if out.exists() else None, "replaced": replaced, "added": added}
+
+
+# What a learner can get wrong in Colab, and the message each must end in: (notebook, Drive refused, words).
+BAD_INPUT = [
+    ("03_cpt", False, "open 02_reconstruction in Colab"),  # opened first, on an empty Drive
+    ("00_setup", True, "Google Drive was not mounted"),  # the learner refuses Drive access
+]
+
+
+def bad_input(notebooks: list[Path], work: Path, base: Path, base_versions: dict) -> list[dict]:
+    """Each BAD_INPUT case in a fresh runtime with an empty Drive: it must stop with its message."""
+    by_name = {path.stem: path for path in notebooks}
+    found = []
+    for name, refuse, words in BAD_INPUT:
+        if name not in by_name:
+            continue
+        drive = work / "drive-empty"
+        shutil.rmtree(drive, ignore_errors=True)
+        drive.mkdir()
+        result = run_in_colab(by_name[name], work, base, base_versions, drive, refuse_drive=refuse)
+        found.append({"case": f"{name}{' with Drive refused' if refuse else ' first, empty Drive'}",
+                      "ok": not result["ok"] and words in result["error"], "message": result["error"]})
+    return found
 
 
 def unit_tests(work: Path, base: Path) -> dict:
@@ -269,7 +298,7 @@ def unit_tests(work: Path, base: Path) -> dict:
     return {"ok": done.returncode == 0, "summary": summary, "seconds": round(time.perf_counter() - tick)}
 
 
-def report(manifest: Manifest, results: list[dict], units: dict | None) -> str:
+def report(manifest: Manifest, results: list[dict], units: dict | None, refused: list[dict] = ()) -> str:
     lines = [f"Colab rehearsal on {manifest.source}, Python {manifest.python} (this machine's "
              f"{sys.version_info[0]}.{sys.version_info[1]} runs the orchestration only)",
              f"{'notebook':24s} {'result':6s} {'seconds':>7s} {'setup s':>7s} {'replaced':>8s} {'added':>5s}"]
@@ -282,6 +311,9 @@ def report(manifest: Manifest, results: list[dict], units: dict | None) -> str:
     lines.append("Colab packages replaced: " + (", ".join(f"{n} {a} -> {b or 'removed'}" for n, (a, b) in
                                                          sorted(replaced.items())) or "none"))
     lines.append(f"packages added ({len(added)}): " + ", ".join(added))
+    for case in refused:
+        lines.append(f"bad input, {case['case']}: {'refused as expected' if case['ok'] else 'NOT AS EXPECTED'}: "
+                     f"{case['message'] or 'no error'}")
     if units:
         lines.append(f"unit tests at Colab's versions: {'pass' if units['ok'] else 'FAIL'} ({units['summary']}, "
                      f"{units['seconds']} s)")
@@ -315,17 +347,22 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     base = build_base(work, manifest, args.python or find_python(manifest.python))
     base_versions = versions_of(base / "bin" / "python")
-    shutil.rmtree(work / "drive", ignore_errors=True)  # a new learner: an empty Drive
-    (work / "drive").mkdir()
+    drive = work / "drive"
+    shutil.rmtree(drive, ignore_errors=True)  # a new learner: an empty Drive
+    drive.mkdir()
+    notebooks = committed_notebooks(work, args.only)
     results = []
-    for notebook in committed_notebooks(work, args.only):
+    for notebook in notebooks:
         print(f"{notebook.stem}: a fresh runtime", flush=True)
-        results.append(run_in_colab(notebook, work, base, base_versions))
+        results.append(run_in_colab(notebook, work, base, base_versions, drive))
         print(f"  {'pass' if results[-1]['ok'] else 'FAIL ' + results[-1]['error']} in {results[-1]['seconds']} s",
               flush=True)
+    refused = bad_input(notebooks, work, base, base_versions)
     units = None if args.no_unit_tests else unit_tests(work, base)
-    text = report(manifest, results, units)
-    (work / "report.json").write_text(json.dumps({"results": results, "unit_tests": units}, indent=1))
+    text = report(manifest, results, units, refused)
+    (work / "report.json").write_text(json.dumps({"results": results, "bad_input": refused, "unit_tests": units},
+                                                 indent=1))
     print(text)
-    failed = any(not r["ok"] or r["replaced"] for r in results) or (units is not None and not units["ok"])
+    failed = any(not r["ok"] or r["replaced"] for r in results) or not all(case["ok"] for case in refused)
+    failed = failed or (units is not None and not units["ok"])
     return 1 if failed else 0

@@ -49,6 +49,19 @@ def run_course(preset: str, run_dir: str, smoke: bool = False, only: list[str] |
     return timings
 
 
+def notebook_errors(executed: dict) -> list[str]:
+    """Error outputs and tracebacks hidden in cell outputs or widget state (widget callbacks swallow them)."""
+    found = []
+    for cell in executed.get("cells", []):
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error" or "Traceback (most recent call last)" in json.dumps(output):
+                found.append(json.dumps(output)[:400])
+    state = executed.get("metadata", {}).get("widgets", {})
+    if "Traceback" in json.dumps(state) or '"output_type": "error"' in json.dumps(state):
+        found.append("an error inside the saved widget state")
+    return found
+
+
 def _paired(source: Path) -> dict:
     """The .ipynb JSON a jupytext source stands for: outputs empty, cell ids numbered as nbstripout does
     (jupytext draws random ones, which would make every sync a change)."""

@@ -123,18 +123,3 @@ class NotebookRunner:
 @pytest.fixture(scope="session")
 def notebooks(tmp_path_factory):
     return NotebookRunner(tmp_path_factory.mktemp("smoke_run"))
-
-
-def notebook_errors(executed: dict) -> list[str]:
-    """Error outputs and tracebacks hidden in cell outputs or widget state (widget callbacks swallow them)."""
-    import json
-
-    found = []
-    for cell in executed.get("cells", []):
-        for output in cell.get("outputs", []):
-            if output.get("output_type") == "error" or "Traceback (most recent call last)" in json.dumps(output):
-                found.append(json.dumps(output)[:400])
-    state = executed.get("metadata", {}).get("widgets", {})
-    if "Traceback" in json.dumps(state) or '"output_type": "error"' in json.dumps(state):
-        found.append("an error inside the saved widget state")
-    return found

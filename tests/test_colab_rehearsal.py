@@ -52,7 +52,9 @@ def test_report_names_every_replaced_package_and_failure():
                 "replaced": {}, "added": ["gguf"]},
                {"notebook": "03_cpt", "ok": False, "error": "MissingArtifactError: run 02 first", "seconds": 9,
                 "setup_seconds": None, "replaced": {"ipykernel": ("6.17.1", "7.4.0")}, "added": ["gguf", "papermill"]}]
-    text = rehearsal.report(manifest, results, {"ok": True, "summary": "3 passed", "seconds": 5})
+    refused = [{"case": "03_cpt first, empty Drive", "ok": False, "message": ""}]
+    text = rehearsal.report(manifest, results, {"ok": True, "summary": "3 passed", "seconds": 5}, refused)
+    assert "bad input, 03_cpt first, empty Drive: NOT AS EXPECTED: no error" in text
     assert "Colab packages replaced: ipykernel 6.17.1 -> 7.4.0" in text
     assert "packages added (2): gguf, papermill" in text
     assert "03_cpt                   FAIL" in text and "run 02 first" in text and "unit tests" in text

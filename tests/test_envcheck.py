@@ -48,7 +48,7 @@ def test_too_little_disk_is_reported_with_a_fix(monkeypatch, tmp_path):
 
 @pytest.mark.notebooks
 def test_setup_notebook_runs_clean(notebooks):
-    from conftest import notebook_errors
+    from refrag_lib.notebooks import notebook_errors
 
     executed = notebooks.run("00_setup")
     assert notebook_errors(executed) == []

@@ -1,7 +1,8 @@
 """Notebook 01 end to end under papermill (SMOKE): no hidden errors, the index contract, sane recall."""
 
 import pytest
-from conftest import notebook_errors
+
+from refrag_lib.notebooks import notebook_errors
 
 pytestmark = pytest.mark.notebooks
 

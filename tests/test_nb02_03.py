@@ -4,7 +4,8 @@ import json
 import math
 
 import pytest
-from conftest import notebook_errors
+
+from refrag_lib.notebooks import notebook_errors
 
 pytestmark = pytest.mark.notebooks
 

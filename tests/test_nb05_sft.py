@@ -4,7 +4,8 @@ index the `generate` command answers from, and the numbers pass floors a broken 
 import math
 
 import pytest
-from conftest import notebook_errors
+
+from refrag_lib.notebooks import notebook_errors
 
 pytestmark = pytest.mark.notebooks
 

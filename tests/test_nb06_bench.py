@@ -2,7 +2,8 @@
 benchmark would miss (REFRAG not faster, KV cache not smaller, analytic model not used)."""
 
 import pytest
-from conftest import notebook_errors
+
+from refrag_lib.notebooks import notebook_errors
 
 pytestmark = pytest.mark.notebooks
 

@@ -1,9 +1,9 @@
 """Notebook 07 under papermill (SMOKE), and the playground's contract on the SMOKE run's models."""
 
 import pytest
-from conftest import notebook_errors
 
 from refrag_lib.errors import CourseError
+from refrag_lib.notebooks import notebook_errors
 from refrag_lib.playground import Playground
 from refrag_lib.runs import open_run
 
