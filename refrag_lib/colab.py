@@ -259,15 +259,15 @@ def prepare_colab(keep_on_drive: bool = True, clone_dir: str = CLONE_DIR) -> str
     return preset
 
 
-def missing_artifact_hint(run_root: Path, notebook: str) -> str:
+def colab_missing_artifact_advice(run_root: Path, notebook: str, preset: str) -> str:
     """What to do in Colab when an earlier notebook's artifact is missing ('' outside Colab)."""
     if not in_colab():
         return ""
     if not Path(run_root).resolve().is_relative_to(Path(DRIVE_MOUNT).resolve()):
-        return (f" In Colab each notebook runs in its own runtime and only Google Drive carries results: set "
+        return (f"In Colab each notebook runs in its own runtime and only Google Drive carries results: set "
                 f"KEEP_ON_DRIVE = True in the setup cell of {notebook} and of this notebook, and run {notebook} first.")
-    return (f" This runtime reads runs from Google Drive ({run_root}): open {notebook} in Colab, run it with "
-            "KEEP_ON_DRIVE = True and the same PRESET, then come back to this notebook.")
+    return (f"This runtime reads runs from Google Drive: open notebooks/{notebook}.ipynb in Colab, run it with "
+            f"KEEP_ON_DRIVE = True and PRESET '{preset}', then run this notebook again.")
 
 
 def colab_secret(name: str) -> str | None:

@@ -252,7 +252,7 @@ def run_in_colab(notebook: Path, work: Path, base: Path, base_versions: dict, dr
         hidden = notebook_errors(json.loads(out.read_text()))
         error = f"hidden: {hidden[0]}" if hidden else ""
     except papermill.PapermillExecutionError as err:
-        error = f"{err.ename}: {err.evalue}".splitlines()[0][:300]
+        error = f"{err.ename}: {err.evalue}".splitlines()[0][:600]
     replaced, added = changed_packages(base_versions, versions_of(runtime / "bin" / "python"))
     return {"notebook": notebook.stem, "ok": not error, "error": error, "seconds": round(time.perf_counter() - tick),
             "setup_seconds": setup_seconds(out) if out.exists() else None, "replaced": replaced, "added": added}
@@ -260,7 +260,7 @@ def run_in_colab(notebook: Path, work: Path, base: Path, base_versions: dict, dr
 
 # What a learner can get wrong in Colab, and the message each must end in: (notebook, Drive refused, words).
 BAD_INPUT = [
-    ("03_cpt", False, "open 02_reconstruction in Colab"),  # opened first, on an empty Drive
+    ("03_cpt", False, "open notebooks/02_reconstruction.ipynb in Colab"),  # opened first, on an empty Drive
     ("00_setup", True, "Google Drive was not mounted"),  # the learner refuses Drive access
 ]
 

@@ -51,13 +51,13 @@ class Run:
         """The path of an artifact an earlier notebook wrote, or an error naming that notebook."""
         path = self.root / stage / name
         if not path.exists():
-            from .colab import missing_artifact_hint
+            from .colab import colab_missing_artifact_advice
 
             notebook = STAGE_NOTEBOOKS.get(stage, stage)
-            raise MissingArtifactError(
-                f"{path} is missing. Run notebooks/{notebook}.ipynb first with the same RUN_DIR "
-                f"({self.root}) and PRESET ({self.preset.name})." + missing_artifact_hint(self.root, notebook)
-            )
+            advice = colab_missing_artifact_advice(self.root, notebook, self.preset.name) or (
+                f"Run notebooks/{notebook}.ipynb first with the same RUN_DIR ({self.root}) and PRESET "
+                f"({self.preset.name}).")
+            raise MissingArtifactError(f"{path} is missing. {advice}")
         return path
 
     def read_metrics(self, stage: str) -> dict:
