@@ -158,7 +158,7 @@ def test_notebook_opened_out_of_order_in_colab_names_the_fix(in_colab, tmp_path)
     with pytest.raises(MissingArtifactError, match=r"KEEP_ON_DRIVE = True in the setup cell of 02_reconstruction"):
         open_run("cpu", tmp_path / "local").require("recon")  # runs in the runtime's own folder: lost
     colab.keep_runs_on_drive()
-    drive_advice = r"missing. This runtime reads runs from Google Drive: open notebooks/02_reconstruction.ipynb in Colab"
+    drive_advice = r"missing. This runtime reads runs from Google Drive: open notebooks/02_reconstruction.ipynb"
     with pytest.raises(MissingArtifactError, match=drive_advice):
         open_run("cpu").require("recon")
 
