@@ -178,6 +178,8 @@ def fresh_runtime(work: Path, base: Path) -> Path:
 def kernel_env(work: Path, runtime: Path, drive: Path) -> dict[str, str]:
     """The kernel's environment: Colab's paths, a fresh HOME, the Drive and secrets stand-ins, and git
     pointed from the course's GitHub address to this checkout."""
+    import os
+
     return {
         "HOME": str(work / "home"),
         "PATH": f"{runtime / 'bin'}:/usr/local/bin:/usr/bin:/bin",
@@ -185,7 +187,7 @@ def kernel_env(work: Path, runtime: Path, drive: Path) -> dict[str, str]:
         "PYTHONPATH": "",
         "PIP_CONFIG_FILE": "/dev/null",
         "PYDEVD_DISABLE_FILE_VALIDATION": "1",  # quiet: Python 3.13's frozen modules warn the debugger on each start
-        "PIP_CACHE_DIR": str(Path.home() / ".cache" / "pip"),
+        "PIP_CACHE_DIR": os.environ.get("PIP_CACHE_DIR") or str(Path.home() / ".cache" / "pip"),
         "COLAB_STANDIN_DRIVE": str(drive),
         "COLAB_STANDIN_SECRETS": str(work / "secrets.json"),
         "GIT_CONFIG_COUNT": "1",
