@@ -126,15 +126,17 @@ def _write_constraints(path: Path, pins: dict[str, str]) -> Path:
     return path
 
 
-def build_base(work: Path, manifest: Manifest, python: str) -> Path:
-    """The recreated runtime in work/base (reused while the manifest and requirements are unchanged)."""
+def build_base(work: Path, manifest_path: Path, python: str) -> Path:
+    """The recreated runtime in work/base-<hash> (reused while the manifest and requirements are unchanged)."""
     import hashlib
 
-    base = work / "base"
-    stamp = hashlib.sha256(MANIFEST.read_bytes() + (repo_root() / "requirements.txt").read_bytes()).hexdigest()
+    manifest = read_manifest(manifest_path)
+    stamp = hashlib.sha256(manifest_path.read_bytes() + (repo_root() / "requirements.txt").read_bytes()).hexdigest()
+    base = work / f"base-{stamp[:12]}"
     if (base / "stamp").exists() and (base / "stamp").read_text() == stamp:
         return base
-    shutil.rmtree(base, ignore_errors=True)
+    for stale in work.glob("base-*"):  # one runtime at a time: each is several GB
+        shutil.rmtree(stale)
     print(f"recreating Colab's runtime ({manifest.source}, Python {manifest.python}) in {base}", flush=True)
     subprocess.run([python, "-m", "venv", str(base)], check=True)
     bin_python = base / "bin" / "python"
@@ -328,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default=str(repo_root() / ".colab-rehearsal"),
                         help="runtimes, Drive, executed copies")
     parser.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 00 07")
+    parser.add_argument("--manifest", default=str(MANIFEST), help="Colab's pip freeze with its header "
+                        "(default: the current GPU runtime's; colab/ also holds the pinned past runtime 2026.07)")
     parser.add_argument("--python", help="the interpreter to recreate Colab's with (default: its minor version here)")
     parser.add_argument("--no-unit-tests", action="store_true", help="skip the unit tests at Colab's versions")
     parser.add_argument("--refresh-manifest", metavar="FREEZE", help="replace colab/pip-freeze.gpu.txt with this "
@@ -338,16 +342,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.refresh_manifest:
         if not (args.python_version and args.source):
             raise CourseError("--refresh-manifest needs --python-version (e.g. 3.13.15) and --source (commit, date).")
-        print("wrote", refresh_manifest(Path(args.refresh_manifest), args.python_version, args.source))
+        print("wrote", refresh_manifest(Path(args.refresh_manifest), args.python_version, args.source,
+                                        Path(args.manifest)))
         return 0
     if subprocess.run(["git", "-C", str(repo_root()), "status", "--porcelain", "--untracked-files=no"],
                       capture_output=True, text=True).stdout.strip():
         print("NOTE: uncommitted changes are not rehearsed: the notebooks clone the committed HEAD, "
               "as Colab clones main.")
-    manifest = read_manifest()
+    manifest = read_manifest(Path(args.manifest))
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    base = build_base(work, manifest, args.python or find_python(manifest.python))
+    base = build_base(work, Path(args.manifest), args.python or find_python(manifest.python))
     base_versions = versions_of(base / "bin" / "python")
     drive = work / "drive"
     shutil.rmtree(drive, ignore_errors=True)  # a new learner: an empty Drive

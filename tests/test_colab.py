@@ -87,10 +87,10 @@ def test_floors_are_judged_against_the_runtime(tmp_path):
     assert colab.unmet_floors(requirements, versions) == ["transformers 4.57.1, needs <6,>=5.0"]
 
 
-def test_committed_colab_runtime_meets_every_floor():
-    """The floors of requirements.txt admit Colab's current runtime (colab/pip-freeze.gpu.txt)."""
-    manifest = read_manifest()
-    assert colab.unmet_floors(REPO / "requirements.txt", manifest.pins) == []
+@pytest.mark.parametrize("manifest", ["pip-freeze.gpu.txt", "pip-freeze.gpu-2026.07.txt"])
+def test_committed_colab_runtimes_meet_every_floor(manifest):
+    """The floors of requirements.txt admit Colab's current runtime and its pinned past runtime 2026.07."""
+    assert colab.unmet_floors(REPO / "requirements.txt", read_manifest(REPO / "colab" / manifest).pins) == []
 
 
 def test_install_refuses_before_installing_when_colab_is_too_old(monkeypatch, tmp_path):
