@@ -132,10 +132,15 @@ def canonical_name(name: str) -> str:
 
 
 def installed_versions() -> dict[str, str]:
-    """Canonical name -> version of every distribution this Python has."""
+    """Canonical name -> version of every distribution this Python has. Where one is installed twice (Colab
+    has a dist-packages of Debian's too), the first on sys.path counts: the one imports and pip see."""
     from importlib.metadata import distributions
 
-    return {canonical_name(d.metadata["Name"]): d.version for d in distributions() if d.metadata["Name"]}
+    found: dict[str, str] = {}
+    for dist in distributions():
+        if dist.metadata["Name"]:
+            found.setdefault(canonical_name(dist.metadata["Name"]), dist.version)
+    return found
 
 
 def runtime_constraints(versions: dict[str, str]) -> str:

@@ -74,6 +74,16 @@ def test_prepare_colab_installs_for_the_runtime(monkeypatch, capsys, gpu, preset
     assert "lost with this runtime" in out
 
 
+def test_installed_versions_are_those_imports_see(monkeypatch):
+    class Dist:
+        def __init__(self, name, version):
+            self.metadata, self.version = {"Name": name}, version
+
+    found = [Dist("Jinja2", "3.1.6"), Dist("jinja2", "3.0.3"), Dist("", "1")]  # a second, shadowed copy
+    monkeypatch.setattr("importlib.metadata.distributions", lambda: iter(found))
+    assert colab.installed_versions() == {"jinja2": "3.1.6"}
+
+
 def test_constraints_hold_every_installed_version():
     text = colab.runtime_constraints({"torch": "2.11.0+cu128", "ipykernel": "6.17.1", "odd": "not a version"})
     assert text.splitlines() == ["ipykernel==6.17.1", "torch==2.11.0+cu128"]
