@@ -40,12 +40,13 @@ BASELINE := tests/baselines/$(PRESET)$(if $(SMOKE_FLAG),-smoke,).json
 REGRESS_DIR := $(RUN_DIR)$(if $(SMOKE_FLAG),-smoke,)
 NBVAL_DIR := $(RUN_DIR)-nbval
 
-.PHONY: colab-rehearsal help venv playground own-data lock test-latest test-oldest gpu-check course smoke test unit lint notebooks colab nbval bench-load regress baseline clean-venv
+.PHONY: colab-rehearsal pack help venv playground own-data lock test-latest test-oldest gpu-check course smoke test unit lint notebooks colab nbval bench-load regress baseline clean-venv
 
 help:
 	@echo "make course      run every notebook headless (PRESET=$(PRESET), RUN_DIR=$(RUN_DIR))"
 	@echo "make smoke       the same with the SMOKE parameters (a few minutes)"
 	@echo "make playground  serve notebook 07 as a page on http://127.0.0.1:$(PORT)/ for RUN_DIR (after make course)"
+	@echo "make pack        a teacher's pack of RUN_DIR (after make course): results only, checked on unpacking"
 	@echo "make own-data    CORPUS=passages.txt QA=questions.jsonl: your files through notebooks 01, 05, 07 (after make course)"
 	@echo "make test        lint + unit tests + real-model tests + every notebook under papermill (SMOKE) + make colab-rehearsal"
 	@echo "make unit        only the fast unit tests"
@@ -131,6 +132,11 @@ course: venv
 PORT ?= 8866
 playground: venv
 	$(PY) -m refrag_lib playground --preset $(PRESET) --run-dir $(RUN_DIR) --port $(PORT)
+
+# A teacher's pack of RUN_DIR: one archive of the results later notebooks read, with a manifest of hashes
+# (refrag_lib/pack.py); attendees add it to a run folder with `python -m refrag_lib unpack PACK --run-dir DIR`.
+pack: venv
+	$(PY) -m refrag_lib pack --run-dir $(RUN_DIR)
 
 # A learner's files (.txt/.jsonl corpus, QA .jsonl with or without gold ids) through notebooks 01, 05 and 07,
 # read by the models the course run trained (SMOKE=1: the smoke run's, at SMOKE sizes), into OWN_RUN.

@@ -32,6 +32,8 @@ COMMANDS = {
     "generate": ("refrag_lib.ready_index:main", "answer a question from a REFRAG-ready index"),
     "sft-curve": ("refrag_lib.sft_curve:main", "SFT learning curve: held-out EM against steps for both arms"),
     "own-data": ("refrag_lib.own_data:main", "your own corpus and questions through notebooks 01, 05 and 07"),
+    "pack": ("refrag_lib.pack:main", "a teacher's pack: one verified archive of a finished run's results"),
+    "unpack": ("refrag_lib.pack:unpack_main", "verify a teacher's pack, then add it to a run folder"),
     "colab-rehearsal": ("refrag_lib.colab_rehearsal:main", "every notebook as in Colab, each in a fresh runtime"),
     "playground": ("refrag_lib.playground_page:main", "serve notebook 07 as a page on 127.0.0.1 (Voilà)"),
 }

@@ -1,0 +1,278 @@
+"""A teacher's pack: one archive of a finished run that attendees unpack instead of training.
+
+`python -m refrag_lib pack` (or `make pack`) writes a plain tar of what later notebooks read (each stage's
+metrics, trained weights in safetensors, the index and chunk store, the REFRAG-ready index), with
+manifest.json first: preset, k, course version and commit, package versions, and the sha256 and size of
+every file. Left out: resumable training state (optimizer moments, twice the weights' size), executed
+notebooks, the playground page and browser screenshots (each rebuilt by the notebook that needs it).
+
+`python -m refrag_lib unpack PACK` checks everything before it writes anything: the manifest, the preset
+and k, every member's path (no links, nothing outside the run folder), no file a loader could unpickle,
+and every size and hash. It never overwrites a file that differs: a run the learner trained stays theirs.
+PACK is a local path (a Google Drive folder in Colab is one) or an https URL, downloaded with a progress bar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path, PurePosixPath
+
+from .errors import CourseError
+
+MANIFEST = "manifest.json"
+FORMAT = 1
+# Folders of a run that are not results: resumable state, executed notebooks, pages and screenshots.
+LEFT_OUT = {"checkpoint", "executed", "playground", "browser"}
+# What a pack may hold: tensors in safetensors, the FAISS index, text. Nothing a loader could unpickle.
+ALLOWED_SUFFIXES = {".safetensors", ".json", ".jsonl", ".faiss", ".csv", ".txt"}
+PACKAGES = ("torch", "transformers", "accelerate", "safetensors", "faiss-gpu-cu12", "faiss-cpu", "numpy")
+CHUNK = 1 << 20
+
+
+class PackError(CourseError):
+    """A pack that cannot be made or used here; the message says what to do."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def packed_files(run_dir: Path) -> list[Path]:
+    """The files of a run a pack carries, relative to the run folder (see LEFT_OUT and ALLOWED_SUFFIXES)."""
+    files = []
+    for path in sorted(run_dir.rglob("*")):
+        relative = path.relative_to(run_dir)
+        if not path.is_file() or relative.parts[0] in LEFT_OUT or "checkpoint" in relative.parts:
+            continue
+        if path.suffix not in ALLOWED_SUFFIXES:
+            raise PackError(f"{path} is not safetensors, JSON or a FAISS index: a pack carries no other file. Move "
+                            "it out of the run folder, then pack again.")
+        files.append(relative)
+    return files
+
+
+def run_identity(run_dir: Path) -> dict:
+    """Preset, k and SMOKE of a finished run, from its stages' metrics.json (they must agree)."""
+    found = {}
+    for metrics in sorted(run_dir.glob("*/metrics.json")):
+        if metrics.parent.name in LEFT_OUT:
+            continue
+        data = json.loads(metrics.read_text())
+        found[metrics.parent.name] = (data.get("preset"), data.get("k"), data.get("smoke", False))
+    if not found:
+        raise PackError(f"{run_dir} holds no stage's metrics.json: run the course there first (make course).")
+    if len(set(found.values())) != 1:
+        raise PackError(f"The stages of {run_dir} were made with different presets or k: {found}. Pack a run "
+                        "that one `make course` made.")
+    preset, k, smoke = next(iter(found.values()))
+    return {"preset": preset, "k": k, "smoke": smoke, "stages": sorted(found)}
+
+
+def _course_commit() -> str:
+    import subprocess
+
+    from .runs import repo_root
+
+    done = subprocess.run(["git", "-C", str(repo_root()), "rev-parse", "HEAD"], capture_output=True, text=True)
+    return done.stdout.strip() or "unknown"
+
+
+def make_pack(run_dir: Path, out: Path) -> dict:
+    """Write the pack of a finished run to `out` (refuses to overwrite); returns its manifest."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
+
+    run_dir = Path(run_dir)
+    if out.exists():
+        raise PackError(f"{out} exists: give another --out, or remove it first.")
+    files = packed_files(run_dir)
+    manifest = {"format": FORMAT, **run_identity(run_dir), "course_version": __version__,
+                "commit": _course_commit(), "packages": {}, "files": {}}
+    for name in PACKAGES:
+        try:
+            manifest["packages"][name] = version(name)
+        except PackageNotFoundError:
+            continue
+    for relative in files:
+        path = run_dir / relative
+        manifest["files"][relative.as_posix()] = {"sha256": _sha256(path), "size": path.stat().st_size}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
+        payload = json.dumps(manifest, indent=1, sort_keys=True).encode()
+        info = tarfile.TarInfo(MANIFEST)
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+        for relative in files:
+            tar.add(run_dir / relative, arcname=relative.as_posix(), recursive=False)
+    partial.rename(out)
+    return manifest
+
+
+def fetch(source: str, cache_dir: Path) -> Path:
+    """A local pack as it is; an https URL downloaded once into cache_dir, with a progress bar."""
+    if source.startswith("https://"):
+        import urllib.error
+        import urllib.request
+
+        from tqdm.auto import tqdm
+
+        target = cache_dir / PurePosixPath(source.split("?")[0]).name
+        if target.exists():
+            return target
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        try:
+            with urllib.request.urlopen(source, timeout=30) as response, partial.open("wb") as handle:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {target.name}") as bar:
+                    while block := response.read(CHUNK):
+                        handle.write(block)
+                        bar.update(len(block))
+        except (urllib.error.URLError, OSError) as err:
+            partial.unlink(missing_ok=True)
+            raise PackError(f"PACK {source} could not be downloaded ({err}): check the address and the network, "
+                            "or download it yourself and give its path.") from None
+        partial.rename(target)
+        return target
+    if "://" in source:
+        raise PackError(f"PACK {source}: give a local path (a Drive folder in Colab) or an https:// address.")
+    path = Path(source).expanduser()
+    if not path.is_file():
+        hint = " In Colab, mount Drive first (KEEP_ON_DRIVE = True)." if source.startswith("/content/drive") else ""
+        raise PackError(f"PACK {path} does not exist: check the path the teacher gave.{hint}")
+    return path
+
+
+def _checked_name(name: str) -> PurePosixPath:
+    """A member's path, refused unless it stays inside the run folder."""
+    path = PurePosixPath(name)
+    if path.is_absolute() or ".." in path.parts or not path.parts:
+        raise PackError(f"The pack holds a path that leaves the run folder ({name!r}): do not use it; ask for a "
+                        "pack made by `make pack`.")
+    return path
+
+
+def read_manifest(tar: tarfile.TarFile, source: Path) -> dict:
+    first = tar.next()
+    if first is None or first.name != MANIFEST or not first.isfile():
+        raise PackError(f"{source} does not start with a manifest: it is not a course pack (make one with make pack).")
+    manifest = json.loads(tar.extractfile(first).read())
+    if manifest.get("format") != FORMAT:
+        raise PackError(f"{source} is a pack of format {manifest.get('format')}, this course reads {FORMAT}: update "
+                        "the course (git pull) or ask for a new pack.")
+    return manifest
+
+
+def unpack(source: str, run_dir: Path, preset: str, k: int, cache_dir: Path | None = None) -> dict:
+    """Verify a pack completely, then add its files to run_dir; returns its manifest.
+
+    Nothing is written before every check has passed; a file already in run_dir is left as it is when it
+    is the same, and refused when it differs (the learner's own run is never overwritten).
+    """
+    run_dir = Path(run_dir)
+    path = fetch(source, cache_dir or run_dir.parent / ".packs")
+    staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=run_dir.parent if run_dir.parent.exists() else None))
+    try:
+        try:
+            with tarfile.open(path, "r:") as tar:
+                manifest = _verify_into(tar, path, staging, preset, k)
+        except (tarfile.TarError, EOFError, json.JSONDecodeError) as err:
+            raise PackError(f"{path} is truncated or not a course pack ({err}): download or copy it again.") from None
+        _install(staging, run_dir, manifest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def _verify_into(tar: tarfile.TarFile, path: Path, staging: Path, preset: str, k: int) -> dict:
+    manifest = read_manifest(tar, path)
+    if manifest.get("preset") != preset or manifest.get("k") != k:
+        raise PackError(f"{path} was made with preset {manifest.get('preset')!r}, k = {manifest.get('k')}; this "
+                        f"notebook runs preset {preset!r}, k = {k}: set PRESET (and K) to match, or use a pack "
+                        "made for your preset.")
+    expected = manifest.get("files", {})
+    seen = set()
+    while (member := tar.next()) is not None:  # the members after the manifest, read once, in order
+        name = _checked_name(member.name)
+        if not member.isfile():
+            raise PackError(f"{path} holds {member.name!r}, which is not a plain file (a link?): ask for a pack "
+                            "made by `make pack`.")
+        if name.suffix not in ALLOWED_SUFFIXES:
+            raise PackError(f"{path} holds {member.name!r}: a pack carries safetensors, JSON and FAISS files only "
+                            "(never pickles). Do not use it.")
+        entry = expected.get(name.as_posix())
+        if entry is None:
+            raise PackError(f"{path} holds {member.name!r}, which its manifest does not list: do not use it.")
+        target = staging / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        with tar.extractfile(member) as data, target.open("wb") as out:
+            while block := data.read(CHUNK):
+                digest.update(block)
+                out.write(block)
+        if member.size != entry["size"] or digest.hexdigest() != entry["sha256"]:
+            raise PackError(f"{member.name} in {path} does not match its manifest (size or sha256): the pack is "
+                            "damaged; download or copy it again.")
+        seen.add(name.as_posix())
+    missing = sorted(set(expected) - seen)
+    if missing:
+        raise PackError(f"{path} lacks {len(missing)} file(s) its manifest lists (e.g. {missing[0]}): it is "
+                        "truncated; download or copy it again.")
+    return manifest
+
+
+def _install(staging: Path, run_dir: Path, manifest: dict) -> None:
+    """Move verified files into run_dir; refuse before moving any when one would replace a different file."""
+    clashes = [name for name, entry in manifest["files"].items()
+               if (run_dir / name).exists() and _sha256(run_dir / name) != entry["sha256"]]
+    if clashes:
+        raise PackError(f"{run_dir} already holds {clashes[0]} (and {len(clashes) - 1} more) that differ from the "
+                        "pack's: it is a run of yours, left as it is. Give another RUN_DIR for the pack.")
+    for name in manifest["files"]:
+        target = run_dir / name
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(staging / name, target)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m refrag_lib pack|unpack`: make a teacher's pack of a finished run, or add one to a run folder."""
+    parser = argparse.ArgumentParser(prog="python -m refrag_lib pack", description=main.__doc__)
+    parser.add_argument("--run-dir", required=True, help="the finished run to pack (e.g. runs/cpu)")
+    parser.add_argument("--out", help="the archive (default: <run-dir>-pack.tar)")
+    args = parser.parse_args(argv)
+    run_dir = Path(args.run_dir)
+    out = Path(args.out) if args.out else run_dir.with_name(run_dir.name + "-pack.tar")
+    manifest = make_pack(run_dir, out)
+    size = sum(entry["size"] for entry in manifest["files"].values())
+    print(f"wrote {out}: {len(manifest['files'])} files, {size / 2**20:.0f} MiB, preset {manifest['preset']}, "
+          f"k = {manifest['k']}, stages {', '.join(manifest['stages'])}")
+    return 0
+
+
+def unpack_main(argv: list[str] | None = None) -> int:
+    """`python -m refrag_lib unpack PACK --preset P --run-dir DIR`: verify a pack, then add it to a run folder."""
+    from .config import get_preset
+
+    parser = argparse.ArgumentParser(prog="python -m refrag_lib unpack", description=unpack_main.__doc__)
+    parser.add_argument("pack", help="a local path or an https URL")
+    parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--k", type=int, default=None)
+    parser.add_argument("--run-dir", required=True)
+    args = parser.parse_args(argv)
+    preset = get_preset(args.preset, k=args.k)
+    manifest = unpack(args.pack, Path(args.run_dir), preset.name, preset.k)
+    print(f"unpacked {len(manifest['files'])} files (stages {', '.join(manifest['stages'])}) into {args.run_dir}")
+    return 0
