@@ -19,7 +19,9 @@ between runtimes, so the setup cell's seconds here are those of a warm cache.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -103,8 +105,6 @@ def _pip(python: Path, *args: str) -> None:
 
 def _clean_env(**extra: str) -> dict:
     """This process's environment less its virtualenv and pip configuration (this machine's pip.conf caps torch)."""
-    import os
-
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PIP_CONSTRAINT")}
     env["PIP_CONFIG_FILE"] = "/dev/null"
     env.update(extra)
@@ -128,8 +128,6 @@ def _write_constraints(path: Path, pins: dict[str, str]) -> Path:
 
 def build_base(work: Path, manifest_path: Path, python: str) -> Path:
     """The recreated runtime in work/base-<hash> (reused while the manifest and requirements are unchanged)."""
-    import hashlib
-
     manifest = read_manifest(manifest_path)
     stamp = hashlib.sha256(manifest_path.read_bytes() + (repo_root() / "requirements.txt").read_bytes()).hexdigest()
     base = work / f"base-{stamp[:12]}"
@@ -180,8 +178,6 @@ def fresh_runtime(work: Path, base: Path) -> Path:
 def kernel_env(work: Path, runtime: Path, drive: Path) -> dict[str, str]:
     """The kernel's environment: Colab's paths, a fresh HOME, the Drive and secrets stand-ins, and git
     pointed from the course's GitHub address to this checkout."""
-    import os
-
     return {
         "HOME": str(work / "home"),
         "PATH": f"{runtime / 'bin'}:/usr/local/bin:/usr/bin:/bin",
@@ -237,8 +233,6 @@ def committed_notebooks(work: Path, only: list[str] | None) -> list[Path]:
 def run_in_colab(notebook: Path, work: Path, base: Path, base_versions: dict, drive: Path,
                  refuse_drive: bool = False) -> dict:
     """One notebook in a fresh runtime, as Colab runs it; what it did to the runtime and how it ended."""
-    import os
-
     import papermill
 
     from .notebooks import notebook_errors

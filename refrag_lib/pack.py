@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import shutil
+import subprocess
 import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
@@ -79,8 +80,6 @@ def run_identity(run_dir: Path) -> dict:
 
 
 def _course_commit() -> str:
-    import subprocess
-
     from .runs import repo_root
 
     done = subprocess.run(["git", "-C", str(repo_root()), "rev-parse", "HEAD"], capture_output=True, text=True)
