@@ -48,7 +48,7 @@ help:
 	@echo "make playground  serve notebook 07 as a page on http://127.0.0.1:$(PORT)/ for RUN_DIR (after make course)"
 	@echo "make pack        a teacher's pack of RUN_DIR (after make course): results only, checked on unpacking"
 	@echo "make own-data    CORPUS=passages.txt QA=questions.jsonl: your files through notebooks 01, 05, 07 (after make course)"
-	@echo "make test        lint + unit tests + real-model tests + every notebook under papermill (SMOKE) + make colab-rehearsal"
+	@echo "make test        lint + unit tests + real-model tests + every notebook under papermill (SMOKE)"
 	@echo "make unit        only the fast unit tests"
 	@echo "make lock        re-resolve requirements-py*.lock from requirements*.txt, on purpose (then make test)"
 	@echo "make test-latest unit + real-model tests in $(LATEST_VENV) with the newest release of everything"
@@ -154,7 +154,6 @@ smoke: venv
 
 test: venv lint
 	$(PY) -m pytest -q -p no:cacheprovider tests
-	$(MAKE) --no-print-directory colab-rehearsal
 
 unit: venv
 	$(PY) -m pytest -q -p no:cacheprovider $(UNIT_TESTS)

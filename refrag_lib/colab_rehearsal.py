@@ -289,11 +289,13 @@ def unit_tests(work: Path, base: Path) -> dict:
     env = _clean_env(HOME=str(work / "home"))
     subprocess.run([python, "-c", install], check=True, env=env)
     tick = time.perf_counter()
-    done = subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *UNIT_TESTS], cwd=CLONE_DIR,
+    done = subprocess.run([python, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", *UNIT_TESTS], cwd=CLONE_DIR,
                           capture_output=True, text=True, env=env)
     (work / "unit-tests.log").write_text(done.stdout + done.stderr)
-    summary = (done.stdout.strip().splitlines() or ["(no output)"])[-1]
-    return {"ok": done.returncode == 0, "summary": summary, "seconds": round(time.perf_counter() - tick)}
+    lines = done.stdout.strip().splitlines() or ["(no output)"]
+    failed = [line for line in lines if line.startswith(("FAILED ", "ERROR "))]  # named, so that a CI log says which
+    return {"ok": done.returncode == 0, "summary": lines[-1], "failed": failed,
+            "seconds": round(time.perf_counter() - tick)}
 
 
 def report(manifest: Manifest, results: list[dict], units: dict | None, refused: list[dict] = ()) -> str:
@@ -315,6 +317,7 @@ def report(manifest: Manifest, results: list[dict], units: dict | None, refused:
     if units:
         lines.append(f"unit tests at Colab's versions: {'pass' if units['ok'] else 'FAIL'} ({units['summary']}, "
                      f"{units['seconds']} s)")
+        lines.extend(f"  {line}" for line in units.get("failed", []))
     return "\n".join(lines)
 
 

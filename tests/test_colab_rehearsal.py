@@ -58,5 +58,8 @@ def test_report_names_every_replaced_package_and_failure():
     assert "Colab packages replaced: ipykernel 6.17.1 -> 7.4.0" in text
     assert "packages added (2): gguf, papermill" in text
     assert "03_cpt                   FAIL" in text and "run 02 first" in text and "unit tests" in text
+    units = {"ok": False, "summary": "1 failed, 2 passed", "seconds": 5,
+             "failed": ["FAILED tests/test_x.py::test_y - assert 1 == 2"]}
+    assert "  FAILED tests/test_x.py::test_y" in rehearsal.report(manifest, results, units, refused)
     clean = rehearsal.report(manifest, results[:1], None)
     assert "Colab packages replaced: none" in clean
