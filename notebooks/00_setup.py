@@ -47,6 +47,7 @@ if "google.colab" in sys.modules:
 SMOKE = False  # nothing to shrink here; kept so every notebook takes the same parameters
 PRESET = "auto"  # auto: chosen by the GPU present (cpu without one); or cpu, t4, a100, paper
 RUN_DIR = ""
+PACK = ""  # a teacher's pack (local or Drive path, or https URL): verified, added to RUN_DIR, its stages loaded
 
 # %% [markdown]
 # ## Versions, device, models, disk
@@ -65,6 +66,22 @@ checks = environment_checks(PRESET, Path(RUN_DIR) if RUN_DIR else None)
 print(format_checks(checks))
 if not all(check.ok for check in checks):
     raise CourseError("Fix the FIX lines above, then run this notebook again.")
+
+# %% [markdown]
+# ## A teacher's pack, checked before the workshop
+#
+# Training notebooks 02-05 takes the better part of an hour on a laptop CPU. In a workshop the teacher
+# hands out a pack instead: one file with a finished run's trained weights, index and metrics (`make pack`,
+# README "Teaching this course"). Put its path (a Google Drive path in Colab, or an https address) in `PACK`
+# above, here and in every later notebook: each then loads the stages the pack holds instead of training
+# them. This cell checks the pack now, before the workshop starts: that it can be reached, that every file
+# in it is whole (its sha256 matches the pack's manifest), and that it was made for this preset, k and
+# SMOKE. Nothing is written.
+
+# %%
+from refrag_lib.pack import check_before_workshop
+
+print(check_before_workshop(PACK, PRESET, RUN_DIR, SMOKE))
 
 # %% [markdown]
 # ## The models load and the decoder speaks

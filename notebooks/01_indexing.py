@@ -48,6 +48,7 @@ if "google.colab" in sys.modules:
 SMOKE = False  # True: a 200-passage corpus and 80 questions (about a minute on a laptop CPU)
 PRESET = "auto"  # auto: chosen by the GPU present (cpu without one); or cpu, t4, a100, paper
 RUN_DIR = ""
+PACK = ""  # a teacher's pack (local or Drive path, or https URL): verified, added to RUN_DIR, its stages loaded
 PASSAGES = ""  # path of your own corpus (.jsonl, or .txt with one passage per line); empty: the course corpus
 QUESTIONS = ""  # path of your own questions (.jsonl: question, answers; gold_passage_id optional); empty: the course's
 BATCH_SIZE = 32
@@ -57,7 +58,7 @@ PROGRESS = True
 # %%
 from refrag_lib.notebooks import start
 
-run = start(PRESET, RUN_DIR, SMOKE)
+run = start(PRESET, RUN_DIR, SMOKE, pack=PACK)
 
 import numpy as np
 

@@ -54,6 +54,7 @@ if "google.colab" in sys.modules:
 SMOKE = False  # True: a few training steps, to check the notebook runs (about 2 minutes on a laptop CPU)
 PRESET = "auto"  # auto: chosen by the GPU present (cpu without one); or cpu, t4, a100, paper
 RUN_DIR = ""
+PACK = ""  # a teacher's pack (local or Drive path, or https URL): verified, added to RUN_DIR, its stages loaded
 K = 0  # tokens per chunk; 0: the preset's k (16)
 CONTEXT_TOKENS = 256  # s: the longest text reconstructed (16 chunks of k 16)
 STEPS = 0  # training steps of the curriculum run; 0: the preset's budget (cpu 320, t4 1200, a100 1500)
@@ -78,7 +79,7 @@ DOCUMENTS = ""  # your own long texts to train on (.jsonl with "text", or .txt, 
 # %%
 from refrag_lib.notebooks import start
 
-run = start(PRESET, RUN_DIR, SMOKE, k=K or None)
+run = start(PRESET, RUN_DIR, SMOKE, k=K or None, pack=PACK)
 
 import matplotlib.pyplot as plt
 

@@ -55,6 +55,7 @@ if "google.colab" in sys.modules:
 SMOKE = False  # True: a few steps of everything, on shorter contexts (a couple of minutes on a laptop CPU)
 PRESET = "auto"  # auto: chosen by the GPU present (cpu without one); or cpu, t4, a100, paper
 RUN_DIR = ""
+PACK = ""  # a teacher's pack (local or Drive path, or https URL): verified, added to RUN_DIR, its stages loaded
 PROGRESS = True
 DOCUMENTS = ""  # your own long texts to train on (.jsonl with "text", or .txt, one per line); empty: the course's
 MIXED_CPT_STEPS = 20  # CPT steps with a random 10 percent of chunks left as tokens (the step before RL)
@@ -85,7 +86,7 @@ SEED = 0
 # %%
 from refrag_lib.notebooks import start
 
-run = start(PRESET, RUN_DIR, SMOKE, seed=SEED)
+run = start(PRESET, RUN_DIR, SMOKE, seed=SEED, pack=PACK)
 
 import math
 

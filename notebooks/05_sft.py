@@ -52,6 +52,7 @@ if "google.colab" in sys.modules:
 SMOKE = False  # True: one SFT step per arm and a handful of questions (under 3 minutes on a laptop CPU)
 PRESET = "auto"  # auto: chosen by the GPU present (cpu without one); or cpu, t4, a100, paper
 RUN_DIR = ""
+PACK = ""  # a teacher's pack (local or Drive path, or https URL): verified, added to RUN_DIR, its stages loaded
 PROGRESS = True
 STEPS = 0  # SFT steps per arm (both arms get the same); 0: the preset's budget (cpu 120: about 5 minutes for both)
 BATCH_SIZE = 1  # questions per step
@@ -63,6 +64,8 @@ GRID_SELECTORS = ["question", "question_rl", "rl", "random", "none"]  # selector
 GRID_FRACTIONS = [0.05, 0.1, 0.25]
 GOLD_FRACTION = 1.0  # share of training questions whose gold passage is put among the K passages
 TRAIN_QUESTIONS = 400  # training questions retrieved for (steps x batch size of them are drawn)
+WORKSHOP = False  # True: the evaluation sized for a workshop slot (refrag_lib.config.WORKSHOP_SIZE: 60 questions,
+# a smaller grid; it replaces EVAL_QUESTIONS, GRID_SELECTORS, GRID_FRACTIONS, TTFT_QUESTIONS, LATENCY_CANDIDATES)
 EVAL_QUESTIONS = 0  # held-out questions (each row reads them all: the slow part on a CPU); 0: the preset's (cpu 150)
 MAX_NEW_TOKENS = 10  # answers are short IDs such as River_033
 TTFT_QUESTIONS = 10  # questions whose TTFT is measured per row (the median over them; 3 left rows within ~25%)
@@ -77,7 +80,7 @@ TRAINED_RUN = ""  # a run folder whose notebook 05 fine-tuned both arms: evaluat
 # %%
 from refrag_lib.notebooks import start
 
-run = start(PRESET, RUN_DIR, SMOKE, seed=SEED)
+run = start(PRESET, RUN_DIR, SMOKE, seed=SEED, pack=PACK)
 
 import copy
 
@@ -86,6 +89,7 @@ from IPython.display import HTML, display
 
 from refrag_lib.answering import generate_answer, selection_input
 from refrag_lib.checkpoint import model_identity
+from refrag_lib.config import WORKSHOP_SIZE
 from refrag_lib.data import default_data_dir, load_qa
 from refrag_lib.index import load_chunk_store, load_retriever, load_run_index
 from refrag_lib.intervals import format_interval
@@ -105,6 +109,10 @@ from refrag_lib.selectors import make_selector
 from refrag_lib.sft import PassageChunks, SFTConfig, finished_arm, load_start_model, train_arm
 from refrag_lib.sft_plots import examples_html, plot_em_ttft, plot_selector_grid, plot_sft_losses
 
+if WORKSHOP and not SMOKE:  # the workshop size takes the place of these parameters
+    EVAL_QUESTIONS, TTFT_QUESTIONS = WORKSHOP_SIZE.eval_questions, WORKSHOP_SIZE.ttft_questions
+    GRID_SELECTORS, GRID_FRACTIONS = list(WORKSHOP_SIZE.grid_selectors), list(WORKSHOP_SIZE.grid_fractions)
+    LATENCY_CANDIDATES = WORKSHOP_SIZE.latency_candidates
 steps = 1 if SMOKE else STEPS or run.preset.budget.sft_steps
 eval_questions = 4 if SMOKE else EVAL_QUESTIONS or run.preset.budget.eval_questions
 train_questions = 40 if SMOKE else TRAIN_QUESTIONS

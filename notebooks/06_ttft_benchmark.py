@@ -48,9 +48,11 @@ if "google.colab" in sys.modules:
 SMOKE = False
 PRESET = "auto"  # auto: chosen by the GPU present (cpu without one); or cpu, t4, a100, paper
 RUN_DIR = ""
+PACK = ""  # a teacher's pack (local or Drive path, or https URL): verified, added to RUN_DIR, its stages loaded
 PROGRESS = True
 THREADS = 0  # torch CPU threads; 0 keeps torch's default (1 helps on a machine busy with other work)
 REPEATS = 5  # timed repeats per point (median and IQR are reported)
+WORKSHOP = False  # True: sized for a workshop slot (refrag_lib.config.WORKSHOP_SIZE.bench_repeats replaces REPEATS)
 WARMUP = 1  # discarded runs before timing
 DECODE_TOKENS = 16  # o: tokens decoded with the KV cache for TTIT
 
@@ -58,11 +60,12 @@ DECODE_TOKENS = 16  # o: tokens decoded with the KV cache for TTIT
 import torch
 
 from refrag_lib import analytic, bench, bench_plots
+from refrag_lib.config import WORKSHOP_SIZE
 from refrag_lib.data import default_data_dir, load_passages, load_qa
 from refrag_lib.model import load_refrag
 from refrag_lib.notebooks import start
 
-run = start(PRESET, RUN_DIR, SMOKE)
+run = start(PRESET, RUN_DIR, SMOKE, pack=PACK)
 if THREADS:
     torch.set_num_threads(THREADS)
 model = load_refrag(run.preset).eval()  # untrained projector: same TTFT as a trained one
@@ -71,7 +74,8 @@ question = load_qa(default_data_dir() / "qa_eval.jsonl")[0].question
 probe = bench.build_workload(model, passages, question, s=1)
 sweep = bench.default_sweep(model.device, model.window, probe.question_tokens, SMOKE)
 if not SMOKE:
-    sweep.update(repeats=REPEATS, warmup=WARMUP, decode_tokens=DECODE_TOKENS)
+    sweep.update(repeats=WORKSHOP_SIZE.bench_repeats if WORKSHOP else REPEATS, warmup=WARMUP,
+                 decode_tokens=DECODE_TOKENS)
 RAG_PASSAGES = (1, 3) if SMOKE else (1, 10)  # SMOKE: the REFRAG grid then stops near 64 passages, not 256
 REFINE_STEPS = 0 if SMOKE else 2  # bisection steps of the same-latency search
 SAME_LATENCY_REPEATS = 2 if SMOKE else sweep["repeats"]

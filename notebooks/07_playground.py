@@ -56,6 +56,7 @@ if "google.colab" in sys.modules:
 SMOKE = False  # the playground is the same either way; SMOKE runs read the SMOKE models
 PRESET = "auto"  # auto: chosen by the GPU present (cpu without one); or cpu, t4, a100, paper
 RUN_DIR = ""
+PACK = ""  # a teacher's pack (local or Drive path, or https URL): verified, added to RUN_DIR, its stages loaded
 QUESTION = ""  # empty: a question from the evaluation split
 K = 0  # 0: the run's k
 P = 0.25
@@ -70,7 +71,7 @@ from refrag_lib.data import default_data_dir, load_qa
 from refrag_lib.notebooks import start
 from refrag_lib.playground import Playground, controls, render_html
 
-run = start(PRESET, RUN_DIR, SMOKE)
+run = start(PRESET, RUN_DIR, SMOKE, pack=PACK)
 playground = Playground(run)
 print(f"trained compression rates: k in {playground.ks}; {playground.n_passages()} passages in the index")
 example = load_qa(QUESTIONS or default_data_dir() / "qa_eval.jsonl")[0]

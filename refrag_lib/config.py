@@ -17,6 +17,23 @@ OFFLINE_DECODER = "offline:SmolLM2-135M-Instruct"
 
 
 @dataclass(frozen=True)
+class WorkshopSize:
+    """The evaluation of notebooks 05 and 06 with WORKSHOP = True: sized so that, from a teacher's pack,
+    05, 06 and 07 together fit a workshop slot (README, "Teaching this course", has their measured times on
+    a 2-core CPU). Fewer questions mean wider intervals: the notebooks print them."""
+
+    eval_questions: int = 60  # notebook 05: held-out questions per row (the default cpu size: 150)
+    grid_selectors: tuple[str, ...] = ("question_rl", "random", "none")  # 05's selector x p grid
+    grid_fractions: tuple[float, ...] = (0.1, 0.25)
+    ttft_questions: int = 5  # 05: questions whose TTFT is measured per row
+    latency_candidates: int = 4  # 05: REFRAG passage counts timed in the equal-latency search
+    bench_repeats: int = 3  # notebook 06: timed repeats per point
+
+
+WORKSHOP_SIZE = WorkshopSize()
+
+
+@dataclass(frozen=True)
 class Budget:
     """Training steps and held-out sizes of notebooks 02-05 on one kind of device.
 

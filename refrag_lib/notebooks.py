@@ -89,8 +89,10 @@ def sync_notebooks(check: bool = False) -> list[str]:
     return stale
 
 
-def start(preset: str = "cpu", run_dir: str = "", smoke: bool = False, k: int | None = None, seed: int = 0):
-    """A notebook's first step after its parameters: open the run folder, seed, say where we are."""
+def start(preset: str = "cpu", run_dir: str = "", smoke: bool = False, k: int | None = None, seed: int = 0,
+          pack: str = ""):
+    """A notebook's first step after its parameters: open the run folder, add a teacher's pack to it if one
+    is given (verified first; the training cells then load the stages it holds), seed, say where we are."""
     import platform
 
     import torch
@@ -108,4 +110,10 @@ def start(preset: str = "cpu", run_dir: str = "", smoke: bool = False, k: int | 
     where = torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({platform.processor() or platform.machine()})"
     print(f"preset {run.preset.name} (k={run.preset.k}, {run.preset.dtype}) on {where}; SMOKE={smoke}")
     print(f"artifacts in {run.root}")
+    if pack:
+        from .pack import summary, unpack
+
+        manifest = unpack(pack, run.root, run.preset.name, run.preset.k, smoke=smoke)
+        print(f"{'pack already in the run folder' if manifest.get('already') else 'unpacked'}: {summary(manifest)}; "
+              "the training cells load these stages instead of training them")
     return run

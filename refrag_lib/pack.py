@@ -22,14 +22,18 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+from contextlib import nullcontext
 from pathlib import Path, PurePosixPath
 
 from .errors import CourseError
 
 MANIFEST = "manifest.json"
 FORMAT = 1
+# Written into a run folder by unpack: which pack it holds, so that opening the same pack again (every notebook
+# with PACK set does) finds it there, even after a notebook has rewritten its evaluation into metrics.json.
+UNPACKED = "unpacked-pack.json"
 # Folders of a run that are not results: resumable state, executed notebooks, pages and screenshots.
-LEFT_OUT = {"checkpoint", "executed", "playground", "browser"}
+LEFT_OUT = {"checkpoint", "executed", "playground", "browser", UNPACKED}
 # What a pack may hold: tensors in safetensors, the FAISS index, text. Nothing a loader could unpickle.
 ALLOWED_SUFFIXES = {".safetensors", ".json", ".jsonl", ".faiss", ".csv", ".txt"}
 PACKAGES = ("torch", "transformers", "accelerate", "safetensors", "faiss-gpu-cu12", "faiss-cpu", "numpy")
@@ -174,33 +178,93 @@ def read_manifest(tar: tarfile.TarFile, source: Path) -> dict:
     return manifest
 
 
-def unpack(source: str, run_dir: Path, preset: str, k: int, cache_dir: Path | None = None) -> dict:
+def unpack(source: str, run_dir: Path, preset: str, k: int, cache_dir: Path | None = None,
+           smoke: bool | None = None) -> dict:
     """Verify a pack completely, then add its files to run_dir; returns its manifest.
 
     Nothing is written before every check has passed; a file already in run_dir is left as it is when it
-    is the same, and refused when it differs (the learner's own run is never overwritten).
+    is the same, and refused when it differs (the learner's own run is never overwritten). A pack already
+    unpacked into run_dir is not unpacked again (manifest["already"] is then True).
     """
     run_dir = Path(run_dir)
     path = fetch(source, cache_dir or run_dir.parent / ".packs")
+    record = run_dir / UNPACKED
+    if record.exists() and json.loads(record.read_text()).get("manifest_sha256") == _manifest_sha256(path):
+        manifest = _opened(path, lambda tar: read_manifest(tar, path))
+        _check_identity(manifest, path, preset, k, smoke)
+        return {**manifest, "already": True}
     staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=run_dir.parent if run_dir.parent.exists() else None))
     try:
-        try:
-            with tarfile.open(path, "r:") as tar:
-                manifest = _verify_into(tar, path, staging, preset, k)
-        except (tarfile.TarError, EOFError, json.JSONDecodeError) as err:
-            raise PackError(f"{path} is truncated or not a course pack ({err}): download or copy it again.") from None
+        manifest = _opened(path, lambda tar: _verify_into(tar, path, staging, preset, k, smoke))
         _install(staging, run_dir, manifest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"pack": str(source), "manifest_sha256": _manifest_sha256(path)}, indent=1))
     return manifest
 
 
-def _verify_into(tar: tarfile.TarFile, path: Path, staging: Path, preset: str, k: int) -> dict:
-    manifest = read_manifest(tar, path)
+def verify(source: str, preset: str, k: int, cache_dir: Path, smoke: bool | None = None) -> dict:
+    """Check a pack as unpack does (reachable, whole, every hash, made for this preset and k), writing nothing
+    but the download of an https pack: what notebook 00 runs before a workshop."""
+    path = fetch(source, cache_dir)
+    return _opened(path, lambda tar: _verify_into(tar, path, None, preset, k, smoke))
+
+
+def check_before_workshop(source: str, preset: str, run_dir: str = "", smoke: bool = False) -> str:
+    """Notebook 00's check of PACK (reachable, whole, made for this preset, k and SMOKE), as one line."""
+    from .config import get_preset
+    from .runs import runs_root
+
+    if not source:
+        return "no PACK given: notebooks 02-05 train their stages themselves"
+    resolved = get_preset(preset)
+    cache = (Path(run_dir).parent if run_dir else runs_root()) / ".packs"
+    manifest = verify(source, resolved.name, resolved.k, cache, smoke=smoke)
+    return f"PACK {source} is whole and fits this preset: {summary(manifest)}"
+
+
+def _opened(path: Path, read):
+    """read(tar) on the pack at path, with a damaged archive reported as such."""
+    try:
+        with tarfile.open(path, "r:") as tar:
+            return read(tar)
+    except (tarfile.TarError, EOFError, json.JSONDecodeError) as err:
+        raise PackError(f"{path} is truncated or not a course pack ({err}): download or copy it again.") from None
+
+
+def _manifest_sha256(path: Path) -> str:
+    """The sha256 of a pack's manifest: it names every file by its hash, so it names the whole pack."""
+    def digest(tar):
+        first = tar.next()
+        return hashlib.sha256(tar.extractfile(first).read()).hexdigest() if first is not None else ""
+    return _opened(path, digest)
+
+
+def summary(manifest: dict) -> str:
+    """One line on what a pack holds."""
+    size = sum(entry["size"] for entry in manifest["files"].values())
+    return (f"{len(manifest['files'])} files, {size / 2**20:,.0f} MiB, preset {manifest['preset']}, k = {manifest['k']}"
+            f"{', SMOKE' if manifest.get('smoke') else ''}; stages {', '.join(manifest['stages'])}; made by course "
+            f"{manifest.get('course_version')} at commit {str(manifest.get('commit'))[:10]}")
+
+
+def _check_identity(manifest: dict, path: Path, preset: str, k: int, smoke: bool | None = None) -> None:
     if manifest.get("preset") != preset or manifest.get("k") != k:
         raise PackError(f"{path} was made with preset {manifest.get('preset')!r}, k = {manifest.get('k')}; this "
                         f"notebook runs preset {preset!r}, k = {k}: set PRESET (and K) to match, or use a pack "
                         "made for your preset.")
+    if smoke is not None and bool(manifest.get("smoke")) != smoke:
+        made, runs = ("a SMOKE run", "full-size") if manifest.get("smoke") else ("a full-size run", "SMOKE")
+        raise PackError(f"{path} was made by {made} and this notebook runs {runs} (SMOKE = {smoke}): set SMOKE "
+                        "to match, or use the other pack.")
+
+
+def _verify_into(tar: tarfile.TarFile, path: Path, staging: Path | None, preset: str, k: int,
+                 smoke: bool | None = None) -> dict:
+    """Check every member against the manifest, writing each into staging (None: check only)."""
+    manifest = read_manifest(tar, path)
+    _check_identity(manifest, path, preset, k, smoke)
     expected = manifest.get("files", {})
     seen = set()
     while (member := tar.next()) is not None:  # the members after the manifest, read once, in order
@@ -214,13 +278,14 @@ def _verify_into(tar: tarfile.TarFile, path: Path, staging: Path, preset: str, k
         entry = expected.get(name.as_posix())
         if entry is None:
             raise PackError(f"{path} holds {member.name!r}, which its manifest does not list: do not use it.")
-        target = staging / name
-        target.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
-        with tar.extractfile(member) as data, target.open("wb") as out:
+        if staging is not None:
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+        with tar.extractfile(member) as data, (staging / name).open("wb") if staging else nullcontext() as out:
             while block := data.read(CHUNK):
                 digest.update(block)
-                out.write(block)
+                if out is not None:
+                    out.write(block)
         if member.size != entry["size"] or digest.hexdigest() != entry["sha256"]:
             raise PackError(f"{member.name} in {path} does not match its manifest (size or sha256): the pack is "
                             "damaged; download or copy it again.")
@@ -255,23 +320,28 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(args.run_dir)
     out = Path(args.out) if args.out else run_dir.with_name(run_dir.name + "-pack.tar")
     manifest = make_pack(run_dir, out)
-    size = sum(entry["size"] for entry in manifest["files"].values())
-    print(f"wrote {out}: {len(manifest['files'])} files, {size / 2**20:.0f} MiB, preset {manifest['preset']}, "
-          f"k = {manifest['k']}, stages {', '.join(manifest['stages'])}")
+    print(f"wrote {out}: {summary(manifest)}")
     return 0
 
 
 def unpack_main(argv: list[str] | None = None) -> int:
-    """`python -m refrag_lib unpack PACK --preset P --run-dir DIR`: verify a pack, then add it to a run folder."""
+    """`python -m refrag_lib unpack PACK --preset P --run-dir DIR`: verify a pack, then add it to a run folder
+    (`--check`: verify only)."""
     from .config import get_preset
 
     parser = argparse.ArgumentParser(prog="python -m refrag_lib unpack", description=unpack_main.__doc__)
     parser.add_argument("pack", help="a local path or an https URL")
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--k", type=int, default=None)
-    parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--run-dir", help="the run folder to add the pack to (not needed with --check)")
+    parser.add_argument("--check", action="store_true", help="verify the pack (every hash, preset, k), write nothing")
     args = parser.parse_args(argv)
     preset = get_preset(args.preset, k=args.k)
+    if args.check:
+        print(f"{args.pack} is whole: {summary(verify(args.pack, preset.name, preset.k, Path('.packs')))}")
+        return 0
+    if not args.run_dir:
+        parser.error("--run-dir is needed to unpack (or give --check)")
     manifest = unpack(args.pack, Path(args.run_dir), preset.name, preset.k)
-    print(f"unpacked {len(manifest['files'])} files (stages {', '.join(manifest['stages'])}) into {args.run_dir}")
+    print(f"{'already in' if manifest.get('already') else 'unpacked into'} {args.run_dir}: {summary(manifest)}")
     return 0

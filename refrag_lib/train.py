@@ -40,6 +40,7 @@ from .checkpoint import (
     load_weights,
     model_identity,
     part_tensors,
+    read_metadata,
     save_state,
     write_weights,
 )
@@ -323,6 +324,15 @@ def train(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     guard_folder(out_dir, identity)
+    settings = json.loads(json.dumps(asdict(cfg)))  # as the weights' metadata stores them
+    done_before = finished_history(out_dir, cfg.steps, settings) if resume else None
+    if done_before is not None:  # a stage that finished here (an SFT arm, a teacher's pack): load, do not retrain
+        load_weights(out_dir / WEIGHTS, model, identity, stage=task.name)
+        print(f"loaded the finished {task.name} run from {out_dir / WEIGHTS} ({cfg.steps} steps); nothing to train")
+        for module in (model.encoder, model.projector, model.decoder):
+            module.eval()
+        return TrainResult(model, done_before, {**summarise(done_before, cfg, task.parts, True), "loaded": True,
+                                                "mixed_precision": mixed_precision(model, cfg)})
     tracker_names = _trackers(list(trackers or []))
     accelerator = Accelerator(
         mixed_precision=mixed_precision(model, cfg),
@@ -402,7 +412,8 @@ def train(
     if finished:
         weights = part_tensors(model, parts)  # every process: gathers the shards under FSDP
         if accelerator.is_main_process:
-            write_weights(out_dir / WEIGHTS, weights, parts, {**metadata, "step": str(cfg.steps)})
+            write_weights(out_dir / WEIGHTS, weights, parts,
+                          {**metadata, "step": str(cfg.steps), "config": json.dumps(settings, sort_keys=True)})
             if not keep_state:
                 shutil.rmtree(out_dir / STATE_DIR, ignore_errors=True)
         accelerator.wait_for_everyone()
@@ -410,6 +421,27 @@ def train(
         module.eval()
     return TrainResult(model, history, {**summarise(history, cfg, parts, finished),
                                         "mixed_precision": accelerator.mixed_precision})
+
+
+def finished_history(out_dir: Path, steps: int, settings: dict) -> list[dict] | None:
+    """The logged steps of a run that finished in out_dir and left no resumable state behind (SFT arms drop
+    it; a teacher's pack never holds it), or None when there is none to load. A finished run trained with
+    other settings is refused, as a checkpoint is: loading it would pass it off as the learner's settings."""
+    weights = out_dir / WEIGHTS
+    if (out_dir / STATE_DIR).exists() or not weights.exists():
+        return None
+    metadata = read_metadata(weights)
+    saved = json.loads(metadata.get("config", "null"))
+    if saved is not None and saved != settings:
+        changed = sorted(k for k in {**saved, **settings} if saved.get(k) != settings.get(k))
+        raise CourseError(
+            f"{weights} holds a finished run trained with other settings ({', '.join(changed)}). Set them back "
+            f"to load it, or give another RUN_DIR (or delete {out_dir}) to train with yours."
+        )
+    history = _read_history(out_dir / "metrics.jsonl", steps)
+    if metadata.get("step") != str(steps) or len(history) != steps:
+        return None  # weights written before the settings were stored, for another number of steps
+    return history
 
 
 def _totals(stats: list[TokenStats], device) -> torch.Tensor:

@@ -37,11 +37,30 @@ def test_pack_carries_results_only_and_unpacks_the_same(tmp_path):
                                          "recon/weights.safetensors"]
     assert (manifest["preset"], manifest["k"], manifest["stages"]) == ("cpu", 16, ["index", "recon"])
     assert manifest["packages"]["torch"] and manifest["course_version"]
-    unpack(str(tmp_path / "pack.tar"), tmp_path / "fresh", "cpu", 16)
-    assert files_of(tmp_path / "fresh") == {name: (run / name).read_bytes() for name in manifest["files"]}
-    unpack(str(tmp_path / "pack.tar"), tmp_path / "fresh", "cpu", 16)  # again: the same files, nothing to do
+    assert not unpack(str(tmp_path / "pack.tar"), tmp_path / "fresh", "cpu", 16).get("already")
+    unpacked = files_of(tmp_path / "fresh")
+    assert unpacked.pop(pack.UNPACKED) and unpacked == {name: (run / name).read_bytes() for name in manifest["files"]}
+    # every notebook with PACK set opens it again, after earlier ones rewrote their evaluation: nothing to do
+    rewritten = {"preset": "cpu", "k": 16, "smoke": True, "evaluated": "again"}
+    (tmp_path / "fresh" / "recon" / "metrics.json").write_text(json.dumps(rewritten))
+    assert unpack(str(tmp_path / "pack.tar"), tmp_path / "fresh", "cpu", 16)["already"]
+    with pytest.raises(PackError, match="made with preset 'cpu'"):  # the record does not skip the identity check
+        unpack(str(tmp_path / "pack.tar"), tmp_path / "fresh", "t4", 16)
     with pytest.raises(PackError, match="exists"):
         make_pack(run, tmp_path / "pack.tar")
+    assert pack.UNPACKED not in make_pack(tmp_path / "fresh", tmp_path / "again.tar")["files"]
+
+
+def test_checking_a_pack_verifies_everything_and_writes_nothing(good_pack, tmp_path):
+    before = files_of(tmp_path)
+    assert pack.verify(str(good_pack), "cpu", 16, tmp_path / "cache")["stages"] == ["index", "recon"]
+    assert files_of(tmp_path) == before
+    with pytest.raises(PackError, match="made by a SMOKE run and this notebook runs full-size"):
+        pack.verify(str(good_pack), "cpu", 16, tmp_path / "cache", smoke=False)
+    flipped = rewrite(good_pack, tmp_path / "flipped.tar",
+                      lambda n, d: (n, d[:-1] + b"?") if n == "index/passages.faiss" else (n, d))
+    with pytest.raises(PackError, match="does not match its manifest"):
+        pack.verify(str(flipped), "cpu", 16, tmp_path / "cache")
 
 
 def rewrite(source, target, change):

@@ -153,6 +153,26 @@ def test_resume_with_other_settings_or_identity_is_refused(tmp_path):
         run_tiny(tmp_path, config(steps=4))
 
 
+def test_a_finished_run_without_its_state_is_loaded_not_retrained(tmp_path):
+    """What a teacher's pack and the SFT arms leave: weights and metrics.jsonl, no resumable state."""
+    cfg = config(steps=4)
+    trained = run_tiny(tmp_path, cfg)
+    import shutil
+
+    shutil.rmtree(tmp_path / STATE_DIR)
+    packed = (tmp_path / WEIGHTS).read_bytes()
+    loaded = run_tiny(tmp_path, cfg)  # a fresh model: its weights must come from the file
+    assert loaded.summary["loaded"] and loaded.summary["finished"] and loaded.history == trained.history
+    for name, value in weights(trained.model).items():
+        torch.testing.assert_close(weights(loaded.model)[name], value, rtol=0, atol=0)
+    assert (tmp_path / WEIGHTS).read_bytes() == packed
+    with pytest.raises(CourseError, match=r"finished run trained with other settings \(lr, steps\)"):
+        run_tiny(tmp_path, replace(cfg, steps=6, lr=1e-3))
+    assert (tmp_path / WEIGHTS).read_bytes() == packed  # refused before anything was written
+    retrained = run_tiny(tmp_path, cfg, resume=False)  # asked to start over: it trains
+    assert "loaded" not in retrained.summary and retrained.summary["finished"]
+
+
 def test_a_weights_file_with_other_tensor_names_is_refused(tmp_path):
     from safetensors.torch import load_file, save_file
 
