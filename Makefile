@@ -160,6 +160,7 @@ unit: venv
 
 lint: venv
 	$(VENV)/bin/ruff check refrag_lib tests notebooks colab
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/nbstripout --verify notebooks/*.ipynb
 	$(PY) -m refrag_lib notebooks --check
 

@@ -81,7 +81,7 @@ if not all(check.ok for check in checks):
 # %%
 from refrag_lib.pack import check_before_workshop
 
-print(check_before_workshop(PACK, PRESET, RUN_DIR, SMOKE))
+print(check_before_workshop(PACK, PRESET, SMOKE))
 
 # %% [markdown]
 # ## The models load and the decoder speaks

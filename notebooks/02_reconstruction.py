@@ -263,7 +263,8 @@ plt.show()
 # metrics in `metrics.jsonl`, a resumable safetensors checkpoint. Each step fills
 # about the same number of decoder positions, so a one-chunk step holds many short examples and a
 # sixteen-chunk step few long ones. If the kernel dies (a Colab disconnect), re-run this cell: it
-# resumes from the last checkpoint.
+# resumes from the last checkpoint. A run that finished in `RUN_DIR/recon/` (a teacher's `PACK`) is
+# loaded instead of trained: seconds instead of minutes, and the curve below then has its two ends only.
 #
 # The run is cut into `CURVE_POINTS` segments: after each, the vectors are probed on held-out
 # windows (below). Resuming is exact, so the weights are those of one uninterrupted run.
@@ -489,7 +490,7 @@ else:
 # | the default, fused AdamW, bf16 scores (latest) | 320, 370 | 36 | 2.94 [2.79, 3.08] | 0.68 | +0.223 [0.199, 0.245] |
 #
 # The rows above the last were scored in fp32. Scored under bf16 autocast (as training; now the default,
-# `train.in_training_precision`) the same weights moved by at most 0.007 nats and 0.004 accuracy at one
+# `precision.in_training_precision`) the same weights moved by at most 0.007 nats and 0.004 accuracy at one
 # chunk, and by 0.001 nats at 4 and 16 chunks, far inside every interval, in half the time.
 #
 # At 16 chunks the same rows gain 0.19 (75% one chunk), 0.23 (warm-up 15%), 0.20 (encoder 2e-4), 0.25

@@ -80,8 +80,9 @@ import matplotlib.pyplot as plt
 from refrag_lib.evaluate import cpt_arms, cpt_windows, paired_cpt
 from refrag_lib.intervals import format_interval
 from refrag_lib.model import load_refrag
-from refrag_lib.train import COURSE_LR, TrainConfig, load_trained, tokenized_documents, train_stage
+from refrag_lib.train import COURSE_LR, TrainConfig, tokenized_documents, train_stage
 from refrag_lib.train_plots import plot_log_ppl_bars, plot_loss_curves
+from refrag_lib.trained import load_trained
 
 budget = run.preset.budget
 steps = 8 if SMOKE else STEPS or budget.cpt_steps
@@ -108,6 +109,8 @@ print(f"reconstruction run: {recon['steps_done']} steps, held-out log-ppl by chu
 # During training a random 10% of chunks stay as ordinary tokens (p = 0.1): the paper ends CPT with
 # such mixed inputs so that the decoder can read sequences where some chunks are expanded, which is
 # what the policy of notebook 04 produces. We fold that phase into this one to save time.
+#
+# A CPT run that finished in `RUN_DIR/cpt/` (a teacher's `PACK`) is loaded instead of trained.
 
 # %%
 config = TrainConfig(stage="cpt", steps=steps, context_tokens=CONTEXT_TOKENS,
@@ -260,7 +263,7 @@ print("wrote", path)
 # * **REFRAG-16 now beats the last 16 tokens** at the same decoder length, by 0.13 nats with an interval
 #   clear of 0, as in the paper (the bf16 runs from their own stage 1: by 0.07 and 0.09, intervals clear).
 #   The rows above the last were scored in fp32; scored under bf16, every CPT arm moves by less than
-#   0.003 nats on the same weights (`train.in_training_precision`).
+#   0.003 nats on the same weights (`precision.in_training_precision`).
 #   Both levers pay: three times the learning rate (+0.03 nats in the same
 #   80 steps) and more steps (+0.06 for twice as many). The default takes both within the CPU budget:
 #   120 steps at 3e-4 (222 s) beat 160 steps at 1e-4 (288 s). CPT's gradients stay calm (largest norm

@@ -106,8 +106,9 @@ from refrag_lib.qa_eval import (
 from refrag_lib.ready_index import READY_FOLDER, build_ready_index, format_answer, load_ready_index
 from refrag_lib.runs import open_run
 from refrag_lib.selectors import make_selector
-from refrag_lib.sft import PassageChunks, SFTConfig, finished_arm, load_start_model, train_arm
+from refrag_lib.sft import PassageChunks, SFTConfig, finished_arm, train_arm
 from refrag_lib.sft_plots import examples_html, plot_em_ttft, plot_selector_grid, plot_sft_losses
+from refrag_lib.trained import load_start_model
 
 if WORKSHOP and not SMOKE:  # the workshop size takes the place of these parameters
     EVAL_QUESTIONS, TTFT_QUESTIONS = WORKSHOP_SIZE.eval_questions, WORKSHOP_SIZE.ttft_questions
@@ -198,7 +199,8 @@ print(f"RAG-FT reads {input_positions(prompt, [True] * len(expand))} positions; 
 # after an interruption. Every step draws its questions from a generator seeded by the step number, so
 # both arms see exactly the same questions and passages. With `GOLD_FRACTION = 1` the gold passage is
 # put among the K passages (at a random place) when retrieval missed it: a model trained on
-# passages that do not hold the answer learns to guess IDs, not to read them.
+# passages that do not hold the answer learns to guess IDs, not to read them. An arm that finished in
+# `RUN_DIR/sft/<arm>/` (an earlier run of this cell, or a teacher's `PACK`) is loaded, not trained again.
 
 # %%
 identity = model_identity(run.preset, "sft")

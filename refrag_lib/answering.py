@@ -17,14 +17,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .bench import quartiles_ms, ttft_once
 from .errors import CourseError
 from .index import ChunkStore
 from .lexical import WordRarity
 from .model import RefragModel, Segments
+from .precision import CPU_BF16, cpu_bf16_autocast
 from .qa import QAItem, build_prompt, clean_prediction, input_positions
-from .selectors import ScoredExample, Selector
-from .train import CPU_BF16, cpu_bf16_autocast
+from .selectors import ScoredExample, Selector, make_selector
+from .timing import quartiles_ms, ttft_once
 
 ARMS = ("rag", "refrag")
 
@@ -83,7 +83,7 @@ def prepare(model: RefragModel, item: QAItem, rows: Sequence[int], store: ChunkS
 def answer_questions(model: RefragModel, prepared: Sequence[Prepared], max_new_tokens: int = 12,
                      batch_size: int = 8, cpu_bf16: bool = CPU_BF16) -> list[str]:
     """Greedy answers, a left-padded batch at a time, chunk vectors from the cache, in training's precision
-    (train.cpu_bf16_autocast). On a CPU with native bf16 they come 1.7-2.1x faster; of notebook 05's 150
+    (precision.cpu_bf16_autocast). On a CPU with native bf16 they come 1.7-2.1x faster; of notebook 05's 150
     held-out questions 146-150 got their fp32 answers, and exact match moved by at most one question. TTFT
     is always timed in the model's own precision (ttft_ms), the rule of notebook 06."""
     answers = []
@@ -136,7 +136,6 @@ def generate_answer(ready, question: str, top_k: int | None = None, p: float | N
     retrieved chunk marked expanded or compressed. selector: a name of selectors.SELECTORS or a Selector
     (default: the one the ready index was evaluated with). arm="rag" with the RAG-FT model reads the same
     passages as tokens; pass `retrieved` (from retrieve_question) to answer both arms from one retrieval."""
-    from .selectors import make_selector
 
     model = model or ready.model
     top_k = ready.top_k if top_k is None else top_k

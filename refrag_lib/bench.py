@@ -22,7 +22,6 @@ import os
 import platform
 import random
 import statistics
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,12 +30,15 @@ from pathlib import Path
 import torch
 
 from .analytic import DecoderShape, kv_cache_bytes, ttft_speedup
+from .config import PRESETS
+from .data import default_data_dir, load_passages, load_qa
 from .errors import CourseError
-from .model import RefragModel, Segments, chunk_ids
+from .model import RefragModel, Segments, chunk_ids, load_refrag
+from .qa import ANSWER_SUFFIX, QUESTION_PREFIX
+from .runs import open_run
+from .timing import Prefilled, clock, quartiles_ms, ttft_once
 
 ARMS = ("rag", "refrag_cache", "refrag_nocache")
-QUESTION_PREFIX = "Question: {question}\nContext:\n"
-ANSWER_SUFFIX = "\nAnswer:"
 CSV_FIELDS = (
     "s", "k", "p", "arm", "positions", "question_tokens", "passages", "ttft_ms_median", "ttft_ms_iqr",
     "encoder_ms_median", "ttit_ms", "tokens_per_s", "kv_bytes", "peak_mem_bytes", "speedup",
@@ -122,13 +124,6 @@ def check_sweep(s_values, k_values, p_values, repeats: int, warmup: int, decode_
 
 
 # ---- clocks and memory ---------------------------------------------------------------------------
-def clock(device: torch.device) -> float:
-    """perf_counter after the device has finished all queued work (CUDA kernels run asynchronously)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
-
-
 def cache_bytes(cache) -> int:
     """Bytes actually held by a KV cache's key and value tensors."""
     return sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
@@ -154,32 +149,6 @@ def prefill_memory_estimate(model: RefragModel, positions: int) -> int:
 
 
 # ---- one arm -------------------------------------------------------------------------------------
-@dataclass
-class Prefilled:
-    """What one timed prefill leaves behind: the first token, the cache, and where the time went."""
-
-    token: torch.Tensor
-    cache: object
-    inputs: object
-    total_s: float
-    encoder_s: float
-
-
-def ttft_once(model: RefragModel, segments: Segments, expand: list[bool], vectors: torch.Tensor | None,
-              encode: bool) -> Prefilled:
-    """The timed region: (encoder when `encode`) -> assembly -> prefill -> argmax of the prefill logits."""
-    device = model.device
-    start = clock(device)
-    if encode:
-        vectors = model.encode_chunks(model.compressed_chunks([segments], [expand]))
-    encoded = clock(device) if encode else start
-    inputs = model.build_inputs([segments], [expand], chunk_vectors=vectors)
-    logits, cache = model.prefill(inputs)
-    token = logits.argmax(dim=-1)
-    end = clock(device)
-    return Prefilled(token, cache, inputs, end - start, encoded - start)
-
-
 def decode_step_seconds(model: RefragModel, run: Prefilled, steps: int) -> list[float]:
     """Greedy KV-cached decoding after a prefill; the wall time of each step (one token each)."""
     device = model.device
@@ -194,15 +163,6 @@ def decode_step_seconds(model: RefragModel, run: Prefilled, steps: int) -> list[
         token = logits.argmax(dim=-1)
         times.append(clock(device) - start)
     return times
-
-
-def quartiles_ms(seconds: Sequence[float]) -> tuple[float, float]:
-    """Median and interquartile range, in milliseconds."""
-    ms = sorted(1000 * t for t in seconds)
-    if len(ms) == 1:
-        return ms[0], 0.0
-    q1, median, q3 = statistics.quantiles(ms, n=4, method="inclusive")
-    return median, q3 - q1
 
 
 def measure_arm(model: RefragModel, segments: Segments, expand: list[bool], arm: str, repeats: int,
@@ -475,10 +435,6 @@ def benchmark(model: RefragModel, passages: Sequence[str], question: str, sweep:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m refrag_lib bench`: the benchmark, written as JSON and CSV under RUN_DIR/bench/."""
-    from .config import PRESETS
-    from .data import default_data_dir, load_passages, load_qa
-    from .model import load_refrag
-    from .runs import open_run
 
     parser = argparse.ArgumentParser(prog="python -m refrag_lib bench", description=main.__doc__)
     parser.add_argument("--preset", default="cpu", choices=[*PRESETS, "auto"])

@@ -1,4 +1,7 @@
-"""The course-level commands: run the notebooks, keep them paired, time model loads."""
+"""The course-level commands: run the notebooks, keep them paired, time model loads.
+
+Each command imports what it needs inside its function: `python -m refrag_lib X` then starts without loading
+the modules (and torch, papermill or jupytext) of every other command."""
 
 from __future__ import annotations
 

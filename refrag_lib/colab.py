@@ -29,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .config import RUN_ROOT_VARIABLE, auto_preset_name, gpu_name
 from .errors import CourseError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -216,8 +217,6 @@ def keep_runs_on_drive() -> str:
     """Mount Google Drive (Colab asks the learner once) and send runs there; returns the runs folder."""
     from google.colab import drive
 
-    from .runs import RUN_ROOT_VARIABLE
-
     try:
         drive.mount(DRIVE_MOUNT)
     except Exception as err:  # Colab raises its own MessageError when access is refused or times out
@@ -239,7 +238,6 @@ def prepare_colab(keep_on_drive: bool = True, clone_dir: str = CLONE_DIR) -> str
     """
     tick = time.perf_counter()
     replaced, added = install_course(clone_dir)
-    from .config import auto_preset_name, gpu_name
 
     gpu = gpu_name()
     preset = auto_preset_name(gpu)

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from .colab import CLONE_DIR, canonical_name, changed_packages, repository_url
 from .errors import CourseError
+from .notebooks import notebook_errors
 from .runs import repo_root
 
 MANIFEST = repo_root() / "colab" / "pip-freeze.gpu.txt"
@@ -45,7 +46,7 @@ KERNEL_AND_TEST_TOOLS = ("ipykernel", "ipywidgets", "notebook", "pytest", "jupyt
 TORCH_CUDA_STACK = re.compile(r"^(nvidia-|cuda-|triton$)")
 KERNEL_NAME = "colab-rehearsal"
 KERNEL_LAUNCH = "import google.colab; from ipykernel.kernelapp import launch_new_instance; launch_new_instance()"
-UNIT_TESTS = ["-m", "not real_models and not notebooks", "--ignore=tests/test_nb09_browser.py", "tests"]
+UNIT_TESTS = ["-m", "not real_models and not notebooks", "--ignore=tests/test_playground_browser.py", "tests"]
 
 
 @dataclass(frozen=True)
@@ -234,8 +235,6 @@ def run_in_colab(notebook: Path, work: Path, base: Path, base_versions: dict, dr
                  refuse_drive: bool = False) -> dict:
     """One notebook in a fresh runtime, as Colab runs it; what it did to the runtime and how it ended."""
     import papermill
-
-    from .notebooks import notebook_errors
 
     runtime = fresh_runtime(work, base)
     env = kernel_env(work, runtime, drive) | ({"COLAB_STANDIN_DRIVE_REFUSED": "1"} if refuse_drive else {})

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from .errors import CourseError
 
 # Model names starting with "offline:" come from PyPI packages (see refrag_lib.hub.OFFLINE_MODELS).
+RUN_ROOT_VARIABLE = "REFRAG_RUN_ROOT"  # where runs go when no RUN_DIR is given (Colab: Google Drive on request)
 OFFLINE_ENCODER = "offline:all-MiniLM-L6-v2"
 OFFLINE_DECODER = "offline:SmolLM2-135M-Instruct"
 
@@ -28,6 +29,7 @@ class WorkshopSize:
     ttft_questions: int = 5  # 05: questions whose TTFT is measured per row
     latency_candidates: int = 4  # 05: REFRAG passage counts timed in the equal-latency search
     bench_repeats: int = 3  # notebook 06: timed repeats per point
+    bench_p_values: tuple[float, ...] = (0.0,)  # 06: REFRAG with no chunk expanded only (the default adds p = 0.1)
 
 
 WORKSHOP_SIZE = WorkshopSize()
@@ -57,7 +59,7 @@ class Budget:
 # A recon/CPT step is about 4 x (decoder parameters) x 512 positions FLOPs (forward, and backward into
 # the frozen decoder's inputs): 0.28 TFLOP for SmolLM2-135M, measured at 1.2-1.7 s (recon) to 1.9-2.0 s (CPT)
 # on the 2-core CPU in fp32 (a default `make course`: 120 CPT steps in 227 s; 320 recon steps in 533 s).
-# Where the CPU multiplies bf16 natively, training runs under bf16 autocast (train.mixed_precision): the
+# Where the CPU multiplies bf16 natively, training runs under bf16 autocast (precision.mixed_precision): the
 # same steps take 1.5x less time (`python -m refrag_lib loss-speed`).
 # Reconstruction gets 320 steps on the CPU: its one-chunk accuracy was still rising there (lever table).
 # CPT gets 120: at LR 3e-4 they take REFRAG-16 past the last s/k tokens, which 80 steps at 1e-4 only tied.

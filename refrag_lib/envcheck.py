@@ -16,6 +16,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .config import PRESETS, get_preset
+from .runs import runs_root
+
 # What the course imports, by distribution name (faiss ships as one of two).
 PACKAGES = ("torch", "transformers", "accelerate", "safetensors", ("faiss-gpu-cu12", "faiss-cpu"), "matplotlib",
             "ipywidgets", "scipy", "gguf")
@@ -78,7 +81,7 @@ def faiss_gpu_check() -> Check:
 
 def model_checks(preset) -> list[Check]:
     """Offline models: is their package installed? Hub models: will they download (token for gated ones)?"""
-    from .hub import OFFLINE_MODELS, hub_token
+    from .hub import OFFLINE_MODELS, hub_token  # here, not at the top: hub imports transformers, which a check reports
 
     roles = [("encoder", preset.encoder), ("retriever", preset.retriever), ("decoder", preset.decoder)]
     checks = []
@@ -115,9 +118,6 @@ def environment_checks(preset_name: str = "auto", run_root: Path | None = None) 
     checks = [python_check(), *(package_check(name) for name in PACKAGES)]
     if not all(c.ok for c in checks):
         return checks
-    from .config import get_preset
-    from .runs import runs_root
-
     preset = get_preset(preset_name)
     return [*checks, device_check(preset), faiss_gpu_check(), *model_checks(preset),
             disk_check(preset, run_root or runs_root())]
@@ -133,8 +133,6 @@ def format_checks(checks: list[Check]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m refrag_lib check`: is this machine ready for the course? Exit status 1 when not."""
-    from .config import PRESETS
-
     parser = argparse.ArgumentParser(prog="python -m refrag_lib check", description=main.__doc__)
     parser.add_argument("--preset", default="auto", choices=[*PRESETS, "auto"])
     args = parser.parse_args(argv)

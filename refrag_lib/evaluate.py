@@ -4,7 +4,7 @@ All numbers come from documents the training never saw (the last 10%), with fixe
 from a seeded generator so every model is scored on the same tokens. `vectors_against_floor` is the
 measure to trust for what the chunk vectors carry: per window, with the vectors and without them
 (the decoder's own language model), teacher-forced and free-running, with 95% intervals. Every score
-is computed in the precision the model trains in (train.in_training_precision).
+is computed in the precision the model trains in (precision.in_training_precision).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from .errors import CourseError
 from .intervals import mean_interval, paired_difference
 from .losses import reconstruction_example, suffix_token_stats
 from .model import RefragModel, Segments, chunk_ids
-from .train import TrainResult, in_training_precision, train_stage, windows
+from .precision import in_training_precision
+from .train import TrainResult, train_stage, windows
 
 
 def chunk_counts(max_chunks: int) -> list[int]:

@@ -21,12 +21,24 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .checkpoint import WEIGHTS, model_identity, read_metadata
 from .errors import CourseError
 from .losses import IGNORE, next_paragraph_example, shifted_labels
-from .model import RefragModel, Segments
-from .policy import ChunkPolicy, Policy, check_fraction, n_expanded, sample_ordered, step_log_probs, to_mask
-from .selectors import FixedSelector, PerplexitySelector, RandomSelector, ScoredExample, Selector
-from .train import StageTask, TrainConfig, in_training_precision, load_trained, tokenized_documents, train, windows
+from .model import RefragModel
+from .policy import (
+    POLICY_WEIGHTS,
+    ChunkPolicy,
+    Policy,
+    check_fraction,
+    n_expanded,
+    sample_ordered,
+    step_log_probs,
+    to_mask,
+)
+from .precision import in_training_precision
+from .selectors import FixedSelector, PerplexitySelector, RandomSelector, ScoredExample, Selector, chunk_nll
+from .train import StageTask, TrainConfig, tokenized_documents, train, windows
+from .trained import MIXED_CPT_FOLDER, load_trained
 
 FIGURE3_FRACTIONS = (0.0, 0.05, 0.1, 0.25, 0.5)
 
@@ -61,33 +73,6 @@ def clipped_objective(new_logp: torch.Tensor, old_logp: torch.Tensor, advantages
 
 
 # ---- scoring examples ----------------------------------------------------------------------------------
-@torch.no_grad()
-@in_training_precision
-def chunk_nll(model: RefragModel, batch: Sequence[Segments]) -> list[torch.Tensor]:
-    """Per chunk, the decoder's mean NLL of its tokens when the whole context is given as tokens.
-
-    One batched forward over the uncompressed contexts, after the start token. Token j is scored given
-    the start token and tokens < j (so a chunk's score depends on everything before it). High = the
-    decoder finds the chunk hard to guess = (the heuristic's bet) worth expanding. Built-in bias: the
-    first chunks are predicted from little context, so they score high whatever they contain.
-    """
-    contexts = [Segments(prefix=[model.start_id], chunks=ex.chunks, suffix=[]) for ex in batch]
-    expand = [[True] * len(ex.chunks) for ex in contexts]
-    dim = model.encoder.config.hidden_size
-    inputs = model.build_inputs(contexts, expand, chunk_vectors=torch.zeros(0, dim), padding_side="right")
-    hidden = model.decoder.base_model(
-        inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask, position_ids=inputs.position_ids,
-        use_cache=False,  # a scoring/training pass: a KV cache would only hold memory
-    ).last_hidden_state
-    logits = model.decoder.get_output_embeddings()(hidden[:, :-1]).float()
-    token_nll = F.cross_entropy(logits.transpose(1, 2), inputs.token_ids[:, 1:], reduction="none").cpu()
-    scores = []
-    for row, ex in enumerate(batch):  # right-padded: position j + 1 holds chunk token j, predicted at j
-        sizes = [len(c) for c in ex.chunks]
-        scores.append(torch.stack([c.mean() for c in token_nll[row, : sum(sizes)].split(sizes)]))
-    return scores
-
-
 @torch.no_grad()
 def score_examples(model: RefragModel, pairs: Sequence[tuple[Sequence[int], Sequence[int]]],
                    with_chunk_nll: bool = True, batch_size: int = 8) -> list[ScoredExample]:
@@ -297,12 +282,6 @@ class MaskedNLL:
         return sum(s for s, _ in scored) / sum(c for _, c in scored)
 
 
-def log_ppl(model: RefragModel, examples: Sequence[ScoredExample], selector: Selector, p: float,
-            batch_size: int = 8) -> float:
-    """Held-out log-perplexity of the continuations with the selector's chunks expanded at fraction p."""
-    return MaskedNLL(model, examples, batch_size).log_ppl(selector, p)
-
-
 def figure3(model: RefragModel, examples: Sequence[ScoredExample], selectors: dict[str, Selector],
             fractions: Sequence[float] = FIGURE3_FRACTIONS, random_seeds: Sequence[int] = (0, 1, 2),
             batch_size: int = 8, progress: bool = True) -> dict:
@@ -334,7 +313,6 @@ def figure3(model: RefragModel, examples: Sequence[ScoredExample], selectors: di
 
 
 # ---- stage 2b: mixed-input CPT before RL ---------------------------------------------------------------------
-MIXED_CPT_FOLDER = "policy/cpt_mixed"
 
 
 def continue_cpt_mixed(run, steps: int, expand_fraction: float = 0.1, context_tokens: int = 256,
@@ -348,7 +326,6 @@ def continue_cpt_mixed(run, steps: int, expand_fraction: float = 0.1, context_to
     or a learner's own file (`documents`). Resumable; a finished run is loaded instead of retrained.
     Returns (model, TrainResult).
     """
-    from .checkpoint import WEIGHTS, model_identity, read_metadata
 
     check_fraction(expand_fraction)
     parts = read_metadata(run.require("cpt", WEIGHTS)).get("parts", "").split(",")
@@ -365,8 +342,6 @@ def continue_cpt_mixed(run, steps: int, expand_fraction: float = 0.1, context_to
 
 
 def policy_path(run) -> Path:
-    from .policy import POLICY_WEIGHTS
-
     return run.stage_dir("policy") / POLICY_WEIGHTS
 
 

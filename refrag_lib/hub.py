@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from .colab import colab_secret
 from .config import Preset
 from .errors import ModelUnavailableError
 
@@ -117,8 +118,6 @@ def _hub_load(loader, name: str, **kwargs):
 def hub_token() -> str | None:
     """The Hugging Face token: HF_TOKEN (or HUGGING_FACE_HUB_TOKEN) in the environment, else Colab's secret
     HF_TOKEN, which is then put in the environment for the hub downloads."""
-    from .colab import colab_secret
-
     token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
     if not token and (token := colab_secret("HF_TOKEN")):
         os.environ["HF_TOKEN"] = token

@@ -27,10 +27,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config import PRESETS
 from .data import Passage, QAExample, default_data_dir, load_passages, load_qa
 from .errors import CourseError, MissingArtifactError
+from .hub import load_encoder
 from .lexical import WordRarity
-from .model import mean_pool
+from .model import load_refrag, mean_pool
+from .qa import answer_rows
+from .runs import open_run
+from .selectors import REBUILD_KEYS
 
 INDEX_FILE = "passages.faiss"
 PASSAGES_FILE = "passages.jsonl"
@@ -80,7 +85,6 @@ class Retriever:
 
 def load_retriever(preset) -> Retriever:
     """The preset's retriever model (preset.retriever_model) on the preset's device."""
-    from .hub import load_encoder
 
     model, tokenizer = load_encoder(preset.retriever_model, preset.dtype, preset.device)
     return Retriever(preset.retriever_model, model.eval(), tokenizer)
@@ -240,33 +244,6 @@ def load_run_index(run, use_gpu: bool = True) -> PassageIndex:
 
 GOLD_PASSAGE = "gold passage"  # what a hit means when every question names its gold passage
 ANSWER_IN_PASSAGE = "answer in passage"  # ... when they do not (the public format): a passage holding an answer
-
-
-def gold_rows(index: PassageIndex, questions: Sequence[QAExample]) -> np.ndarray:
-    """The index row of each question's gold passage (recall needs gold_passage_id in the QA file)."""
-    row_of = {p.id: i for i, p in enumerate(index.passages)}
-    rows = []
-    for q in questions:
-        if q.gold_passage_id is None:
-            raise CourseError(f"question {q.id!r} has no gold_passage_id: recall cannot be measured on it.")
-        if q.gold_passage_id not in row_of:
-            raise CourseError(f"question {q.id!r}: gold passage {q.gold_passage_id!r} is not in the index; "
-                              "index a passage list that contains every gold passage.")
-        rows.append(row_of[q.gold_passage_id])
-    return np.asarray(rows, dtype=np.int64)
-
-
-def answer_rows(passages: Sequence[Passage], questions: Sequence[QAExample]) -> list[set[int]]:
-    """For each question, the rows of the passages whose text contains one of its answers (both sides
-    SQuAD-normalised, whole words): the relevant passages when a QA file names no gold passage."""
-    from .qa import normalize_answer
-
-    texts = [f" {normalize_answer(p.text)} " for p in passages]
-    found = []
-    for q in questions:
-        answers = [f" {a} " for a in map(normalize_answer, q.answers) if a]
-        found.append({row for row, text in enumerate(texts) if any(a in text for a in answers)})
-    return found
 
 
 def relevant_rows(passages: Sequence[Passage], questions: Sequence[QAExample]) -> tuple[list[set[int]], str]:
@@ -541,8 +518,6 @@ def read_chunk_keys(path: str | Path, store: ChunkStore) -> torch.Tensor:
         raise MissingArtifactError(f"{path} is missing. {BUILD_HINT}.")
     with safe_open(str(path), framework="pt") as f:
         if "keys" not in f.keys():
-            from .selectors import REBUILD_KEYS
-
             raise CourseError(f"{path}: {REBUILD_KEYS}")
         same = torch.equal(f.get_tensor("token_ids"), store.token_ids) and torch.equal(
             f.get_tensor("token_offsets"), store.token_offsets)
@@ -576,7 +551,6 @@ def build_run_index(run, passages: Sequence[Passage], questions: Sequence[QAExam
 
     retriever/model default to the run preset's (pass them to reuse models already loaded).
     """
-    from .model import load_refrag
 
     if not questions:
         raise CourseError("No questions to measure recall on: give a QA file with at least one question.")
@@ -620,8 +594,6 @@ def build_run_index(run, passages: Sequence[Passage], questions: Sequence[QAExam
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m refrag_lib index`: RUN_DIR/index (FAISS index, passages, chunk store, metrics.json)."""
-    from .config import PRESETS
-    from .runs import open_run
 
     data = default_data_dir()
     parser = argparse.ArgumentParser(prog="python -m refrag_lib index", description=main.__doc__)

@@ -27,6 +27,8 @@ from .evaluate import (
     vectors_against_floor,
 )
 from .intervals import excludes_zero, format_interval
+from .model import load_refrag
+from .runs import open_run
 from .train import TrainConfig, default_config, tokenized_documents, train_stage
 
 
@@ -203,8 +205,6 @@ def read_levers(run, stage: str) -> dict | None:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m refrag_lib levers`: a stage's lever table, written to RUN_DIR/<stage>/levers/levers.json."""
-    from .model import load_refrag
-    from .runs import open_run
 
     parser = argparse.ArgumentParser(prog="python -m refrag_lib levers", description=main.__doc__)
     parser.add_argument("--stage", default="recon", choices=sorted(LEVERS))

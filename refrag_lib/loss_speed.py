@@ -1,6 +1,6 @@
 """What batching and precision buy in stage 1: reconstruction samples/s of the course's batched loss
 against a batch-1, per-chunk-loop version of the same loss, and of the batched loss under bf16
-autocast (what `train.mixed_precision` picks on a CPU with native bf16 maths), measured in the same run.
+autocast (what `precision.mixed_precision` picks on a CPU with native bf16 maths), measured in the same run.
 
 The per-chunk loop is how a first implementation usually looks (one encoder call per chunk, the
 decoder input concatenated by hand, one decoder forward and full-vocabulary logits per example). It
@@ -20,9 +20,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .config import PRESETS, get_preset
 from .losses import reconstruction_loss
-from .model import RefragModel, chunk_ids
-from .train import _freeze_for, native_cpu_bf16, tokenized_documents, windows
+from .model import RefragModel, chunk_ids, load_refrag
+from .precision import native_cpu_bf16
+from .train import _freeze_for, tokenized_documents, windows
 
 
 def per_chunk_loop_loss(model: RefragModel, tokens: Sequence[int]) -> tuple[torch.Tensor, int]:
@@ -88,8 +90,6 @@ def compare(model: RefragModel, token_docs: list[list[int]], chunk_counts: Seque
 def main(argv: list[str] | None = None) -> int:
     """`python -m refrag_lib loss-speed`: batched reconstruction loss against a per-chunk loop and under bf16
     autocast, samples/s."""
-    from .config import PRESETS, get_preset
-    from .model import load_refrag
 
     parser = argparse.ArgumentParser(prog="python -m refrag_lib loss-speed", description=main.__doc__)
     parser.add_argument("--preset", default="cpu", choices=[*PRESETS, "auto"])

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import CourseError
-from .hub import decoder_window
+from .hub import check_access, decoder_window, load_decoder, load_encoder
 
 
 def check_k(k: int) -> int:
@@ -337,7 +337,6 @@ def _pick(logits: torch.Tensor, do_sample: bool, temperature: float, generator) 
 
 def load_refrag(preset, device: str | None = None) -> RefragModel:
     """The preset's encoder and decoder with a fresh (untrained) projector."""
-    from .hub import check_access, load_decoder, load_encoder
 
     check_access(preset)
     device = device or preset.device

@@ -11,7 +11,8 @@ import json
 import time
 from pathlib import Path
 
-from .runs import repo_root
+from .pack import summary, unpack
+from .runs import open_run, repo_root
 
 NOTEBOOK_DIR = repo_root() / "notebooks"
 
@@ -97,8 +98,6 @@ def start(preset: str = "cpu", run_dir: str = "", smoke: bool = False, k: int | 
 
     import torch
 
-    from .runs import open_run
-
     run = open_run(preset, run_dir, smoke=smoke, k=k)
     torch.manual_seed(seed)
     device = run.preset.device
@@ -111,7 +110,6 @@ def start(preset: str = "cpu", run_dir: str = "", smoke: bool = False, k: int | 
     print(f"preset {run.preset.name} (k={run.preset.k}, {run.preset.dtype}) on {where}; SMOKE={smoke}")
     print(f"artifacts in {run.root}")
     if pack:
-        from .pack import summary, unpack
 
         manifest = unpack(pack, run.root, run.preset.name, run.preset.k, smoke=smoke)
         print(f"{'pack already in the run folder' if manifest.get('already') else 'unpacked'}: {summary(manifest)}; "

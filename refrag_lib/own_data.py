@@ -15,6 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
+from .config import PRESETS
 from .data import load_passages, load_qa
 from .errors import CourseError
 from .index import ANSWER_IN_PASSAGE, relevant_rows
@@ -77,7 +78,6 @@ def run_own_data(passages_path: str | Path, qa_path: str | Path, trained: Run, o
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m refrag_lib own-data --passages corpus.txt --qa qa.jsonl`: your files through notebooks 01, 05, 07."""
-    from .config import PRESETS
 
     parser = argparse.ArgumentParser(prog="python -m refrag_lib own-data", description=main.__doc__)
     parser.add_argument("--passages", required=True, help="your corpus: .txt (one passage per line) or .jsonl")

@@ -4,7 +4,9 @@
 metrics, trained weights in safetensors, the index and chunk store, the REFRAG-ready index), with
 manifest.json first: preset, k, course version and commit, package versions, and the sha256 and size of
 every file. Left out: resumable training state (optimizer moments, twice the weights' size), executed
-notebooks, the playground page and browser screenshots (each rebuilt by the notebook that needs it).
+notebooks, the playground page and browser screenshots (each rebuilt by the notebook that needs it). A
+preset whose models compute in fp16 or bf16 packs its stages' weights in that dtype (half the bytes, the same
+model once loaded); the cpu preset keeps fp32, the precision its models hold.
 
 `python -m refrag_lib unpack PACK` checks everything before it writes anything: the manifest, the preset
 and k, every member's path (no links, nothing outside the run folder), no file a loader could unpickle,
@@ -25,7 +27,11 @@ import tempfile
 from contextlib import nullcontext
 from pathlib import Path, PurePosixPath
 
+from . import __version__
+from .checkpoint import WEIGHTS
+from .config import get_preset
 from .errors import CourseError
+from .runs import repo_root
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -84,8 +90,6 @@ def run_identity(run_dir: Path) -> dict:
 
 
 def _course_commit() -> str:
-    from .runs import repo_root
-
     done = subprocess.run(["git", "-C", str(repo_root()), "rev-parse", "HEAD"], capture_output=True, text=True)
     return done.stdout.strip() or "unknown"
 
@@ -93,8 +97,6 @@ def _course_commit() -> str:
 def make_pack(run_dir: Path, out: Path) -> dict:
     """Write the pack of a finished run to `out` (refuses to overwrite); returns its manifest."""
     from importlib.metadata import PackageNotFoundError, version
-
-    from . import __version__
 
     run_dir = Path(run_dir)
     if out.exists():
@@ -107,34 +109,62 @@ def make_pack(run_dir: Path, out: Path) -> dict:
             manifest["packages"][name] = version(name)
         except PackageNotFoundError:
             continue
-    for relative in files:
-        path = run_dir / relative
-        manifest["files"][relative.as_posix()] = {"sha256": _sha256(path), "size": path.stat().st_size}
+    dtype = _compute_dtype(manifest["preset"], manifest["k"])
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
-    with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
-        payload = json.dumps(manifest, indent=1, sort_keys=True).encode()
-        info = tarfile.TarInfo(MANIFEST)
-        info.size = len(payload)
-        tar.addfile(info, io.BytesIO(payload))
-        for relative in files:
-            tar.add(run_dir / relative, arcname=relative.as_posix(), recursive=False)
+    with tempfile.TemporaryDirectory(prefix="refrag-pack-") as scratch:
+        sources = {relative: _in_dtype(run_dir / relative, dtype, Path(scratch) / str(number))
+                   if relative.name == WEIGHTS and dtype != "float32" else run_dir / relative
+                   for number, relative in enumerate(files)}
+        for relative, path in sources.items():
+            manifest["files"][relative.as_posix()] = {"sha256": _sha256(path), "size": path.stat().st_size}
+        manifest["weights_dtype"] = dtype
+        with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
+            payload = json.dumps(manifest, indent=1, sort_keys=True).encode()
+            info = tarfile.TarInfo(MANIFEST)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+            for relative, path in sources.items():
+                tar.add(path, arcname=relative.as_posix(), recursive=False)
     partial.rename(out)
     return manifest
 
 
-def fetch(source: str, cache_dir: Path) -> Path:
-    """A local pack as it is; an https URL downloaded once into cache_dir, with a progress bar."""
+def _compute_dtype(preset: str, k: int) -> str:
+    """The dtype a preset's models hold every tensor in (float32 for a preset this course does not know)."""
+    try:
+        return get_preset(preset, k=k).dtype
+    except CourseError:
+        return "float32"
+
+
+def _in_dtype(path: Path, dtype: str, target: Path) -> Path:
+    """A stage's weights file with its floating tensors in `dtype`. Loading casts them to the model's dtype,
+    which is the preset's for every tensor of a REFRAG model (the projector too), so an fp16 or bf16 preset
+    loads the same model from half the bytes. Other files (the policies, trained and run in fp32) stay."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), "pt") as handle:
+        metadata = handle.metadata()
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    cast = getattr(torch, dtype)
+    save_file({name: t.to(cast) if t.is_floating_point() else t for name, t in tensors.items()}, str(target),
+              metadata=metadata)
+    return target
+
+
+def fetch(source: str, download_dir: Path) -> Path:
+    """A local pack as it is; an https URL downloaded into download_dir, with a progress bar."""
     if source.startswith("https://"):
         import urllib.error
         import urllib.request
 
         from tqdm.auto import tqdm
 
-        target = cache_dir / PurePosixPath(source.split("?")[0]).name
-        if target.exists():
-            return target
-        cache_dir.mkdir(parents=True, exist_ok=True)
+        target = download_dir / (PurePosixPath(source.split("?")[0]).name or "pack.tar")
+        download_dir.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".partial")
         try:
             with urllib.request.urlopen(source, timeout=30) as response, partial.open("wb") as handle:
@@ -178,49 +208,60 @@ def read_manifest(tar: tarfile.TarFile, source: Path) -> dict:
     return manifest
 
 
-def unpack(source: str, run_dir: Path, preset: str, k: int, cache_dir: Path | None = None,
-           smoke: bool | None = None) -> dict:
+def unpack(source: str, run_dir: Path, preset: str, k: int, smoke: bool | None = None) -> dict:
     """Verify a pack completely, then add its files to run_dir; returns its manifest.
 
     Nothing is written before every check has passed; a file already in run_dir is left as it is when it
     is the same, and refused when it differs (the learner's own run is never overwritten). A pack already
-    unpacked into run_dir is not unpacked again (manifest["already"] is then True).
+    unpacked into run_dir is not unpacked (nor downloaded) again: manifest["already"] is then True. An https
+    pack is downloaded to a temporary folder on local disk and removed once unpacked (in Colab, runs live on
+    Drive: the download would take as much Drive space again).
     """
     run_dir = Path(run_dir)
-    path = fetch(source, cache_dir or run_dir.parent / ".packs")
     record = run_dir / UNPACKED
-    if record.exists() and json.loads(record.read_text()).get("manifest_sha256") == _manifest_sha256(path):
-        manifest = _opened(path, lambda tar: read_manifest(tar, path))
-        _check_identity(manifest, path, preset, k, smoke)
-        return {**manifest, "already": True}
-    staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=run_dir.parent if run_dir.parent.exists() else None))
-    try:
-        manifest = _opened(path, lambda tar: _verify_into(tar, path, staging, preset, k, smoke))
-        _install(staging, run_dir, manifest)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps({"pack": str(source), "manifest_sha256": _manifest_sha256(path)}, indent=1))
+    seen = json.loads(record.read_text()) if record.exists() else {}
+    if seen.get("pack") == str(source):  # a local pack is compared by its manifest; an address names one pack
+        manifest = seen.get("manifest") if source.startswith("https://") else _same_manifest(source, seen)
+        if manifest is not None:
+            _check_identity(manifest, Path(source), preset, k, smoke)
+            return {**manifest, "already": True}
+    with tempfile.TemporaryDirectory(prefix="refrag-pack-") as download:
+        path = fetch(source, Path(download))
+        staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=run_dir.parent if run_dir.parent.exists() else None))
+        try:
+            manifest = _opened(path, lambda tar: _verify_into(tar, path, staging, preset, k, smoke))
+            _install(staging, run_dir, manifest)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"pack": str(source), "manifest_sha256": _manifest_sha256(path),
+                                      "manifest": manifest}, indent=1))
     return manifest
 
 
-def verify(source: str, preset: str, k: int, cache_dir: Path, smoke: bool | None = None) -> dict:
-    """Check a pack as unpack does (reachable, whole, every hash, made for this preset and k), writing nothing
-    but the download of an https pack: what notebook 00 runs before a workshop."""
-    path = fetch(source, cache_dir)
-    return _opened(path, lambda tar: _verify_into(tar, path, None, preset, k, smoke))
+def _same_manifest(source: str, seen: dict) -> dict | None:
+    """The manifest of the local pack at source when it is the one the record names, else None."""
+    path = fetch(source, Path(tempfile.gettempdir()))  # a local path: nothing is downloaded
+    if seen.get("manifest_sha256") != _manifest_sha256(path):
+        return None
+    return _opened(path, lambda tar: read_manifest(tar, path))
 
 
-def check_before_workshop(source: str, preset: str, run_dir: str = "", smoke: bool = False) -> str:
+def verify(source: str, preset: str, k: int, smoke: bool | None = None) -> dict:
+    """Check a pack as unpack does (reachable, whole, every hash, made for this preset, k and SMOKE) and write
+    nothing (an https pack is downloaded to a temporary folder, then removed): notebook 00's check."""
+    with tempfile.TemporaryDirectory(prefix="refrag-pack-") as download:
+        path = fetch(source, Path(download))
+        return _opened(path, lambda tar: _verify_into(tar, path, None, preset, k, smoke))
+
+
+def check_before_workshop(source: str, preset: str, smoke: bool = False) -> str:
     """Notebook 00's check of PACK (reachable, whole, made for this preset, k and SMOKE), as one line."""
-    from .config import get_preset
-    from .runs import runs_root
 
     if not source:
         return "no PACK given: notebooks 02-05 train their stages themselves"
     resolved = get_preset(preset)
-    cache = (Path(run_dir).parent if run_dir else runs_root()) / ".packs"
-    manifest = verify(source, resolved.name, resolved.k, cache, smoke=smoke)
+    manifest = verify(source, resolved.name, resolved.k, smoke=smoke)
     return f"PACK {source} is whole and fits this preset: {summary(manifest)}"
 
 
@@ -327,7 +368,6 @@ def main(argv: list[str] | None = None) -> int:
 def unpack_main(argv: list[str] | None = None) -> int:
     """`python -m refrag_lib unpack PACK --preset P --run-dir DIR`: verify a pack, then add it to a run folder
     (`--check`: verify only)."""
-    from .config import get_preset
 
     parser = argparse.ArgumentParser(prog="python -m refrag_lib unpack", description=unpack_main.__doc__)
     parser.add_argument("pack", help="a local path or an https URL")
@@ -338,7 +378,7 @@ def unpack_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     preset = get_preset(args.preset, k=args.k)
     if args.check:
-        print(f"{args.pack} is whole: {summary(verify(args.pack, preset.name, preset.k, Path('.packs')))}")
+        print(f"{args.pack} is whole: {summary(verify(args.pack, preset.name, preset.k))}")
         return 0
     if not args.run_dir:
         parser.error("--run-dir is needed to unpack (or give --check)")

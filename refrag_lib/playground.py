@@ -18,7 +18,8 @@ from .errors import CourseError
 from .policy import check_fraction
 from .ready_index import READY_FILE, READY_FOLDER, load_run_ready, weights_run
 from .runs import Run, open_run
-from .selectors import SELECTORS, make_selector
+from .selectors import DEFAULT_SELECTOR, SELECTORS, make_selector
+from .trained import load_sft_model
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,6 @@ class Playground:
             raise CourseError(f"k = {k} has not been trained: choose one of {self.ks}, or train it by running "
                               f"notebooks 01-05 with K = {k} and RUN_DIR = '{folder}'.")
         if k not in self._loaded:
-            from .sft import load_sft_model
 
             sibling = open_run(self.run.preset.name, self.runs[k], k=k)
             self._loaded[k] = (load_run_ready(sibling), load_sft_model(weights_run(sibling), "rag"))
@@ -63,7 +63,7 @@ class Playground:
     def n_passages(self, k: int | None = None) -> int:
         return len(self._models(k or self.ks[0])[0].index.passages)
 
-    def compare(self, question: str, k: int, p: float, top_k: int, selector: str = "question_rl", seed: int = 0,
+    def compare(self, question: str, k: int, p: float, top_k: int, selector: str = DEFAULT_SELECTOR, seed: int = 0,
                 max_new_tokens: int = 12, repeats: int = 3) -> dict:
         """Both answers for one question, with the TTFT of each and every chunk marked expanded or compressed."""
         if selector not in SELECTORS:
@@ -79,7 +79,7 @@ class Playground:
         return {"question": question, "k": k, "p": p, "top_k": top_k, "selector": selector, "rag": rag,
                 "refrag": refrag}
 
-    def ask(self, question: str, k: int, p: float, top_k: int, selector: str = "question_rl") -> str:
+    def ask(self, question: str, k: int, p: float, top_k: int, selector: str = DEFAULT_SELECTOR) -> str:
         """compare() as HTML; bad input becomes a friendly message instead of a traceback.
 
         A widget callback that raises shows nothing on the page (the error goes to the kernel's log), so
@@ -124,7 +124,7 @@ def render_html(result: dict) -> str:
 
 
 def controls(playground: Playground, question: str = "", top_k: int = 3, p: float = 0.25,
-             selector: str = "question_rl"):
+             selector: str = DEFAULT_SELECTOR):
     """The ipywidgets form (works with ipywidgets 7 in Colab and 8 in Jupyter): ask, read the HTML answer."""
     import ipywidgets as widgets
 

@@ -15,10 +15,11 @@ import sys
 import time
 from pathlib import Path
 
+from .config import PRESETS
 from .errors import CourseError
 from .notebooks import NOTEBOOK_DIR
 from .playground import trained_runs
-from .runs import Run
+from .runs import Run, open_run
 
 PAGE_FOLDER = "playground"  # under RUN_DIR
 PLAYGROUND_NOTEBOOK = "07_playground.ipynb"
@@ -71,8 +72,6 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 60.0) -
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m refrag_lib playground`: serve notebook 07 as a page on 127.0.0.1 (Ctrl+C stops it)."""
-    from .config import PRESETS
-    from .runs import open_run
 
     parser = argparse.ArgumentParser(prog="python -m refrag_lib playground", description=main.__doc__)
     parser.add_argument("--preset", default="cpu", choices=[*PRESETS, "auto"])

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .checkpoint import check_identity, load_weights, model_identity, read_metadata, save_weights, saved_names
 from .errors import CourseError
 from .lexical import FEATURES as WORD_FEATURES
 
@@ -261,7 +262,6 @@ Policy = ChunkPolicy | QuestionPolicy
 def save_policy(path: Path, policy: Policy, identity: dict[str, str]) -> Path:
     """The policy's weights with its shape and the model identity (preset, k, encoder, decoder; a question-aware
     policy also its retriever)."""
-    from .checkpoint import save_weights
 
     shape = {f"policy_{key}": str(value) for key, value in vars(policy.cfg).items()}
     return save_weights(path, nn.ModuleDict({"policy": policy}), ["policy"], {**identity, **shape, "stage": "policy"})
@@ -269,7 +269,6 @@ def save_policy(path: Path, policy: Policy, identity: dict[str, str]) -> Path:
 
 def load_policy(path: Path, identity: dict[str, str]) -> Policy:
     """A saved policy, refused with a clear message if it was trained for another k, encoder, preset or retriever."""
-    from .checkpoint import check_identity, load_weights, read_metadata, saved_names
 
     metadata = read_metadata(Path(path))
     check_identity(metadata, identity, Path(path))
@@ -292,7 +291,6 @@ def load_policy(path: Path, identity: dict[str, str]) -> Policy:
 
 def question_policy_identity(preset, retriever: str) -> dict[str, str]:
     """What a question-aware policy is tied to: the preset's models and k, and the retriever whose vectors it reads."""
-    from .checkpoint import model_identity
 
     return {**model_identity(preset, "policy"), "retriever": retriever}
 
@@ -300,7 +298,6 @@ def question_policy_identity(preset, retriever: str) -> dict[str, str]:
 def load_run_policies(run, retriever: str) -> dict[str, Policy]:
     """The policies notebook 04 trained, by selector name: rl, and question_rl where the run has it (a run
     from before the question-aware policy has only rl; selectors.make_selector then says what to rerun)."""
-    from .checkpoint import model_identity
 
     policies = {"rl": load_policy(run.require("policy", POLICY_WEIGHTS), model_identity(run.preset, "policy"))}
     question = run.stage_dir("policy") / QUESTION_POLICY_WEIGHTS

@@ -138,12 +138,6 @@ def highlight_html(model, example: ScoredExample, masks: dict[str, Sequence[bool
     return "<div style='font-family:monospace;font-size:12px;line-height:1.6'>" + "".join(parts) + "</div>"
 
 
-def highlight_text(model, example: ScoredExample, mask: Sequence[bool]) -> str:
-    """The same in plain text: expanded chunks between [[ and ]] (for logs and terminals)."""
-    tok = model.decoder_tokenizer
-    return "".join(f"[[{tok.decode(c)}]]" if e else tok.decode(c) for c, e in zip(example.segments.chunks, mask))
-
-
 def plot_answer_table(table: dict, axes=None):
     """Held-out questions (refrag_lib.question_grpo.held_out_table): left, the share whose answer chunk is
     expanded; right, the mean NLL of the gold answer; both against p, bars = 95% bootstrap intervals."""

@@ -23,9 +23,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .bench import ANSWER_SUFFIX, QUESTION_PREFIX
+from .data import Passage, QAExample
 from .errors import CourseError
 from .model import RefragModel, Segments
+
+# The prompt every reader is asked with (RAG and REFRAG, in notebook 05, the playground and the benchmark).
+QUESTION_PREFIX = "Question: {question}\nContext:\n"
+ANSWER_SUFFIX = "\nAnswer:"
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,17 @@ def retrieve_items(retriever, index, questions, top_k: int, progress: bool = Fal
             for q, ranked, key in zip(questions, rows, keys)]
 
 
+def answer_rows(passages: Sequence[Passage], questions: Sequence[QAExample]) -> list[set[int]]:
+    """For each question, the rows of the passages whose text contains one of its answers (both sides
+    SQuAD-normalised, whole words): the relevant passages when a QA file names no gold passage."""
+    texts = [f" {normalize_answer(p.text)} " for p in passages]
+    found = []
+    for q in questions:
+        answers = [f" {a} " for a in map(normalize_answer, q.answers) if a]
+        found.append({row for row, text in enumerate(texts) if any(a in text for a in answers)})
+    return found
+
+
 def answerable(questions, index, limit: int | None = None) -> list:
     """The first `limit` questions that a passage of the index answers.
 
@@ -62,8 +77,6 @@ def answerable(questions, index, limit: int | None = None) -> list:
     passage contains one of its answers; the first such passage then stands in as its gold passage (the
     gold-forced rows of notebook 05), and a question no passage answers is left out.
     """
-    from .index import answer_rows
-
     ids = {p.id for p in index.passages}
     blind = [q for q in questions if q.gold_passage_id is None]
     holders = iter(answer_rows(index.passages, blind))  # in the order of `blind`

@@ -22,6 +22,7 @@ import torch
 
 from .answering import answer_questions, prepare, read_passages, store_text, ttft_ms, with_expansion
 from .errors import CourseError
+from .grpo import chunk_nll
 from .index import ChunkStore
 from .intervals import mean_interval, paired_difference
 from .model import RefragModel
@@ -99,8 +100,6 @@ def selector_grid(model: RefragModel, items: Sequence[QAItem], store: ChunkStore
     Each question's passages are read once; a perplexity selector's chunk NLL is computed once for all p.
     """
     from tqdm.auto import tqdm
-
-    from .grpo import chunk_nll
 
     examples = [read_passages(model, it, it.rows[:top_k], store) for it in items]
     if any(isinstance(s, PerplexitySelector) for s in selectors.values()):

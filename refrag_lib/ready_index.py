@@ -18,6 +18,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .answering import generate_answer
+from .config import PRESETS
 from .errors import MissingArtifactError
 from .index import (
     CHUNK_STORE_FILE,
@@ -27,10 +29,15 @@ from .index import (
     build_chunk_store,
     load_chunk_store,
     load_index,
+    load_retriever,
     read_chunk_keys,
     save_index,
 )
 from .model import RefragModel
+from .policy import load_run_policies
+from .runs import open_run
+from .selectors import SELECTORS
+from .trained import load_sft_model
 
 READY_FOLDER = "ready_index"  # under RUN_DIR/sft/
 READY_FILE = "ready.json"
@@ -102,7 +109,6 @@ def format_answer(result: dict) -> str:
 def weights_run(run):
     """The run whose notebook 05 fine-tuned the models a run's ready index was made with: the run itself, or
     (a run on a learner's own corpus) the course run named in ready.json."""
-    from .runs import open_run
 
     ready = run.require("sft", f"{READY_FOLDER}/{READY_FILE}")
     source = json.loads(ready.read_text()).get("weights_run")
@@ -116,9 +122,6 @@ def weights_run(run):
 
 def load_run_ready(run) -> ReadyIndex:
     """The ready index of a run with the SFT REFRAG model, the retriever and the trained policies."""
-    from .index import load_retriever
-    from .policy import load_run_policies
-    from .sft import load_sft_model
 
     folder = run.root / "sft" / READY_FOLDER
     source = weights_run(run)
@@ -129,10 +132,6 @@ def load_run_ready(run) -> ReadyIndex:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m refrag_lib generate --question ...`: answer from the REFRAG-ready index of a run."""
-    from .answering import generate_answer
-    from .config import PRESETS
-    from .runs import open_run
-    from .selectors import SELECTORS
 
     parser = argparse.ArgumentParser(prog="python -m refrag_lib generate", description=main.__doc__)
     parser.add_argument("--question", required=True)

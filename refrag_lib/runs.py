@@ -10,10 +10,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Preset, get_preset
+from .colab import colab_missing_artifact_advice
+from .config import RUN_ROOT_VARIABLE, Preset, get_preset
 from .errors import MissingArtifactError
-
-RUN_ROOT_VARIABLE = "REFRAG_RUN_ROOT"  # where runs go when no RUN_DIR is given (Colab: Google Drive on request)
 
 # Which notebook writes each stage's artifacts.
 STAGE_NOTEBOOKS = {
@@ -51,8 +50,6 @@ class Run:
         """The path of an artifact an earlier notebook wrote, or an error naming that notebook."""
         path = self.root / stage / name
         if not path.exists():
-            from .colab import colab_missing_artifact_advice
-
             notebook = STAGE_NOTEBOOKS.get(stage, stage)
             advice = colab_missing_artifact_advice(self.root, notebook, self.preset.name) or (
                 f"Run notebooks/{notebook}.ipynb first with the same RUN_DIR ({self.root}) and PRESET "

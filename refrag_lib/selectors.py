@@ -22,10 +22,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .errors import CourseError
-from .model import Segments
+from .model import RefragModel, Segments
 from .policy import check_fraction, greedy, n_expanded, pad_rows, to_mask
+from .precision import in_training_precision
 
 SELECTORS = {
     "question": "the chunks closest to the question (retriever cosine, stored vectors)",
@@ -35,6 +37,7 @@ SELECTORS = {
     "random": "chunks chosen at random",
     "none": "no chunk expanded (p is ignored)",
 }
+DEFAULT_SELECTOR = "question_rl"  # notebook 05's SELECTOR, the playground's and sft-curve's default
 REBUILD_KEYS = ("This chunk store has no question-side vectors (it was built before the 'question' selector "
                 "existed): rerun notebooks/01_indexing.ipynb, then notebooks/05_sft.ipynb to rebuild the ready index.")
 
@@ -95,6 +98,33 @@ class QuestionSelector(Selector):
         return top_mask(example.chunk_keys.float() @ example.question_key.float(), n)
 
 
+@torch.no_grad()
+@in_training_precision
+def chunk_nll(model: RefragModel, batch: Sequence[Segments]) -> list[torch.Tensor]:
+    """Per chunk, the decoder's mean NLL of its tokens when the whole context is given as tokens.
+
+    One batched forward over the uncompressed contexts, after the start token. Token j is scored given
+    the start token and tokens < j (so a chunk's score depends on everything before it). High = the
+    decoder finds the chunk hard to guess = (the heuristic's bet) worth expanding. Built-in bias: the
+    first chunks are predicted from little context, so they score high whatever they contain.
+    """
+    contexts = [Segments(prefix=[model.start_id], chunks=ex.chunks, suffix=[]) for ex in batch]
+    expand = [[True] * len(ex.chunks) for ex in contexts]
+    dim = model.encoder.config.hidden_size
+    inputs = model.build_inputs(contexts, expand, chunk_vectors=torch.zeros(0, dim), padding_side="right")
+    hidden = model.decoder.base_model(
+        inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask, position_ids=inputs.position_ids,
+        use_cache=False,  # a scoring/training pass: a KV cache would only hold memory
+    ).last_hidden_state
+    logits = model.decoder.get_output_embeddings()(hidden[:, :-1]).float()
+    token_nll = F.cross_entropy(logits.transpose(1, 2), inputs.token_ids[:, 1:], reduction="none").cpu()
+    scores = []
+    for row, ex in enumerate(batch):  # right-padded: position j + 1 holds chunk token j, predicted at j
+        sizes = [len(c) for c in ex.chunks]
+        scores.append(torch.stack([c.mean() for c in token_nll[row, : sum(sizes)].split(sizes)]))
+    return scores
+
+
 class PerplexitySelector(Selector):
     """Expand the chunks the decoder finds hardest (descending NLL) or easiest (ascending)."""
 
@@ -108,8 +138,6 @@ class PerplexitySelector(Selector):
             if self.model is None:
                 raise CourseError("These examples carry no chunk NLL: score them with score_examples(..., "
                                   "with_chunk_nll=True), or give the selector the model.")
-            from .grpo import chunk_nll
-
             nll = chunk_nll(self.model, [example.segments])[0]
         return top_mask(nll if self.descending else -nll, n)
 

@@ -24,24 +24,22 @@ import torch
 from torch import nn
 
 from .answering import ARMS, selection_input
-from .checkpoint import WEIGHTS, load_weights, model_identity
 from .errors import CourseError
 from .index import ChunkStore, context_text, encoder_eval_mode
 from .lexical import WordRarity
 from .losses import TokenStats, suffix_token_stats
 from .model import RefragModel
 from .policy import check_fraction
+from .precision import CPU_BF16
 from .qa import QAItem, build_prompt, training_example, with_gold_at_random
 from .selectors import SELECTORS, Selector
-from .train import CPU_BF16, TrainResult, train
+from .train import TrainResult, train
+from .trained import load_sft_model
 
 TRAINED_PARTS = {"rag": ["decoder"], "refrag": ["encoder", "projector", "decoder"]}
 # Peak LR of both arms. At 120 steps of one question each, 1e-4 lifts RAG-FT from 0.39 to 0.52 EM over the paper's
 # 2e-5 (made for far longer runs) and leaves REFRAG at 0.29 (notebook 05's lever table).
 COURSE_SFT_LR = 1e-4
-START_FOLDER = "policy/cpt_mixed"  # the weights the policy was trained with (notebook 04)
-
-
 @dataclass(frozen=True)
 class SFTConfig:
     """One SFT run; both arms use the same config."""
@@ -58,7 +56,7 @@ class SFTConfig:
     seed: int = 0
     grad_accum: int = 1
     weight_decay: float = 0.0
-    cpu_bf16: bool = CPU_BF16  # bf16 autocast on a CPU with native bf16 maths (refrag_lib.train.mixed_precision)
+    cpu_bf16: bool = CPU_BF16  # bf16 autocast on a CPU with native bf16 maths (refrag_lib.precision.mixed_precision)
     save_every: int = 50  # steps between resumable checkpoints (a Colab disconnect loses at most these)
 
     @property
@@ -171,14 +169,6 @@ def train_arm(model: RefragModel, arm: str, cfg: SFTConfig, items: Sequence[QAIt
     return train(model, cfg, task, Path(out_dir), identity, resume=resume, progress=progress, keep_state=False)
 
 
-def load_start_model(run) -> RefragModel:
-    """Both arms start here: the mixed-input CPT weights the policy was trained with (notebook 04)."""
-    from .train import load_trained
-
-    run.require("policy", f"cpt_mixed/{WEIGHTS}")  # a missing file names notebook 04
-    return load_trained(run, "cpt", folder=START_FOLDER)
-
-
 def finished_arm(run, arm: str) -> TrainResult:
     """An arm notebook 05 fine-tuned in `run`, loaded back with its per-step history and summary: what a run
     on a learner's own questions evaluates, instead of training again without their gold passages."""
@@ -188,9 +178,3 @@ def finished_arm(run, arm: str) -> TrainResult:
     return TrainResult(load_sft_model(run, arm), history, summary)
 
 
-def load_sft_model(run, arm: str) -> RefragModel:
-    """The model an SFT arm left in RUN_DIR/sft/<arm>/weights.safetensors (the start weights + SFT parts)."""
-    path = run.require("sft", f"{arm}/{WEIGHTS}")
-    model = load_start_model(run)
-    load_weights(path, model, model_identity(run.preset, f"sft_{arm}"), stage=f"sft_{arm}")
-    return model.eval()

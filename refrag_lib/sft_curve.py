@@ -18,15 +18,25 @@ import re
 import time
 from dataclasses import replace
 
+from .checkpoint import model_identity
+from .data import default_data_dir, load_qa
 from .errors import CourseError
+from .index import build_chunk_store, load_chunk_store, load_retriever, load_run_index
+from .policy import load_run_policies
+from .qa import answerable, retrieve_items
+from .qa_eval import Setting, evaluate_setting
+from .ready_index import READY_FOLDER
+from .runs import open_run
+from .selectors import DEFAULT_SELECTOR, make_selector
+from .sft import COURSE_SFT_LR, PassageChunks, SFTConfig, SFTTask
+from .train import train
+from .trained import load_start_model
 
 
 def passages_store(model, index, index_store, items, top_k: int):
     """The chunk store of the passages these questions read (c_i from the model's current encoder, the
     stored retriever keys), and the questions with their rows renumbered into it."""
     import torch
-
-    from .index import build_chunk_store
 
     rows = sorted({int(r) for it in items for r in it.rows[:top_k]})
     position = {r: i for i, r in enumerate(rows)}
@@ -39,7 +49,6 @@ def passages_store(model, index, index_store, items, top_k: int):
 
 def evaluate_point(model, arm: str, index, index_store, items, selector, p: float, top_k: int) -> dict:
     """One arm's exact match and F1 (with 95% intervals) on the held-out questions at K passages."""
-    from .qa_eval import Setting, evaluate_setting
 
     store, renumbered = passages_store(model, index, index_store, items, top_k)
     row = evaluate_setting(model, Setting(arm, arm, top_k), renumbered, store, selector, p, ttft_questions=1,
@@ -48,17 +57,9 @@ def evaluate_point(model, arm: str, index, index_store, items, selector, p: floa
 
 
 def learning_curve(run, steps: list[int], eval_questions: int = 150, train_questions: int = 400, top_k: int = 3,
-                   p: float = 0.1, selector_name: str = "question_rl", arms=("rag", "refrag"),
+                   p: float = 0.1, selector_name: str = DEFAULT_SELECTOR, arms=("rag", "refrag"),
                    lr: float = 0.0, batch_size: int = 1, name: str = "curve", progress: bool = True) -> dict:
     """{arm: [{step, seconds, exact_match, exact_match_ci, f1, f1_ci}, ...]} with the settings used."""
-    from .checkpoint import model_identity
-    from .data import default_data_dir, load_qa
-    from .index import load_chunk_store, load_retriever, load_run_index
-    from .policy import load_run_policies
-    from .qa import answerable, retrieve_items
-    from .selectors import make_selector
-    from .sft import COURSE_SFT_LR, PassageChunks, SFTConfig, SFTTask, load_start_model
-    from .train import train
 
     if not steps or min(steps) < 1:
         raise CourseError(f"--steps needs positive step counts, got {steps}.")
@@ -101,15 +102,13 @@ def learning_curve(run, steps: list[int], eval_questions: int = 150, train_quest
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m refrag_lib sft-curve`: EM against SFT steps for both arms, to RUN_DIR/sft/curve/curve.json."""
-    from .ready_index import READY_FOLDER
-    from .runs import open_run
 
     parser = argparse.ArgumentParser(prog="python -m refrag_lib sft-curve", description=main.__doc__)
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--run-dir", default="", help="artifacts folder (default runs/<preset>); needs notebooks 01-04")
     parser.add_argument("--steps", type=int, nargs="+", default=[30, 60, 120])
     parser.add_argument("--eval-questions", type=int, default=150)
-    parser.add_argument("--selector", default="question_rl")
+    parser.add_argument("--selector", default=DEFAULT_SELECTOR)
     parser.add_argument("--p", type=float, default=0.1, help="share of REFRAG chunks expanded, in training and scoring")
     parser.add_argument("--arms", nargs="+", default=["rag", "refrag"], choices=["rag", "refrag"])
     parser.add_argument("--lr", type=float, default=0.0, help="peak LR of both arms (0: the course's 1e-4)")

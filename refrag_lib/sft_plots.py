@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
+from .qa import exact_match
 from .qa_eval import ROWS
 
 LABELS = {"no_context": "no context", "rag": "RAG-FT, K", "refrag": "REFRAG, K",
@@ -82,7 +83,6 @@ def plot_sft_losses(histories: dict[str, Sequence[dict]], window: int = 1):
 
 def examples_html(rows: Sequence[dict]) -> str:
     """Question, gold answer, both arms' answers (green when exact) and the chunks REFRAG expanded."""
-    from .qa import exact_match
 
     head = "".join(f"<th>{h}</th>" for h in ("question", "gold", "RAG-FT", "REFRAG", "expanded chunks"))
     body = []

@@ -7,7 +7,7 @@ curriculum, then its examples from the training documents. Every step's examples
 generator seeded by (seed, step, micro-batch): a resumed run sees exactly the data an uninterrupted
 one would, and the step counter is the whole data position. Mixed precision follows
 the preset, with the trained parts kept in float32 (AdamW on fp16 weights loses small updates); on a
-CPU whose cores do bf16 maths natively the fp32 presets train under bf16 autocast (`mixed_precision`).
+CPU whose cores do bf16 maths natively the fp32 presets train under bf16 autocast (refrag_lib.precision).
 AdamW, linear warm-up over the first 4% of steps, cosine decay, gradient clipping and accumulation,
 as in the paper (peak LR 2e-4 for reconstruction, 5e-5 for CPT). Under `accelerate launch` (DDP, or
 FSDP2 for decoders that do not fit one GPU) each process trains on its own micro-batches of the same
@@ -17,13 +17,11 @@ global batch, and checkpoints and metrics are written once, by the main process.
 from __future__ import annotations
 
 import argparse
-import functools
 import importlib.util
 import json
 import math
 import shutil
 import time
-from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,12 +42,16 @@ from .checkpoint import (
     save_state,
     write_weights,
 )
+from .config import PRESETS
 from .curriculum import Curriculum
+from .data import default_data_dir, load_documents
 from .errors import CourseError, MissingArtifactError
 from .losses import TokenStats, next_paragraph_loss, reconstruction_loss
-from .model import POOLINGS, RefragModel
+from .model import POOLINGS, RefragModel, load_refrag
+from .precision import CPU_BF16, mixed_precision
+from .runs import open_run
+from .trained import STAGES
 
-STAGES = ("recon", "cpt")
 PAPER_LR = {"recon": 2e-4, "cpt": 5e-5}
 # The course's peak LRs for its short budgets, chosen by the lever tables of notebooks 02 and 03
 # (`python -m refrag_lib levers`): a few hundred steps need larger steps than the paper's long runs.
@@ -63,8 +65,6 @@ COURSE_ONE_CHUNK_SHARE = 0.9
 # Reconstruction warms up over 15% of its steps: with the encoder at 1e-4 the first steps' gradients
 # reach norms near 1000 (clipped); a longer warm-up halves the largest and adds one-chunk accuracy.
 COURSE_WARMUP = {"recon": 0.15, "cpt": 0.04}
-MIXED_PRECISION = {"float32": "no", "float16": "fp16", "bfloat16": "bf16"}
-CPU_BF16 = True  # the course's default for TrainConfig.cpu_bf16 and SFTConfig.cpu_bf16
 HELD_OUT_FRACTION = 0.1  # the last 10% of documents are never trained on
 
 
@@ -213,53 +213,6 @@ def warmup_cosine(steps: int, warmup_fraction: float):
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
-
-
-def native_cpu_bf16() -> bool:
-    """Whether this CPU multiplies bf16 in hardware (x86 AVX512-BF16 or AMX); elsewhere torch emulates it."""
-    checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
-    return any(check() for check in checks if check is not None)
-
-
-def mixed_precision(model: RefragModel, cfg) -> str:
-    """accelerate's mixed_precision for training `model`: the preset's precision, except that an fp32 preset on
-    a CPU with native bf16 maths trains under bf16 autocast (fp32 weights and optimizer). There a step takes
-    1.5x less time (`python -m refrag_lib loss-speed`) and stage 1 learnt as much (notebook 02's lever table);
-    on a CPU without it bf16 is emulated and slower, so the maths stay fp32. cfg.cpu_bf16 = False keeps fp32
-    everywhere."""
-    if computes_in_cpu_bf16(model, cfg.cpu_bf16):
-        return "bf16"
-    return MIXED_PRECISION[str(model.decoder.dtype).removeprefix("torch.")]
-
-
-def computes_in_cpu_bf16(model: RefragModel, cpu_bf16: bool = CPU_BF16) -> bool:
-    """The rule of mixed_precision: an fp32 model on a CPU with native bf16 maths computes under bf16 autocast."""
-    return (cpu_bf16 and model.device.type == "cpu" and model.decoder.dtype == torch.float32
-            and native_cpu_bf16())
-
-
-def cpu_bf16_autocast(model: RefragModel, cpu_bf16: bool = CPU_BF16) -> torch.autocast:
-    """The same precision outside accelerate's training loop: notebook 02's free-vector fit (it is training),
-    notebook 05's greedy answers (answering.answer_questions) and every held-out score (in_training_precision).
-    A no-op where the rule says fp32."""
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=computes_in_cpu_bf16(model, cpu_bf16))
-
-
-def in_training_precision(score: Callable) -> Callable:
-    """Run a scoring function of (model, ...) in the precision the model trains in (cpu_bf16_autocast).
-
-    The GPU presets score in their bf16/fp16 weights anyway; on a CPU with native bf16 the fp32 presets
-    now do the same and score 2x faster. Measured against fp32 on notebook 02's 160 and notebook 03's 64
-    held-out windows: log-ppl means moved by at most 0.007, the gains over the floor by at most 0.003,
-    far inside their intervals. TTFT is the exception: it is always timed in the model's own precision.
-    """
-
-    @functools.wraps(score)
-    def scored(model: RefragModel, *args, **kwargs):
-        with cpu_bf16_autocast(model):
-            return score(model, *args, **kwargs)
-
-    return scored
 
 
 def _freeze_for(model: RefragModel, parts: list[str]) -> list[nn.Parameter]:
@@ -492,7 +445,6 @@ def summarise(history: list[dict], cfg, parts: list[str], finished: bool) -> dic
 # ---- runs: where documents come from and where weights go -------------------------------------------
 def tokenized_documents(model: RefragModel, path: str | Path | None = None) -> tuple[list, list]:
     """(train, held-out) token lists of the course documents (or a user's .jsonl/.txt file)."""
-    from .data import default_data_dir, load_documents
 
     documents = load_documents(path or default_data_dir() / "documents.jsonl")
     train_docs, held_out = split_documents(documents)
@@ -504,7 +456,6 @@ def prepare_model(run, cfg: TrainConfig, init_from_recon: bool = True) -> Refrag
 
     CPT without them is the Table 12 ablation and must be asked for (init_from_recon=False).
     """
-    from .model import load_refrag
 
     recon_weights = None
     if cfg.stage == "cpt" and init_from_recon:
@@ -540,22 +491,8 @@ def train_stage(
     return result
 
 
-def load_trained(run, stage: str, folder: str = "") -> RefragModel:
-    """The model a finished stage left in RUN_DIR/<stage>/weights.safetensors (for later notebooks)."""
-    from .model import load_refrag
-
-    if stage not in STAGES:
-        raise CourseError(f"stage must be one of {STAGES}, got {stage!r}.")
-    path = run.require(folder or stage, WEIGHTS)
-    model = load_refrag(run.preset)
-    load_weights(path, model, model_identity(run.preset, stage), stage=stage)
-    return model.eval()
-
-
 def main(argv: list[str] | None = None) -> int:
     """`python -m refrag_lib train --stage recon|cpt ...` (also under `accelerate launch -m refrag_lib train`)."""
-    from .config import PRESETS
-    from .runs import open_run
 
     parser = argparse.ArgumentParser(prog="python -m refrag_lib train", description=main.__doc__)
     parser.add_argument("--stage", required=True, choices=STAGES)

@@ -21,7 +21,7 @@ from .evaluate import probe_windows
 from .intervals import mean_interval, paired_difference
 from .losses import reconstruction_example, suffix_token_stats
 from .model import RefragModel
-from .train import CPU_BF16, cpu_bf16_autocast, in_training_precision
+from .precision import CPU_BF16, cpu_bf16_autocast, in_training_precision
 
 
 def fit_free_vectors(model: RefragModel, windows: Sequence[Sequence[int]], steps: int,
@@ -32,8 +32,8 @@ def fit_free_vectors(model: RefragModel, windows: Sequence[Sequence[int]], steps
     start from the model's own vector for the chunk (what its encoder + projector write): random
     directions or the mean token embedding got half as far in 100 steps. Returns the vectors and the
     curve of mean token accuracy (teacher-forced) by step. Only the vectors get gradients; the model
-    is not changed. The fit runs in training's precision (train.cpu_bf16_autocast; fp32 vectors and Adam),
-    and what it reaches is scored in it too, as every other vector is (train.in_training_precision).
+    is not changed. The fit runs in training's precision (precision.cpu_bf16_autocast; fp32 vectors and Adam),
+    and what it reaches is scored in it too, as every other vector is (precision.in_training_precision).
     """
     if steps < 1:
         raise CourseError(f"steps must be at least 1 to fit free vectors, got {steps}.")

@@ -65,7 +65,7 @@ def test_prepare_colab_installs_for_the_runtime(monkeypatch, capsys, gpu, preset
     installed = []
     monkeypatch.setattr(colab, "install_course", lambda clone: installed.append(clone) or ({}, ["faiss-gpu-cu12"]))
     monkeypatch.setattr(colab, "_pip", lambda *args: installed.append(args))
-    monkeypatch.setattr("refrag_lib.config.gpu_name", lambda: gpu)
+    monkeypatch.setattr(colab, "gpu_name", lambda: gpu)
     assert colab.prepare_colab(keep_on_drive=False, clone_dir="/somewhere") == preset
     assert installed[0] == "/somewhere"
     assert (("--no-deps", colab.OFFLINE_DECODER) in installed) is offline

@@ -51,16 +51,34 @@ def test_pack_carries_results_only_and_unpacks_the_same(tmp_path):
     assert pack.UNPACKED not in make_pack(tmp_path / "fresh", tmp_path / "again.tar")["files"]
 
 
+def test_a_half_precision_preset_packs_its_stage_weights_in_that_precision(tmp_path):
+    """t4 models hold every tensor in fp16, so fp32 master weights lose nothing there; policies stay fp32."""
+    from safetensors.torch import load_file
+
+    run = finished_run(tmp_path / "run", preset="t4")
+    save_file({"w": torch.linspace(0, 1, 1000)}, str(run / "recon" / "weights.safetensors"))
+    save_file({"p": torch.linspace(0, 1, 1000)}, str(run / "recon" / "policy.safetensors"))
+    manifest = make_pack(run, tmp_path / "pack.tar")
+    assert manifest["weights_dtype"] == "float16"
+    packed_size = manifest["files"]["recon/weights.safetensors"]["size"]
+    assert packed_size < 0.6 * (run / "recon" / "weights.safetensors").stat().st_size
+    unpack(str(tmp_path / "pack.tar"), tmp_path / "fresh", "t4", 16)
+    weights = load_file(str(tmp_path / "fresh" / "recon" / "weights.safetensors"))["w"]
+    assert weights.dtype == torch.float16 and torch.equal(weights, torch.linspace(0, 1, 1000).half())
+    assert load_file(str(tmp_path / "fresh" / "recon" / "policy.safetensors"))["p"].dtype == torch.float32
+    assert make_pack(finished_run(tmp_path / "cpu"), tmp_path / "cpu.tar")["weights_dtype"] == "float32"
+
+
 def test_checking_a_pack_verifies_everything_and_writes_nothing(good_pack, tmp_path):
     before = files_of(tmp_path)
-    assert pack.verify(str(good_pack), "cpu", 16, tmp_path / "cache")["stages"] == ["index", "recon"]
+    assert pack.verify(str(good_pack), "cpu", 16)["stages"] == ["index", "recon"]
     assert files_of(tmp_path) == before
     with pytest.raises(PackError, match="made by a SMOKE run and this notebook runs full-size"):
-        pack.verify(str(good_pack), "cpu", 16, tmp_path / "cache", smoke=False)
+        pack.verify(str(good_pack), "cpu", 16, smoke=False)
     flipped = rewrite(good_pack, tmp_path / "flipped.tar",
                       lambda n, d: (n, d[:-1] + b"?") if n == "index/passages.faiss" else (n, d))
     with pytest.raises(PackError, match="does not match its manifest"):
-        pack.verify(str(flipped), "cpu", 16, tmp_path / "cache")
+        pack.verify(str(flipped), "cpu", 16)
 
 
 def rewrite(source, target, change):

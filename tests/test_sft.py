@@ -112,7 +112,7 @@ def test_answers_run_under_bf16_autocast_only_where_training_does(setup, native_
     model, retriever, index, items, _ = setup
     store = build_chunk_store(model, index.passages, progress=False, retriever=retriever)
     prepared = [prepare(model, it, it.rows[:2], store, "rag") for it in items[:3]]
-    monkeypatch.setattr("refrag_lib.train.native_cpu_bf16", lambda: native_bf16)
+    monkeypatch.setattr("refrag_lib.precision.native_cpu_bf16", lambda: native_bf16)
     autocast_seen, generate = [], model.generate
 
     def spy(inputs, **kwargs):

@@ -8,16 +8,17 @@ import torch
 from conftest import TINY_TEXT, tiny_refrag
 from safetensors.torch import load_file
 
+from refrag_lib import precision
 from refrag_lib import train as train_module
 from refrag_lib.checkpoint import STATE_DIR, WEIGHTS, load_weights, read_metadata
 from refrag_lib.config import get_preset
 from refrag_lib.errors import CourseError, MissingArtifactError
+from refrag_lib.precision import mixed_precision
 from refrag_lib.runs import open_run
 from refrag_lib.train import (
     StageTask,
     TrainConfig,
     main,
-    mixed_precision,
     prepare_model,
     split_documents,
     train,
@@ -62,16 +63,16 @@ def test_reconstruction_loss_goes_down_and_decoder_stays_frozen(tmp_path):
 
 def test_an_fp32_preset_trains_under_bf16_autocast_only_on_a_cpu_with_native_bf16(monkeypatch):
     model = tiny_refrag(k=4)
-    monkeypatch.setattr(train_module, "native_cpu_bf16", lambda: True)
+    monkeypatch.setattr(precision, "native_cpu_bf16", lambda: True)
     assert mixed_precision(model, config()) == ("bf16" if model.device.type == "cpu" else "no")
     assert mixed_precision(model, config(cpu_bf16=False)) == "no"
-    monkeypatch.setattr(train_module, "native_cpu_bf16", lambda: False)
+    monkeypatch.setattr(precision, "native_cpu_bf16", lambda: False)
     assert mixed_precision(model, config()) == "no"
     assert mixed_precision(tiny_refrag(k=4, dtype=torch.float16), config()) == "fp16"  # a GPU preset's own
 
 
 def test_bf16_autocast_training_learns_and_keeps_fp32_weights(tmp_path, monkeypatch):
-    monkeypatch.setattr(train_module, "native_cpu_bf16", lambda: True)
+    monkeypatch.setattr(precision, "native_cpu_bf16", lambda: True)
     model = tiny_refrag(k=4)
     cfg = config(steps=30, curriculum=False)
     result = train(model, cfg, StageTask(model, cfg, docs(model)), tmp_path, IDENTITY, progress=False)
@@ -87,7 +88,7 @@ def test_held_out_scores_and_rewards_run_in_the_precision_of_training(monkeypatc
     from refrag_lib.grpo import rewards_of, score_examples
 
     model = tiny_refrag(k=4)
-    monkeypatch.setattr(train_module, "native_cpu_bf16", lambda: native_bf16)
+    monkeypatch.setattr(precision, "native_cpu_bf16", lambda: native_bf16)
     autocast_seen, forward = [], model.decoder.base_model.forward
 
     def spy(*args, **kwargs):
@@ -282,7 +283,6 @@ def test_vectors_against_floor_scores_the_same_windows_both_ways():
 
 
 def test_train_and_probe_gives_a_curve_and_the_weights_of_one_uninterrupted_run(tmp_path, monkeypatch):
-    import refrag_lib.train as train_module
     from refrag_lib.evaluate import floor_scores, train_and_probe
 
     monkeypatch.setattr(train_module, "prepare_model", lambda run, cfg, init_from_recon=True: tiny_refrag(k=4))
@@ -302,7 +302,6 @@ def test_train_and_probe_gives_a_curve_and_the_weights_of_one_uninterrupted_run(
 
 
 def test_levers_share_the_compute_and_the_windows(tmp_path, monkeypatch):
-    import refrag_lib.train as train_module
     from refrag_lib.evaluate import cpt_arms, cpt_windows, floor_scores, vectors_against_floor
     from refrag_lib.levers import Lever, equal_compute_steps, format_levers, merge_rows, run_levers
 

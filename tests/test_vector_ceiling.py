@@ -16,7 +16,7 @@ def held_out(model):
 
 @pytest.mark.parametrize("native_bf16", [False, True], ids=["fp32", "bf16 autocast"])
 def test_fitted_vectors_lower_the_loss_and_leave_the_model_as_it_was(native_bf16, monkeypatch):
-    monkeypatch.setattr("refrag_lib.train.native_cpu_bf16", lambda: native_bf16)
+    monkeypatch.setattr("refrag_lib.precision.native_cpu_bf16", lambda: native_bf16)
     model = tiny_refrag(k=4)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
