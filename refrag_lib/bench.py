@@ -435,7 +435,6 @@ def benchmark(model: RefragModel, passages: Sequence[str], question: str, sweep:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m refrag_lib bench`: the benchmark, written as JSON and CSV under RUN_DIR/bench/."""
-
     parser = argparse.ArgumentParser(prog="python -m refrag_lib bench", description=main.__doc__)
     parser.add_argument("--preset", default="cpu", choices=[*PRESETS, "auto"])
     parser.add_argument("--run-dir", default="", help="artifacts folder (default runs/<preset>)")

@@ -85,7 +85,6 @@ class Retriever:
 
 def load_retriever(preset) -> Retriever:
     """The preset's retriever model (preset.retriever_model) on the preset's device."""
-
     model, tokenizer = load_encoder(preset.retriever_model, preset.dtype, preset.device)
     return Retriever(preset.retriever_model, model.eval(), tokenizer)
 
@@ -594,7 +593,6 @@ def build_run_index(run, passages: Sequence[Passage], questions: Sequence[QAExam
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m refrag_lib index`: RUN_DIR/index (FAISS index, passages, chunk store, metrics.json)."""
-
     data = default_data_dir()
     parser = argparse.ArgumentParser(prog="python -m refrag_lib index", description=main.__doc__)
     parser.add_argument("--preset", default="cpu", choices=[*PRESETS, "auto"])

@@ -205,7 +205,6 @@ def read_levers(run, stage: str) -> dict | None:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m refrag_lib levers`: a stage's lever table, written to RUN_DIR/<stage>/levers/levers.json."""
-
     parser = argparse.ArgumentParser(prog="python -m refrag_lib levers", description=main.__doc__)
     parser.add_argument("--stage", default="recon", choices=sorted(LEVERS))
     parser.add_argument("--preset", default="cpu")

@@ -337,7 +337,6 @@ def _pick(logits: torch.Tensor, do_sample: bool, temperature: float, generator) 
 
 def load_refrag(preset, device: str | None = None) -> RefragModel:
     """The preset's encoder and decoder with a fresh (untrained) projector."""
-
     check_access(preset)
     device = device or preset.device
     encoder, encoder_tokenizer = load_encoder(preset.encoder, preset.dtype, device)

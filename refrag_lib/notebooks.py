@@ -110,7 +110,6 @@ def start(preset: str = "cpu", run_dir: str = "", smoke: bool = False, k: int | 
     print(f"preset {run.preset.name} (k={run.preset.k}, {run.preset.dtype}) on {where}; SMOKE={smoke}")
     print(f"artifacts in {run.root}")
     if pack:
-
         manifest = unpack(pack, run.root, run.preset.name, run.preset.k, smoke=smoke)
         print(f"{'pack already in the run folder' if manifest.get('already') else 'unpacked'}: {summary(manifest)}; "
               "the training cells load these stages instead of training them")

@@ -78,7 +78,6 @@ def run_own_data(passages_path: str | Path, qa_path: str | Path, trained: Run, o
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m refrag_lib own-data --passages corpus.txt --qa qa.jsonl`: your files through notebooks 01, 05, 07."""
-
     parser = argparse.ArgumentParser(prog="python -m refrag_lib own-data", description=main.__doc__)
     parser.add_argument("--passages", required=True, help="your corpus: .txt (one passage per line) or .jsonl")
     parser.add_argument("--qa", required=True, help='your questions: .jsonl lines {"question": ..., "answers": [...]}')

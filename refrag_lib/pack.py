@@ -257,7 +257,6 @@ def verify(source: str, preset: str, k: int, smoke: bool | None = None) -> dict:
 
 def check_before_workshop(source: str, preset: str, smoke: bool = False) -> str:
     """Notebook 00's check of PACK (reachable, whole, made for this preset, k and SMOKE), as one line."""
-
     if not source:
         return "no PACK given: notebooks 02-05 train their stages themselves"
     resolved = get_preset(preset)

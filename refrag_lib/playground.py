@@ -55,7 +55,6 @@ class Playground:
             raise CourseError(f"k = {k} has not been trained: choose one of {self.ks}, or train it by running "
                               f"notebooks 01-05 with K = {k} and RUN_DIR = '{folder}'.")
         if k not in self._loaded:
-
             sibling = open_run(self.run.preset.name, self.runs[k], k=k)
             self._loaded[k] = (load_run_ready(sibling), load_sft_model(weights_run(sibling), "rag"))
         return self._loaded[k]

@@ -72,7 +72,6 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 60.0) -
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m refrag_lib playground`: serve notebook 07 as a page on 127.0.0.1 (Ctrl+C stops it)."""
-
     parser = argparse.ArgumentParser(prog="python -m refrag_lib playground", description=main.__doc__)
     parser.add_argument("--preset", default="cpu", choices=[*PRESETS, "auto"])
     parser.add_argument("--run-dir", default="", help="a run folder that finished notebook 05 (default runs/<preset>)")

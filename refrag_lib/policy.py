@@ -269,7 +269,6 @@ def save_policy(path: Path, policy: Policy, identity: dict[str, str]) -> Path:
 
 def load_policy(path: Path, identity: dict[str, str]) -> Policy:
     """A saved policy, refused with a clear message if it was trained for another k, encoder, preset or retriever."""
-
     metadata = read_metadata(Path(path))
     check_identity(metadata, identity, Path(path))
     if "retriever" in identity and metadata.get("retriever") != identity["retriever"]:
@@ -291,7 +290,6 @@ def load_policy(path: Path, identity: dict[str, str]) -> Policy:
 
 def question_policy_identity(preset, retriever: str) -> dict[str, str]:
     """What a question-aware policy is tied to: the preset's models and k, and the retriever whose vectors it reads."""
-
     return {**model_identity(preset, "policy"), "retriever": retriever}
 
 

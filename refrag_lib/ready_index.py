@@ -122,7 +122,6 @@ def weights_run(run):
 
 def load_run_ready(run) -> ReadyIndex:
     """The ready index of a run with the SFT REFRAG model, the retriever and the trained policies."""
-
     folder = run.root / "sft" / READY_FOLDER
     source = weights_run(run)
     model = load_sft_model(source, "refrag")
@@ -132,7 +131,6 @@ def load_run_ready(run) -> ReadyIndex:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m refrag_lib generate --question ...`: answer from the REFRAG-ready index of a run."""
-
     parser = argparse.ArgumentParser(prog="python -m refrag_lib generate", description=main.__doc__)
     parser.add_argument("--question", required=True)
     parser.add_argument("--preset", default="cpu", choices=[*PRESETS, "auto"])

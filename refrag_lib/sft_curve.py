@@ -49,7 +49,6 @@ def passages_store(model, index, index_store, items, top_k: int):
 
 def evaluate_point(model, arm: str, index, index_store, items, selector, p: float, top_k: int) -> dict:
     """One arm's exact match and F1 (with 95% intervals) on the held-out questions at K passages."""
-
     store, renumbered = passages_store(model, index, index_store, items, top_k)
     row = evaluate_setting(model, Setting(arm, arm, top_k), renumbered, store, selector, p, ttft_questions=1,
                            repeats=1, max_new_tokens=10)
@@ -102,7 +101,6 @@ def learning_curve(run, steps: list[int], eval_questions: int = 150, train_quest
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m refrag_lib sft-curve`: EM against SFT steps for both arms, to RUN_DIR/sft/curve/curve.json."""
-
     parser = argparse.ArgumentParser(prog="python -m refrag_lib sft-curve", description=main.__doc__)
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--run-dir", default="", help="artifacts folder (default runs/<preset>); needs notebooks 01-04")

@@ -83,7 +83,6 @@ def plot_sft_losses(histories: dict[str, Sequence[dict]], window: int = 1):
 
 def examples_html(rows: Sequence[dict]) -> str:
     """Question, gold answer, both arms' answers (green when exact) and the chunks REFRAG expanded."""
-
     head = "".join(f"<th>{h}</th>" for h in ("question", "gold", "RAG-FT", "REFRAG", "expanded chunks"))
     body = []
     for row in rows:

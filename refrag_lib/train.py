@@ -445,7 +445,6 @@ def summarise(history: list[dict], cfg, parts: list[str], finished: bool) -> dic
 # ---- runs: where documents come from and where weights go -------------------------------------------
 def tokenized_documents(model: RefragModel, path: str | Path | None = None) -> tuple[list, list]:
     """(train, held-out) token lists of the course documents (or a user's .jsonl/.txt file)."""
-
     documents = load_documents(path or default_data_dir() / "documents.jsonl")
     train_docs, held_out = split_documents(documents)
     return [model.tokenize(d) for d in train_docs], [model.tokenize(d) for d in held_out]
@@ -493,7 +492,6 @@ def train_stage(
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m refrag_lib train --stage recon|cpt ...` (also under `accelerate launch -m refrag_lib train`)."""
-
     parser = argparse.ArgumentParser(prog="python -m refrag_lib train", description=main.__doc__)
     parser.add_argument("--stage", required=True, choices=STAGES)
     parser.add_argument("--preset", default="cpu", choices=[*PRESETS, "auto"])
