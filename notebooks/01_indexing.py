@@ -62,12 +62,12 @@ run = start(PRESET, RUN_DIR, SMOKE, pack=PACK)
 
 import numpy as np
 
+from refrag_lib.chunk_store import load_chunk_store
 from refrag_lib.data import default_data_dir, load_passages, load_qa
 from refrag_lib.index import (
     build_run_index,
     format_hits,
     gold_ranks,
-    load_chunk_store,
     load_retriever,
     load_run_index,
     relevant_rows,

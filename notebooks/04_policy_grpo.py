@@ -96,16 +96,9 @@ from IPython.display import HTML, display
 from refrag_lib.checkpoint import model_identity
 from refrag_lib.errors import CourseError
 from refrag_lib.evaluate import cpt_windows
-from refrag_lib.grpo import (
-    FIGURE3_FRACTIONS,
-    GRPOConfig,
-    compare_at,
-    continue_cpt_mixed,
-    figure3,
-    policy_path,
-    score_examples,
-    train_policy,
-)
+from refrag_lib.figure3 import FIGURE3_FRACTIONS, compare_at, figure3, policy_metrics
+from refrag_lib.grpo import GRPOConfig, policy_path, train_policy
+from refrag_lib.mixed_cpt import continue_cpt_mixed
 from refrag_lib.policy import (
     ChunkPolicy,
     PolicyConfig,
@@ -123,7 +116,7 @@ from refrag_lib.policy_plots import (
     plot_selection_frequency,
     selection_frequency,
 )
-from refrag_lib.selectors import PerplexitySelector, PolicySelector, RandomSelector
+from refrag_lib.selectors import PerplexitySelector, PolicySelector, RandomSelector, score_examples
 from refrag_lib.train import tokenized_documents
 
 mixed_steps, mixed_positions = (1, 64) if SMOKE else (MIXED_CPT_STEPS, MIXED_POSITIONS)
@@ -350,8 +343,9 @@ display(HTML(highlight_html(model, example, masks)))
 # %%
 import numpy as np
 
+from refrag_lib.chunk_store import PassageChunks, load_chunk_store
 from refrag_lib.data import default_data_dir, load_qa
-from refrag_lib.index import load_chunk_store, load_retriever, load_run_index
+from refrag_lib.index import load_retriever, load_run_index
 from refrag_lib.intervals import format_interval
 from refrag_lib.policy import QuestionPolicy, question_policy_identity
 from refrag_lib.policy_plots import plot_answer_table
@@ -365,7 +359,6 @@ from refrag_lib.question_grpo import (
     train_question_policy,
 )
 from refrag_lib.selectors import QuestionPolicySelector, QuestionSelector
-from refrag_lib.sft import PassageChunks
 
 question_steps = 2 if SMOKE else QUESTION_STEPS or run.preset.budget.question_policy_steps
 eval_questions = 4 if SMOKE else EVAL_QUESTIONS or run.preset.budget.eval_questions
@@ -520,23 +513,10 @@ for name, rows in answer_table["by_p"].items():
 # answers.
 
 # %%
-run.write_metrics("policy", {
-    "log_ppl_by_p": table["log_ppl_by_p"], "random_std": table["random_std"],
-    "random_seeds": table["random_seeds"], "none": table["none"], "all": table["all"],
-    "reward_curve_first": summary["reward_curve_first"], "reward_curve_last": summary["reward_curve_last"],
-    "reward_gain_first": summary["reward_gain_first"], "reward_gain_last": summary["reward_gain_last"],
-    "train_seconds": summary["train_seconds"], "mixed_cpt_seconds": mixed.summary.get("train_seconds", 0.0),
-    "verdict_at_0.25": verdict, "grpo_config": summary["grpo_config"], "eval_examples": len(examples),
-    "continuation_tokens": continuation, "context_tokens": context,
-    "question_policy": {
-        "reward_gain_first": question_summary["reward_gain_first"],
-        "reward_gain_last": question_summary["reward_gain_last"],
-        "train_seconds": question_summary["train_seconds"], "grpo_config": question_summary["grpo_config"],
-        "warm_start": {"epochs": QUESTION_WARM_EPOCHS, "lr": QUESTION_WARM_LR, "questions": len(warm_examples),
-                       "history": warm_history, "held_out_answer_expanded": warm_landing},
-        "curve": [{key: row[key] for key in ("step", "p", "reward_mean", "reward_gain_vs_random")}
-                  for row in question_result.history],
-        "held_out": answer_table,
-    },
-})
+run.write_metrics("policy", policy_metrics(
+    table, summary, question_summary, question_result.history,
+    {"epochs": QUESTION_WARM_EPOCHS, "lr": QUESTION_WARM_LR, "questions": len(warm_examples), "history": warm_history,
+     "held_out_answer_expanded": warm_landing},
+    answer_table, mixed_cpt_seconds=mixed.summary.get("train_seconds", 0.0), eval_examples=len(examples),
+    continuation_tokens=continuation, context_tokens=context))
 print("wrote", run.stage_dir("policy") / "metrics.json")

@@ -87,26 +87,28 @@ import copy
 import matplotlib.pyplot as plt
 from IPython.display import HTML, display
 
-from refrag_lib.answering import generate_answer, selection_input
+from refrag_lib.answering import generate_answer
 from refrag_lib.checkpoint import model_identity
+from refrag_lib.chunk_store import PassageChunks, load_chunk_store
 from refrag_lib.config import WORKSHOP_SIZE
 from refrag_lib.data import default_data_dir, load_qa
-from refrag_lib.index import load_chunk_store, load_retriever, load_run_index
+from refrag_lib.index import load_retriever, load_run_index
 from refrag_lib.intervals import format_interval
 from refrag_lib.policy import effective_compression, load_run_policies
-from refrag_lib.qa import answerable, build_prompt, input_positions, retrieve_items
+from refrag_lib.qa import answerable, input_positions, retrieve_items
 from refrag_lib.qa_eval import (
     em_by_answer_place,
     evaluate_all,
     grid_table,
     metrics_table,
     paired_differences,
+    sft_metrics,
     side_by_side,
 )
 from refrag_lib.ready_index import READY_FOLDER, build_ready_index, format_answer, load_ready_index
 from refrag_lib.runs import open_run
-from refrag_lib.selectors import make_selector
-from refrag_lib.sft import PassageChunks, SFTConfig, finished_arm, train_arm
+from refrag_lib.selectors import make_selector, selector_input
+from refrag_lib.sft import SFTConfig, finished_arm, train_arm
 from refrag_lib.sft_plots import examples_html, plot_em_ttft, plot_selector_grid, plot_sft_losses
 from refrag_lib.trained import load_start_model
 
@@ -180,11 +182,8 @@ index_store = load_chunk_store(run.require("index", "chunk_store.safetensors"), 
 chunks = PassageChunks(model, index.passages, keys=index_store)
 selector = make_selector(SELECTOR, policies, model, seed=SEED)
 demo = (train_items or eval_items)[0]
-per_passage = chunks(demo.rows)
-prompt = build_prompt(model, demo.question, per_passage)
-vectors = model.encode_chunks(prompt.chunks).detach().split([len(c) for c in per_passage])
-expand = selector([selection_input(prompt, vectors, demo.question_key, chunks.keys_for(demo.rows), demo.question,
-                                   chunks.rarity())], P)[0]
+example = selector_input(model, demo, demo.rows, chunks)  # what the selector sees: chunks, c_i, retriever vectors
+prompt, expand = example.segments, selector([example], P)[0]
 print(demo.question, "->", demo.answers[0])
 print(f"RAG-FT reads {input_positions(prompt, [True] * len(expand))} positions; REFRAG reads "
       f"{input_positions(prompt, expand)} ({len(expand)} chunks of k={model.k}, {sum(expand)} expanded; "
@@ -451,20 +450,9 @@ print(format_answer(generate_answer(ready, eval_items[0].question, max_new_token
 # decoder: the GPU presets).
 
 # %%
-rag_em = table["exact_match"]["rag"]
-run.write_metrics("sft", {
-    **{key: table[key] for key in ("exact_match", "f1", "ttft_ms", "input_tokens", "answer_in_context",
-                                   "expanded_fraction", "exact_match_ci", "f1_ci")},
-    "paired_difference_ci": {row: [d["low"], d["high"]] for row, d in paired.items()},
-    "paired_difference": {row: d["mean"] for row, d in paired.items()},
-    "selector": SELECTOR, "selector_grid": grid, "em_by_answer_place": answer_places,
-    "n_eval": len(eval_items), "p": P, "top_k": TOP_K, "steps": steps, "batch_size": BATCH_SIZE, "lr": LR,
-    "gold_fraction": GOLD_FRACTION, "n_train_questions": len(train_items),
-    "questions": str(QUESTIONS or "course"), "trained_run": str(trained.root),
-    "equal_latency_passages": n_equal, "equal_latency_grid_ms": evaluation["equal_latency_grid_ms"],
-    "equal_latency_p": evaluation["equal_latency_p"],
-    "refrag_em_over_rag": table["exact_match"]["refrag"] / rag_em if rag_em else None,
-    "ttft_speedup_at_k": table["ttft_ms"]["rag"] / table["ttft_ms"]["refrag"],
-    "train": {"rag": rag.summary, "refrag": refrag.summary},
-})
+run.write_metrics("sft", sft_metrics(
+    evaluation, answer_places, {"rag": rag.summary, "refrag": refrag.summary},
+    selector=SELECTOR, n_eval=len(eval_items), p=P, top_k=TOP_K, steps=steps, batch_size=BATCH_SIZE, lr=LR,
+    gold_fraction=GOLD_FRACTION, n_train_questions=len(train_items), questions=str(QUESTIONS or "course"),
+    trained_run=str(trained.root)))
 print("wrote", run.stage_dir("sft") / "metrics.json")

@@ -17,16 +17,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .arms import READERS
+from .chunk_store import ChunkStore
 from .errors import CourseError
-from .index import ChunkStore
-from .lexical import WordRarity
 from .model import RefragModel, Segments
 from .precision import CPU_BF16, cpu_bf16_autocast
-from .qa import QAItem, build_prompt, clean_prediction, input_positions
-from .selectors import ScoredExample, Selector, make_selector
+from .qa import QAItem, clean_prediction, input_positions
+from .selectors import ScoredExample, Selector, make_selector, selector_input
 from .timing import quartiles_ms, ttft_once
-
-ARMS = ("rag", "refrag")
 
 
 @dataclass
@@ -39,25 +37,9 @@ class Prepared:
     rows: list[int]
 
 
-def selection_input(prompt: Segments, vectors: Sequence[torch.Tensor], question_key=None,
-                    chunk_keys: torch.Tensor | None = None, question: str | None = None,
-                    rarity: WordRarity | None = None) -> ScoredExample:
-    """What a selector sees of one question: its chunks, their vectors per passage, the retriever vectors,
-    and (given the question's text and the store's word rarity) each chunk's share of the question's words."""
-    key = None if question_key is None else torch.as_tensor(np.asarray(question_key), dtype=torch.float32)
-    lengths = [len(v) for v in vectors]
-    overlap = None if question is None or rarity is None else rarity.chunk_features(question, prompt.chunks, lengths)
-    return ScoredExample(prompt, torch.cat(list(vectors)), passage_lengths=lengths, question_key=key,
-                         chunk_keys=chunk_keys, word_overlap=overlap)
-
-
 def read_passages(model: RefragModel, item: QAItem, rows: Sequence[int], store: ChunkStore) -> ScoredExample:
-    """A question's prompt over passage `rows`, with the passages' cached vectors and retriever keys (no encoder)."""
-    parts = [store.chunks_for([r]) for r in rows]
-    prompt = build_prompt(model, item.question, [chunks for chunks, _ in parts])
-    vectors = [v for _, v in parts] or [store.vectors[:0]]  # no passages: an empty [0, dim] for the batch
-    return selection_input(prompt, vectors, item.question_key, store.keys_for(rows), item.question,
-                           store.word_rarity(model.decoder_tokenizer))
+    """A question over passage `rows` as its selector sees it, the c_i from the store's cache (no encoder)."""
+    return selector_input(model, item, rows, store, store.chunks_for(rows)[1])
 
 
 def with_expansion(example: ScoredExample, expand: Sequence[bool], rows: Sequence[int]) -> Prepared:
@@ -69,8 +51,8 @@ def with_expansion(example: ScoredExample, expand: Sequence[bool], rows: Sequenc
 def prepare(model: RefragModel, item: QAItem, rows: Sequence[int], store: ChunkStore, arm: str = "refrag",
             selector: Selector | None = None, p: float = 0.0) -> Prepared:
     """A question ready for the decoder: RAG expands every chunk, REFRAG the selector's round(p * L) picks."""
-    if arm not in ARMS:
-        raise CourseError(f"arm must be one of {ARMS}, got {arm!r}.")
+    if arm not in READERS:
+        raise CourseError(f"arm must be one of {READERS}, got {arm!r}.")
     example = read_passages(model, item, rows, store)
     if arm == "rag":
         return with_expansion(example, [True] * example.n_chunks, rows)

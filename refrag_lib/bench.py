@@ -20,25 +20,26 @@ import csv
 import json
 import os
 import platform
-import random
 import statistics
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .analytic import DecoderShape, kv_cache_bytes, ttft_speedup
+from .arms import TIMED_ARMS
 from .config import PRESETS
 from .data import default_data_dir, load_passages, load_qa
 from .errors import CourseError
 from .model import RefragModel, Segments, chunk_ids, load_refrag
+from .policy import n_expanded, random_mask
 from .qa import ANSWER_SUFFIX, QUESTION_PREFIX
 from .runs import open_run
 from .timing import Prefilled, clock, quartiles_ms, ttft_once
 
-ARMS = ("rag", "refrag_cache", "refrag_nocache")
 CSV_FIELDS = (
     "s", "k", "p", "arm", "positions", "question_tokens", "passages", "ttft_ms_median", "ttft_ms_iqr",
     "encoder_ms_median", "ttit_ms", "tokens_per_s", "kv_bytes", "peak_mem_bytes", "speedup",
@@ -97,8 +98,7 @@ def build_workload(model: RefragModel, passages: Sequence[str], question: str, s
 
 def expansion_mask(n_chunks: int, p: float, seed: int = 0) -> list[bool]:
     """round(p * L) chunks expanded, chosen at random with a fixed seed (timing does not depend on which)."""
-    chosen = set(random.Random(seed).sample(range(n_chunks), round(p * n_chunks)))
-    return [i in chosen for i in range(n_chunks)]
+    return random_mask(n_chunks, n_expanded(p, n_chunks), np.random.default_rng(seed))
 
 
 def check_sweep(s_values, k_values, p_values, repeats: int, warmup: int, decode_tokens: int,
@@ -168,8 +168,8 @@ def decode_step_seconds(model: RefragModel, run: Prefilled, steps: int) -> list[
 def measure_arm(model: RefragModel, segments: Segments, expand: list[bool], arm: str, repeats: int,
                 warmup: int, decode_tokens: int) -> dict:
     """TTFT (median, IQR), encoder time, TTIT, throughput, KV bytes and peak memory of one arm."""
-    if arm not in ARMS:
-        raise CourseError(f"arm must be one of {ARMS}, got {arm!r}.")
+    if arm not in TIMED_ARMS:
+        raise CourseError(f"arm must be one of {TIMED_ARMS}, got {arm!r}.")
     device = model.device
     vectors = None
     if arm == "refrag_cache":  # precomputed outside the timed region, as at indexing time
@@ -228,7 +228,7 @@ def run_sweep(model: RefragModel, passages: Sequence[str], question: str, s_valu
     shape = DecoderShape.from_config(model.decoder.config)
     rows, skipped = [], []
     jobs = [(s, None, 1.0, "rag") for s in s_values] + [
-        (s, k, p, arm) for s in s_values for k in k_values for p in p_values for arm in ARMS[1:]
+        (s, k, p, arm) for s in s_values for k in k_values for p in p_values for arm in TIMED_ARMS[1:]
     ]
     jobs.sort(key=lambda job: job[0])  # short contexts first: a small machine fails late, not early
     with torch.inference_mode():

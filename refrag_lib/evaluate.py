@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from .arms import CONTEXT_ARMS
 from .errors import CourseError
 from .intervals import mean_interval, paired_difference
 from .losses import reconstruction_example, suffix_token_stats
@@ -194,9 +195,7 @@ def _compressed(model, context, continuation):
     return Segments(chunks=chunk_ids(context, model.k), suffix=continuation)
 
 
-ARMS: dict[str, Callable] = {
-    "no_context": _no_context, "full_context": _full_context, "last_tokens": _last_tokens, "refrag": _compressed,
-}
+ARM_INPUTS: dict[str, Callable] = dict(zip(CONTEXT_ARMS, (_no_context, _full_context, _last_tokens, _compressed)))
 
 
 def cpt_windows(held_out: list[list[int]], context_tokens: int, continuation_tokens: int, n_examples: int,
@@ -208,9 +207,9 @@ def cpt_windows(held_out: list[list[int]], context_tokens: int, continuation_tok
 
 def context_nll(model: RefragModel, pairs, arm: str, batch_size: int = 4) -> np.ndarray:
     """Per (context, continuation) pair: the mean NLL of its continuation tokens under one arm."""
-    if arm not in ARMS:
-        raise CourseError(f"Unknown arm {arm!r}; choose from {', '.join(ARMS)}.")
-    batch = [ARMS[arm](model, list(c), list(o)) for c, o in pairs]
+    if arm not in ARM_INPUTS:
+        raise CourseError(f"Unknown arm {arm!r}; choose from {', '.join(ARM_INPUTS)}.")
+    batch = [ARM_INPUTS[arm](model, list(c), list(o)) for c, o in pairs]
     return _per_window(model, batch, batch_size)[0]
 
 

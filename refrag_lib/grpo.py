@@ -1,4 +1,4 @@
-"""Stage 3: train the expansion policy with GRPO, and score every selector on held-out text.
+"""Stage 3: train the expansion policy with GRPO (its held-out evaluation: refrag_lib.figure3).
 
 Reward of a selection = minus the mean NLL of the TRUE continuation x_{s+1..s+o} when the chosen
 chunks are fed as tokens and the rest as vectors (never the model's own greedy output). GRPO draws G
@@ -11,7 +11,6 @@ group, several updates per batch of rollouts, no KL term.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -19,11 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from tqdm.auto import tqdm
 
-from .checkpoint import WEIGHTS, model_identity, read_metadata
 from .errors import CourseError
-from .losses import IGNORE, next_paragraph_example, shifted_labels
+from .losses import masked_nll
 from .model import RefragModel
 from .policy import (
     POLICY_WEIGHTS,
@@ -35,12 +33,8 @@ from .policy import (
     step_log_probs,
     to_mask,
 )
-from .precision import in_training_precision
-from .selectors import FixedSelector, PerplexitySelector, RandomSelector, ScoredExample, Selector, chunk_nll
-from .train import StageTask, TrainConfig, tokenized_documents, train, windows
-from .trained import MIXED_CPT_FOLDER, load_trained
-
-FIGURE3_FRACTIONS = (0.0, 0.05, 0.1, 0.25, 0.5)
+from .selectors import RandomSelector, ScoredExample, score_examples
+from .train import windows
 
 
 # ---- GRPO maths --------------------------------------------------------------------------------------
@@ -72,54 +66,10 @@ def clipped_objective(new_logp: torch.Tensor, old_logp: torch.Tensor, advantages
     return -objective.mean(), clip_fraction.detach()
 
 
-# ---- scoring examples ----------------------------------------------------------------------------------
-@torch.no_grad()
-def score_examples(model: RefragModel, pairs: Sequence[tuple[Sequence[int], Sequence[int]]],
-                   with_chunk_nll: bool = True, batch_size: int = 8) -> list[ScoredExample]:
-    """(context, continuation) token pairs -> examples with chunk vectors (ONE encoder call) and chunk NLL.
-
-    Training the policy needs only the vectors: with_chunk_nll=False skips the full-context forward
-    (the chunk NLL is then NaN, and the perplexity heuristics refuse such examples).
-    """
-    batch = [next_paragraph_example(c, o, model.k) for c, o in pairs]
-    vectors = model.encode_chunks([chunk for ex in batch for chunk in ex.chunks]).float().cpu()
-    per_example = vectors.split([len(ex.chunks) for ex in batch])
-    if with_chunk_nll:  # full-vocabulary logits at every context position: batches keep memory bounded
-        scores = [nll for i in range(0, len(batch), batch_size) for nll in chunk_nll(model, batch[i : i + batch_size])]
-    else:
-        scores = [torch.full((len(ex.chunks),), math.nan) for ex in batch]
-    return [ScoredExample(ex, c, nll) for ex, c, nll in zip(batch, per_example, scores)]
-
-
-@in_training_precision
-def mixed_input_nll(model: RefragModel, examples: Sequence[ScoredExample],
-                    masks: Sequence[Sequence[bool]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed NLL and token count of each row's TRUE continuation under its expansion mask.
-
-    One decoder forward for all rows; the cached chunk vectors stand in for the compressed chunks
-    (no encoder call). Rows may repeat an example (the G selections of a group).
-    """
-    batch = [ex.segments for ex in examples]
-    compressed = [ex.chunk_vectors[[i for i, e in enumerate(mask) if not e]] for ex, mask in zip(examples, masks)]
-    vectors = torch.cat(compressed) if compressed else torch.zeros(0)
-    inputs = model.build_inputs(batch, masks, chunk_vectors=vectors, padding_side="right")
-    labels = shifted_labels(inputs)
-    hidden = model.decoder.base_model(
-        inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask, position_ids=inputs.position_ids,
-        use_cache=False,  # a scoring/training pass: a KV cache would only hold memory
-    ).last_hidden_state
-    rows, cols = (labels != IGNORE).nonzero(as_tuple=True)
-    logits = model.decoder.get_output_embeddings()(hidden[rows, cols]).float()
-    nll = F.cross_entropy(logits, labels[rows, cols], reduction="none")
-    n = len(batch)
-    summed = torch.zeros(n, device=nll.device).index_add(0, rows, nll).cpu()
-    return summed, torch.bincount(rows, minlength=n).cpu()
-
-
 @torch.no_grad()
 def rewards_of(model: RefragModel, examples: Sequence[ScoredExample], masks: Sequence[Sequence[bool]]) -> torch.Tensor:
     """r = - mean NLL of each row's true continuation (one batched forward)."""
-    summed, tokens = mixed_input_nll(model, examples, masks)
+    summed, tokens = masked_nll(model, examples, masks)
     return -(summed / tokens.clamp(min=1))
 
 
@@ -215,8 +165,6 @@ def grpo_step(model: RefragModel, policy: Policy, optimizer, examples: Sequence[
 def train_policy(model: RefragModel, policy: ChunkPolicy, token_docs: list[list[int]], cfg: GRPOConfig,
                  progress: bool = True) -> PolicyTrainResult:
     """Train the policy in place with GRPO; the REFRAG model stays frozen (it only hands out rewards)."""
-    from tqdm.auto import tqdm
-
     model.eval()
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -251,111 +199,7 @@ def summarise(history: list[dict], cfg: GRPOConfig) -> dict:
     }
 
 
-# ---- the paper's Figure 3: log-ppl against p for every selector --------------------------------------------
-class MaskedNLL:
-    """Summed NLL and token count per (example, expansion mask), computed in batches and remembered.
-
-    Selectors often agree (at p = 0 every one of them expands nothing; the heuristics and the policy
-    may pick the same chunks), so each distinct input is scored once. nll(model, examples, masks) ->
-    (summed, tokens): the true continuation's (mixed_input_nll) unless another target is given.
-    """
-
-    def __init__(self, model: RefragModel, examples: Sequence[ScoredExample], batch_size: int = 8, nll=None):
-        self.model, self.examples, self.batch_size = model, list(examples), batch_size
-        self.nll = nll or mixed_input_nll
-        self.memo: dict[tuple[int, tuple[bool, ...]], tuple[float, int]] = {}
-
-    @torch.no_grad()
-    def scored(self, selector: Selector, p: float) -> list[tuple[float, int]]:
-        """(summed NLL, tokens) of each example with the selector's chunks expanded at fraction p."""
-        keys = [(i, tuple(mask)) for i, mask in enumerate(selector(self.examples, p))]
-        todo = sorted({key for key in keys if key not in self.memo}, key=lambda key: (sum(key[1]), key[0]))
-        for start in range(0, len(todo), self.batch_size):  # similar lengths share a batch (less padding)
-            part = todo[start : start + self.batch_size]
-            summed, count = self.nll(self.model, [self.examples[i] for i, _ in part], [m for _, m in part])
-            self.memo.update({key: (float(s), int(c)) for key, s, c in zip(part, summed, count)})
-        return [self.memo[key] for key in keys]
-
-    def log_ppl(self, selector: Selector, p: float) -> float:
-        """Held-out log-perplexity of the continuations with the selector's chunks expanded at fraction p."""
-        scored = self.scored(selector, p)
-        return sum(s for s, _ in scored) / sum(c for _, c in scored)
-
-
-def figure3(model: RefragModel, examples: Sequence[ScoredExample], selectors: dict[str, Selector],
-            fractions: Sequence[float] = FIGURE3_FRACTIONS, random_seeds: Sequence[int] = (0, 1, 2),
-            batch_size: int = 8, progress: bool = True) -> dict:
-    """{"log_ppl_by_p": {selector: {p: log-ppl}}, "random_std": {p: std over seeds}, "none", "all"}.
-
-    `random` is averaged over several seeds (its std says how much of a gap is noise); ppl_desc and
-    ppl_asc are added here, the caller passes the learned policy (and anything else) in `selectors`.
-    """
-    from tqdm.auto import tqdm
-
-    if len(random_seeds) < 1:
-        raise CourseError("figure3 needs at least one random seed (3 or more to measure the spread).")
-    fractions = [check_fraction(p) for p in fractions]
-    scorer = MaskedNLL(model, examples, batch_size)
-    arms = {**selectors, "ppl_desc": PerplexitySelector(True), "ppl_asc": PerplexitySelector(False)}
-    table: dict[str, dict[str, float]] = {name: {} for name in [*arms, "random"]}
-    spread: dict[str, float] = {}
-    for p in tqdm(fractions, desc="Figure 3", disable=not progress):
-        for name, selector in arms.items():
-            table[name][str(p)] = scorer.log_ppl(selector, p)
-        seeds = [scorer.log_ppl(RandomSelector(seed), p) for seed in random_seeds]
-        table["random"][str(p)] = float(np.mean(seeds))
-        spread[str(p)] = float(np.std(seeds))
-    return {
-        "log_ppl_by_p": table, "random_std": spread, "random_seeds": len(random_seeds),
-        "none": scorer.log_ppl(FixedSelector(False), 0.0),
-        "all": scorer.log_ppl(FixedSelector(True), 1.0),
-    }
-
-
-# ---- stage 2b: mixed-input CPT before RL ---------------------------------------------------------------------
-
-
-def continue_cpt_mixed(run, steps: int, expand_fraction: float = 0.1, context_tokens: int = 256,
-                       continuation_tokens: int = 64, positions_per_step: int = 256, progress: bool = True,
-                       documents: str | Path | None = None):
-    """Continue CPT from RUN_DIR/cpt with a random fraction p of chunks left as tokens (paper: p = 0.1),
-    so the decoder has seen mixed sequences before the policy starts choosing them.
-
-    Trains the same parts notebook 03 trained (the decoder too if it did) with the shared loop, every
-    step on the full s/k chunks (no curriculum: the model already reads them), on the course's documents
-    or a learner's own file (`documents`). Resumable; a finished run is loaded instead of retrained.
-    Returns (model, TrainResult).
-    """
-
-    check_fraction(expand_fraction)
-    parts = read_metadata(run.require("cpt", WEIGHTS)).get("parts", "").split(",")
-    cfg = TrainConfig(stage="cpt", steps=steps, context_tokens=context_tokens,
-                      continuation_tokens=continuation_tokens, positions_per_step=positions_per_step,
-                      curriculum=False, expand_fraction=expand_fraction,
-                      train_decoder="decoder" in parts, save_every=max(steps, 1))
-    model = load_trained(run, "cpt")
-    train_docs, _ = tokenized_documents(model, documents)
-    out_dir = run.stage_dir(MIXED_CPT_FOLDER)
-    result = train(model, cfg, StageTask(model, cfg, train_docs), out_dir, model_identity(run.preset, "cpt"),
-                   progress=progress)
-    return result.model.eval(), result
-
-
 def policy_path(run) -> Path:
     return run.stage_dir("policy") / POLICY_WEIGHTS
 
 
-def compare_at(table: dict, p: float = 0.25) -> dict:
-    """The Figure 3 verdict at one p: RL against random (is the gap beyond random's seed spread?) and
-    against perplexity-descending (negative = RL better)."""
-    key = str(check_fraction(p))
-    by_p = table["log_ppl_by_p"]
-    if key not in by_p.get("rl", {}):
-        raise CourseError(f"p = {p} is not in the table; evaluate it with figure3(..., fractions=[..., {p}]).")
-    rl_minus_random = by_p["rl"][key] - by_p["random"][key]
-    return {
-        "p": float(key), "rl_minus_random": rl_minus_random, "random_std": table["random_std"][key],
-        "rl_beats_random_beyond_spread": bool(-rl_minus_random > table["random_std"][key]),
-        "rl_minus_ppl_desc": by_p["rl"][key] - by_p["ppl_desc"][key],
-        "winner": min(("rl", "ppl_desc", "ppl_asc", "random"), key=lambda name: by_p[name][key]),
-    }

@@ -1,13 +1,9 @@
-"""Retrieval for the course: passage embeddings, a FAISS index, recall@k, and the REFRAG chunk store.
+"""Retrieval for the course: passage embeddings, a FAISS index, recall@k, and the run index of notebook 01.
 
 RUN_DIR/index/ holds two kinds of embeddings, for two different jobs:
-- embeddings to SEARCH: one retriever vector per passage (mean-pooled, L2-normalised), in a FAISS
-  inner-product index; on unit vectors the inner product is the cosine similarity. They never change.
-- embeddings to DECODE: one REFRAG encoder vector c_i per chunk of k decoder tokens of every passage
-  (the chunk store). The decoder reads them through the projector instead of the k tokens. Computing
-  them once at indexing time is what makes REFRAG's "with cache" time-to-first-token possible; they
-  depend on the encoder's weights, so they are recomputed (build_chunk_store) after the encoder is
-  trained.
+- embeddings to SEARCH (this module): one retriever vector per passage (mean-pooled, L2-normalised), in a
+  FAISS inner-product index; on unit vectors the inner product is the cosine similarity. They never change.
+- embeddings to DECODE: one REFRAG encoder vector c_i per chunk (refrag_lib.chunk_store).
 
 Command line: ``python -m refrag_lib index --preset cpu --run-dir DIR``.
 """
@@ -15,34 +11,30 @@ Command line: ``python -m refrag_lib index --preset cpu --run-dir DIR``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import random
 import time
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from .chunk_store import BUILD_HINT, CHUNK_STORE_FILE, build_chunk_store
 from .config import PRESETS
-from .data import Passage, QAExample, default_data_dir, load_passages, load_qa
+from .data import Passage, QAExample, default_data_dir, load_passages, load_qa, passages_fingerprint
 from .errors import CourseError, MissingArtifactError
 from .hub import load_encoder
-from .lexical import WordRarity
 from .model import load_refrag, mean_pool
 from .qa import answer_rows
 from .runs import open_run
-from .selectors import REBUILD_KEYS
 
 INDEX_FILE = "passages.faiss"
 PASSAGES_FILE = "passages.jsonl"
 META_FILE = "meta.json"
-CHUNK_STORE_FILE = "chunk_store.safetensors"
 RECALL_KS = (1, 5, 10)
-BUILD_HINT = "Run notebooks/01_indexing.ipynb (or `python -m refrag_lib index --run-dir RUN_DIR`) first"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -63,8 +55,6 @@ class Retriever:
     def embed(self, texts: Sequence[str], batch_size: int = 32, progress: bool = True,
               desc: str = "embedding") -> np.ndarray:
         """float32 [len(texts), dim], L2-normalised, so that inner product = cosine similarity."""
-        from tqdm.auto import tqdm
-
         if batch_size < 1:
             raise CourseError(f"batch_size must be >= 1, got {batch_size}.")
         self.model.eval()
@@ -115,14 +105,6 @@ def place_index(cpu_index, probe: np.ndarray, use_gpu: bool = True):
         return cpu_index, "faiss-cpu", None
     name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "GPU 0"
     return gpu_index, f"faiss-gpu ({name})", resources
-
-
-def passages_fingerprint(passages: Sequence[Passage]) -> str:
-    """A short hash of the passage ids and texts: ties an index and a chunk store to one passage list."""
-    digest = hashlib.sha256()
-    for p in passages:
-        digest.update(f"{p.id}\t{p.text}\n".encode())
-    return digest.hexdigest()[:16]
 
 
 @dataclass
@@ -315,227 +297,6 @@ def subset_with_gold(passages: Sequence[Passage], questions: Sequence[QAExample]
     others = [p.id for p in passages if p.id not in keep]
     keep |= set(rng.sample(others, min(len(others), n_passages - len(keep))))
     return [p for p in passages if p.id in keep], questions
-
-
-# --------------------------------------------------------------------------------------------------
-# Embeddings to decode: the REFRAG chunk store
-# --------------------------------------------------------------------------------------------------
-
-
-def context_text(passage_text: str) -> str:
-    """How a passage enters a prompt: its text and a newline, chunked on its own so its c_i can be cached."""
-    return passage_text + "\n"
-
-
-def model_signature(module) -> str:
-    """Architecture of a model, used to refuse a chunk store made for another encoder/decoder."""
-    cfg = module.config
-    return f"{cfg.model_type}, hidden {cfg.hidden_size}, {cfg.num_hidden_layers} layers, vocab {cfg.vocab_size}"
-
-
-def model_label(module) -> str:
-    """A readable model name: the hub id or the last two parts of the local folder."""
-    return "/".join(Path(str(module.config.name_or_path)).parts[-2:]) or module.config.model_type
-
-
-@dataclass
-class ChunkStore:
-    """c_i for every k-token chunk of every passage, with the chunk token ids, in index row order.
-
-    passage_offsets[r]:passage_offsets[r+1] are the chunks of passage row r; token_offsets[j]:
-    token_offsets[j+1] are the decoder token ids of chunk j inside token_ids.
-    """
-
-    vectors: torch.Tensor  # [n_chunks, enc_dim] float32
-    passage_offsets: torch.Tensor  # [n_passages + 1] int64
-    token_ids: torch.Tensor  # [n_tokens] int64
-    token_offsets: torch.Tensor  # [n_chunks + 1] int64
-    meta: dict
-    keys: torch.Tensor | None = None  # [n_chunks, retriever dim] unit retriever vectors (the question selector)
-    _rarity: WordRarity | None = field(default=None, init=False, repr=False, compare=False)
-
-    @property
-    def n_passages(self) -> int:
-        return len(self.passage_offsets) - 1
-
-    @property
-    def n_chunks(self) -> int:
-        return int(self.vectors.shape[0])
-
-    def chunk(self, j: int) -> list[int]:
-        return self.token_ids[self.token_offsets[j] : self.token_offsets[j + 1]].tolist()
-
-    def chunks_for(self, passage_rows: Sequence[int]) -> tuple[list[list[int]], torch.Tensor]:
-        """The chunks (decoder token ids) and their c_i for these passages, in the given order.
-
-        Ready for Segments(chunks=...) and build_inputs(chunk_vectors=...) when nothing is expanded.
-        """
-        chunks, parts = [], []
-        for row in passage_rows:
-            if not 0 <= int(row) < self.n_passages:
-                raise CourseError(f"passage row {row} is outside the chunk store (0..{self.n_passages - 1}).")
-            lo, hi = int(self.passage_offsets[row]), int(self.passage_offsets[row + 1])
-            chunks += [self.chunk(j) for j in range(lo, hi)]
-            parts.append(self.vectors[lo:hi])
-        vectors = torch.cat(parts) if parts else self.vectors[:0]
-        return chunks, vectors
-
-    def keys_for(self, passage_rows: Sequence[int]) -> torch.Tensor | None:
-        """The retriever vectors of these passages' chunks, in chunks_for's order (None: a store without keys)."""
-        if self.keys is None:
-            return None
-        spans = [(int(self.passage_offsets[r]), int(self.passage_offsets[r + 1])) for r in passage_rows]
-        return torch.cat([self.keys[lo:hi] for lo, hi in spans]) if spans else self.keys[:0]
-
-    def word_rarity(self, tokenizer) -> WordRarity:
-        """The IDF of every word of the store's passages (their chunks decoded), built once on first use."""
-        if self._rarity is None:
-            texts = tokenizer.batch_decode([self.token_ids[self.token_offsets[lo] : self.token_offsets[hi]].tolist()
-                                            for lo, hi in zip(self.passage_offsets[:-1], self.passage_offsets[1:])])
-            self._rarity = WordRarity(texts, tokenizer.batch_decode)
-        return self._rarity
-
-    def save(self, path: str | Path) -> Path:
-        """One safetensors file; the metadata says which models, k and encoder weights made it."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {"vectors": self.vectors.contiguous(), "passage_offsets": self.passage_offsets,
-                   "token_ids": self.token_ids, "token_offsets": self.token_offsets}
-        if self.keys is not None:
-            tensors["keys"] = self.keys.contiguous()
-        save_file(tensors, str(path), metadata={name: str(value) for name, value in self.meta.items()})
-        return path
-
-
-@contextmanager
-def encoder_eval_mode(model):
-    """Dropout off while computing c_i (a model in the middle of training is in train mode), then restore
-    every submodule's own mode."""
-    modes = [(m, m.training) for m in model.encoder.modules()]
-    model.encoder.eval()
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training
-
-
-@torch.inference_mode()
-def build_chunk_store(model, passages: Sequence[Passage | str], encoder_weights: str = "pretrained",
-                      batch_size: int = 256, progress: bool = True, retriever: Retriever | None = None,
-                      keys: torch.Tensor | None = None) -> ChunkStore:
-    """Chunk every passage into k decoder tokens and encode all chunks (one encoder call per batch).
-
-    encoder_weights records which encoder weights made the vectors ("pretrained", or the checkpoint
-    of a trained encoder): call this again after training the encoder, the old vectors are stale.
-    With a retriever, each chunk's text is also embedded as a unit retriever vector (the keys the
-    question selector compares with the question); `keys` reuses keys computed before for the same
-    chunks (they do not depend on the encoder: see `read_chunk_keys`).
-    """
-    from tqdm.auto import tqdm
-
-    if len(passages) == 0:
-        raise CourseError("No passages to chunk: pass a non-empty passage list.")
-    if batch_size < 1:
-        raise CourseError(f"batch_size must be >= 1, got {batch_size}.")
-    texts = [p.text if isinstance(p, Passage) else p for p in passages]
-    per_passage = [model.chunk_text(context_text(t)) for t in texts]
-    chunks = [c for cs in per_passage for c in cs]
-    with encoder_eval_mode(model):
-        parts = [model.encode_chunks(chunks[i : i + batch_size]).float().cpu()
-                 for i in tqdm(range(0, len(chunks), batch_size), desc="chunk vectors", disable=not progress)]
-    if retriever is not None:
-        texts_of_chunks = model.decoder_tokenizer.batch_decode(chunks)
-        keys = torch.from_numpy(retriever.embed(texts_of_chunks, batch_size=64, progress=progress, desc="chunk keys"))
-    if keys is not None and len(keys) != len(chunks):
-        raise CourseError(f"{len(keys)} chunk keys for {len(chunks)} chunks: they were made for other passages or k.")
-    meta = {"encoder": model_label(model.encoder), "decoder": model_label(model.decoder),
-            "encoder_signature": model_signature(model.encoder),
-            "decoder_signature": model_signature(model.decoder), "k": model.k,
-            "encoder_weights": encoder_weights, "n_passages": len(texts), "n_chunks": len(chunks)}
-    if all(isinstance(p, Passage) for p in passages):
-        meta["passages_fingerprint"] = passages_fingerprint(passages)
-    return ChunkStore(
-        vectors=torch.cat(parts),
-        passage_offsets=torch.tensor(np.cumsum([0] + [len(cs) for cs in per_passage]), dtype=torch.long),
-        token_ids=torch.tensor([t for c in chunks for t in c], dtype=torch.long),
-        token_offsets=torch.tensor(np.cumsum([0] + [len(c) for c in chunks]), dtype=torch.long),
-        meta={**meta, **({"retriever": retriever.name} if retriever is not None else {})},
-        keys=keys,
-    )
-
-
-def load_chunk_store(path: str | Path, model, index: PassageIndex | None = None,
-                     probe: int = 4) -> ChunkStore:
-    """A saved chunk store, refused when it was made for another k, encoder, decoder or passage list.
-
-    The first `probe` chunks are re-encoded with the model's encoder: if the vectors differ, the store
-    was computed with other encoder weights (e.g. before the encoder was trained).
-    """
-    from safetensors import safe_open
-
-    path = Path(path)
-    path = path / CHUNK_STORE_FILE if path.is_dir() else path
-    if not path.is_file():
-        raise MissingArtifactError(f"{path} is missing. {BUILD_HINT}.")
-    with safe_open(str(path), framework="pt") as f:
-        meta = dict(f.metadata())
-        tensors = {name: f.get_tensor(name) for name in f.keys()}
-    for name in ("k", "n_passages", "n_chunks"):
-        meta[name] = int(meta[name])
-    store = ChunkStore(tensors["vectors"], tensors["passage_offsets"], tensors["token_ids"],
-                       tensors["token_offsets"], meta, tensors.get("keys"))
-    rebuild = "Rebuild it with build_chunk_store(model, index.passages) and save it (notebook 01 does this)."
-    built = (meta["k"], meta["encoder_signature"], meta["decoder_signature"])
-    if built != (model.k, model_signature(model.encoder), model_signature(model.decoder)):
-        raise CourseError(
-            f"The chunk store {path} was built for k={meta['k']}, encoder {meta['encoder']} "
-            f"({meta['encoder_signature']}), decoder {meta['decoder']} ({meta['decoder_signature']}); the loaded "
-            f"model has k={model.k}, encoder {model_label(model.encoder)} ({model_signature(model.encoder)}), "
-            f"decoder {model_label(model.decoder)} ({model_signature(model.decoder)}). {rebuild}")
-    if index is not None and meta.get("passages_fingerprint") != passages_fingerprint(index.passages):
-        raise CourseError(f"The chunk store {path} was built for another passage list than the index "
-                          f"({meta['n_passages']} vs {len(index)} passages). {rebuild}")
-    _check_vectors(store, model, probe, f"The chunk store {path} was computed with other encoder weights "
-                   f"(it says encoder_weights={meta['encoder_weights']!r}). {rebuild}")
-    return store
-
-
-def read_chunk_keys(path: str | Path, store: ChunkStore) -> torch.Tensor:
-    """The chunk keys of the store saved at `path` (notebook 01's), for `store`'s chunks.
-
-    Keys are retriever vectors of chunk texts, so a store computed later with a trained encoder (the
-    ready index of notebook 05) reuses them; refused unless both stores hold the same chunks.
-    """
-    from safetensors import safe_open
-
-    path = Path(path)
-    path = path / CHUNK_STORE_FILE if path.is_dir() else path
-    if not path.is_file():
-        raise MissingArtifactError(f"{path} is missing. {BUILD_HINT}.")
-    with safe_open(str(path), framework="pt") as f:
-        if "keys" not in f.keys():
-            raise CourseError(f"{path}: {REBUILD_KEYS}")
-        same = torch.equal(f.get_tensor("token_ids"), store.token_ids) and torch.equal(
-            f.get_tensor("token_offsets"), store.token_offsets)
-        if not same:
-            raise CourseError(f"{path} holds other chunks than this store (another k, tokenizer or passage list): "
-                              "rerun notebooks/01_indexing.ipynb with this run's preset and k.")
-        return f.get_tensor("keys")
-
-
-@torch.inference_mode()
-def _check_vectors(store: ChunkStore, model, probe: int, message: str) -> None:
-    """Re-encode a few stored chunks and compare: cosine below 0.999 means other encoder weights."""
-    n = min(probe, store.n_chunks)
-    if n == 0:
-        return
-    with encoder_eval_mode(model):
-        fresh = model.encode_chunks([store.chunk(j) for j in range(n)]).float().cpu()
-    if torch.nn.functional.cosine_similarity(fresh, store.vectors[:n], dim=-1).min() < 0.999:
-        raise CourseError(message)
 
 
 # --------------------------------------------------------------------------------------------------

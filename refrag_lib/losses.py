@@ -19,6 +19,8 @@ import torch.nn.functional as F
 
 from .errors import CourseError
 from .model import DecoderInputs, RefragModel, Segments, chunk_ids, expand_all
+from .policy import n_expanded, random_mask
+from .precision import in_training_precision
 
 IGNORE = -100  # label of positions that are not scored (vectors, prefix, padding)
 
@@ -66,12 +68,7 @@ def random_expansion(batch: Sequence[Segments], fraction: float, rng: np.random.
         raise CourseError(f"The expansion fraction p must lie in [0, 1], got {fraction}.")
     if fraction == 0.0:
         return expand_all(batch, False)
-    masks = []
-    for ex in batch:
-        mask = np.zeros(len(ex.chunks), dtype=bool)
-        mask[rng.choice(len(ex.chunks), size=round(fraction * len(ex.chunks)), replace=False)] = True
-        masks.append(mask.tolist())
-    return masks
+    return [random_mask(len(ex.chunks), n_expanded(fraction, len(ex.chunks)), rng) for ex in batch]
 
 
 def shifted_labels(inputs: DecoderInputs) -> torch.Tensor:
@@ -81,22 +78,28 @@ def shifted_labels(inputs: DecoderInputs) -> torch.Tensor:
     return labels
 
 
-def suffix_token_stats(
-    model: RefragModel, batch: Sequence[Segments], expand: Sequence[Sequence[bool]] | None = None,
-    projected: torch.Tensor | None = None,
-) -> TokenStats:
-    """Teacher-forced NLL of every example's suffix tokens under the given expansion mask
-    (projected: the compressed chunks' vectors given directly in the decoder's space, see build_inputs).
-
-    The output layer runs only at scored positions: with a 49k vocabulary the logits of every
-    position would cost as much as the rest of the decoder.
-    """
-    inputs = model.build_inputs(batch, expand, padding_side="right", projected=projected)
-    labels = shifted_labels(inputs)
-    hidden = model.decoder.base_model(
+def decoder_hidden(model: RefragModel, inputs: DecoderInputs) -> torch.Tensor:
+    """The decoder's last hidden states over assembled inputs. The output layer is left to the caller, to run
+    only at the positions it scores: with a 49k vocabulary the logits of every position would cost as much as
+    the rest of the decoder."""
+    return model.decoder.base_model(
         inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask, position_ids=inputs.position_ids,
         use_cache=False,  # a scoring/training pass: a KV cache would only hold memory
     ).last_hidden_state
+
+
+def suffix_token_stats(
+    model: RefragModel, batch: Sequence[Segments], expand: Sequence[Sequence[bool]] | None = None,
+    projected: torch.Tensor | None = None, chunk_vectors: torch.Tensor | None = None,
+) -> TokenStats:
+    """Teacher-forced NLL of every example's suffix tokens under the given expansion mask: the one loss of
+    the course (reconstruction, next paragraph, answer tokens, GRPO's reward). The compressed chunks' vectors
+    come from the encoder, or as cached c_i (chunk_vectors), or directly in the decoder's space (projected);
+    see build_inputs.
+    """
+    inputs = model.build_inputs(batch, expand, chunk_vectors=chunk_vectors, padding_side="right", projected=projected)
+    labels = shifted_labels(inputs)
+    hidden = decoder_hidden(model, inputs)
     rows, cols = (labels != IGNORE).nonzero(as_tuple=True)
     if rows.numel() == 0:
         raise CourseError("No target tokens in this batch: every example needs a non-empty suffix.")
@@ -108,6 +111,19 @@ def suffix_token_stats(
     tokens = torch.bincount(rows, minlength=n)
     correct = torch.bincount(rows, weights=(logits.argmax(-1) == targets).float(), minlength=n)
     return TokenStats(nll.mean(), per_example, tokens, correct)
+
+
+@torch.no_grad()
+@in_training_precision
+def masked_nll(model: RefragModel, examples: Sequence,
+               masks: Sequence[Sequence[bool]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed NLL and token count of each example's suffix under its expansion mask, the cached c_i of the
+    examples (refrag_lib.selectors.ScoredExample) standing in for the compressed chunks: one decoder forward,
+    no encoder call. GRPO's reward and every selector's held-out log-ppl; rows may repeat an example."""
+    compressed = [ex.chunk_vectors[[i for i, e in enumerate(mask) if not e]] for ex, mask in zip(examples, masks)]
+    vectors = torch.cat(compressed) if compressed else torch.zeros(0)
+    stats = suffix_token_stats(model, [ex.segments for ex in examples], masks, chunk_vectors=vectors)
+    return stats.nll.cpu(), stats.tokens.cpu()
 
 
 def reconstruction_loss(model: RefragModel, token_lists: Sequence[Sequence[int]]) -> TokenStats:

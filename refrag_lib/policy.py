@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -46,8 +47,16 @@ def check_fraction(p: float) -> float:
 
 
 def n_expanded(p: float, n_chunks: int) -> int:
-    """T' = round(p * L), the number of chunks expanded at fraction p (as in losses.random_expansion)."""
+    """T' = round(p * L), the number of chunks expanded at fraction p (the selectors' and the mixed input's count)."""
     return round(check_fraction(p) * n_chunks)
+
+
+def random_mask(n_chunks: int, n: int, rng: np.random.Generator) -> list[bool]:
+    """n of n_chunks chunks expanded, chosen uniformly at random by `rng`: the one random mask of the course
+    (the mixed input of CPT, the random selector, the timed inputs of the benchmark)."""
+    mask = np.zeros(n_chunks, dtype=bool)
+    mask[rng.choice(n_chunks, size=n, replace=False)] = True
+    return mask.tolist()
 
 
 def effective_compression(k: int, p: float) -> float:
@@ -176,7 +185,7 @@ class QuestionPolicy(nn.Module):
                                   "(ChunkStore.keys, built by notebooks/01_indexing.ipynb).")
             if ex.word_overlap is None:
                 raise CourseError("The question-aware policy needs each chunk's word overlap with the question: build "
-                                  "its inputs with answering.selection_input(..., question=, rarity=).")
+                                  "its inputs with selectors.selector_input (from a chunk source with keys).")
         keys, valid = pad_rows([ex.chunk_keys for ex in examples])
         overlap, _ = pad_rows([ex.word_overlap for ex in examples])
         question = torch.stack([torch.as_tensor(ex.question_key).float().cpu() for ex in examples])

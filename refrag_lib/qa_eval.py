@@ -21,15 +21,14 @@ import numpy as np
 import torch
 
 from .answering import answer_questions, prepare, read_passages, store_text, ttft_ms, with_expansion
+from .arms import QA_ROWS
+from .chunk_store import ChunkStore
 from .errors import CourseError
-from .grpo import chunk_nll
-from .index import ChunkStore
 from .intervals import mean_interval, paired_difference
 from .model import RefragModel
 from .qa import QAItem, answer_chunks, answer_in_context, exact_match, input_positions, token_f1, with_gold
-from .selectors import PerplexitySelector, Selector
+from .selectors import PerplexitySelector, Selector, chunk_nll
 
-ROWS = ("no_context", "rag", "refrag", "refrag_equal_latency")
 GRID_FRACTIONS = (0.05, 0.1, 0.25)
 
 
@@ -229,7 +228,7 @@ def evaluate_all(rag_model: RefragModel, refrag_model: RefragModel, items: Seque
     chooser = selectors[selector]
     grid = selector_grid(refrag_model, items, store, selectors, top_k, fractions, progress, **scoring)
     results = {}
-    bar = tqdm(total=2 * len(ROWS), desc="evaluating", disable=not progress)
+    bar = tqdm(total=2 * len(QA_ROWS), desc="evaluating", disable=not progress)
     for name, arm, n in (("no_context", "rag", 0), ("rag", "rag", top_k), ("refrag", "refrag", top_k)):
         model = rag_model if arm == "rag" else refrag_model
         for gold in (False, True):
@@ -252,3 +251,25 @@ def evaluate_all(rag_model: RefragModel, refrag_model: RefragModel, items: Seque
     return {"results": results, "grid": grid, "equal_latency_passages": n_equal,
             "equal_latency_p": equal_budget_fraction(p, top_k, n_equal),
             "equal_latency_grid_ms": {str(n): t for n, t in measured.items()}}
+
+
+def sft_metrics(evaluation: dict, answer_places: dict, train: dict, **settings) -> dict:
+    """Notebook 05's metrics.json, from evaluate_all's result: the EM/F1/TTFT table with its intervals, every
+    REFRAG row's paired difference to RAG-FT, the selector grid, EM by where the answer lay, both arms'
+    training summaries, and the run's settings (selector, p, top_k, ...). `regress` compares these keys."""
+    results = evaluation["results"]
+    table = metrics_table(results)
+    paired = paired_differences(results)
+    rag_em = table["exact_match"]["rag"]
+    return {
+        **{key: table[key] for key in ("exact_match", "f1", "ttft_ms", "input_tokens", "answer_in_context",
+                                       "expanded_fraction", "exact_match_ci", "f1_ci")},
+        "paired_difference_ci": {row: [d["low"], d["high"]] for row, d in paired.items()},
+        "paired_difference": {row: d["mean"] for row, d in paired.items()},
+        "selector_grid": grid_table(evaluation["grid"]), "em_by_answer_place": answer_places, **settings,
+        "equal_latency_passages": evaluation["equal_latency_passages"],
+        "equal_latency_grid_ms": evaluation["equal_latency_grid_ms"], "equal_latency_p": evaluation["equal_latency_p"],
+        "refrag_em_over_rag": table["exact_match"]["refrag"] / rag_em if rag_em else None,
+        "ttft_speedup_at_k": table["ttft_ms"]["rag"] / table["ttft_ms"]["refrag"],
+        "train": train,
+    }

@@ -12,19 +12,20 @@ the gold answer given question + mixed input (the decoder frozen, as for the pap
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
 
+from .chunk_store import encoder_eval_mode
 from .errors import CourseError
-from .grpo import GRPOConfig, MaskedNLL, PolicyTrainResult, grpo_step, mixed_input_nll, summarise
-from .index import encoder_eval_mode
+from .grpo import GRPOConfig, PolicyTrainResult, grpo_step, summarise
 from .intervals import mean_interval, paired_difference
+from .losses import masked_nll
 from .model import RefragModel, Segments
 from .policy import QUESTION_POLICY_WEIGHTS, QuestionPolicy, check_fraction
 from .qa import QAItem, answer_chunks, build_prompt, training_example, with_gold_at_random
-from .selectors import FixedSelector, ScoredExample, Selector
+from .selectors import FixedSelector, MaskedNLL, ScoredExample, Selector, selector_input
 
 HELD_OUT_FRACTIONS = (0.05, 0.1, 0.25)
 
@@ -46,7 +47,7 @@ def answer_examples(model: RefragModel, items: Sequence[QAItem], chunks, top_k: 
     """Each question over its top-K passages (with rng: the gold one put in at a random place when retrieval
     missed it, as in SFT), chunk vectors from ONE encoder call, retriever vectors from the chunk store.
 
-    chunks: a refrag_lib.sft.PassageChunks with the index's chunk store (its retriever vectors). encode=False
+    chunks: a refrag_lib.chunk_store.PassageChunks with the index's chunk store (its retriever vectors). encode=False
     skips the encoder (chunk vectors of width 0): what the answer-location warm start needs, which reads no c_i.
     """
     prompts, rows_of = [], []
@@ -54,28 +55,24 @@ def answer_examples(model: RefragModel, items: Sequence[QAItem], chunks, top_k: 
         rows = list(it.rows[:top_k])
         if rng is not None and it.gold is not None:
             rows = with_gold_at_random(rows, it.gold, rng)
+        if chunks.keys_for(rows) is None or it.question_key is None:
+            raise CourseError("The question-aware policy needs the retriever vectors of notebook 01's chunk store: "
+                              "pass PassageChunks(model, passages, keys=<the index's chunk store>).")
         rows_of.append(rows)
-        per_passage = chunks(rows)
-        prompts.append((build_prompt(model, it.question, per_passage), [len(c) for c in per_passage]))
-    all_chunks = [c for prompt, _ in prompts for c in prompt.chunks]
+        prompts.append(build_prompt(model, it.question, chunks.passage_chunks(rows)))
+    all_chunks = [c for prompt in prompts for c in prompt.chunks]
     if encode:
         with encoder_eval_mode(model):
             vectors = model.encode_chunks(all_chunks).float().cpu()
     else:
         vectors = torch.zeros(len(all_chunks), 0)
-    vectors = vectors.split([len(prompt.chunks) for prompt, _ in prompts])
     examples = []
-    for it, rows, (prompt, lengths), c in zip(items, rows_of, prompts, vectors):
-        holds, across = answer_chunks(model.decoder_tokenizer.batch_decode(prompt.chunks), it.answers[0])
-        keys = chunks.keys_for(rows)
-        if keys is None or it.question_key is None:
-            raise CourseError("The question-aware policy needs the retriever vectors of notebook 01's chunk store: "
-                              "pass PassageChunks(model, passages, keys=<the index's chunk store>).")
-        target = training_example(prompt, model.tokenize(" " + it.answers[0]), model.eos_id)
-        overlap = chunks.rarity().chunk_features(it.question, prompt.chunks, lengths)
-        examples.append(AnswerExample(prompt, c, passage_lengths=lengths, question_key=torch.as_tensor(it.question_key),
-                                      chunk_keys=keys, word_overlap=overlap, target=target, answer_chunks=holds,
-                                      answer_span=holds or across))
+    for it, rows, c in zip(items, rows_of, vectors.split([len(prompt.chunks) for prompt in prompts])):
+        example = selector_input(model, it, rows, chunks, c)
+        holds, across = answer_chunks(model.decoder_tokenizer.batch_decode(example.segments.chunks), it.answers[0])
+        target = training_example(example.segments, model.tokenize(" " + it.answers[0]), model.eos_id)
+        examples.append(AnswerExample(**{f.name: getattr(example, f.name) for f in fields(ScoredExample)},
+                                      target=target, answer_chunks=holds, answer_span=holds or across))
     return examples
 
 
@@ -127,7 +124,7 @@ def answer_nll(model: RefragModel, examples: Sequence[AnswerExample],
                masks: Sequence[Sequence[bool]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed NLL and token count of each row's gold answer (+ EOS) under its expansion mask (one forward)."""
     targets = [ScoredExample(ex.target, ex.chunk_vectors) for ex in examples]
-    return mixed_input_nll(model, targets, [[*mask, True] for mask in masks])  # the answer cue stays tokens
+    return masked_nll(model, targets, [[*mask, True] for mask in masks])  # the answer cue stays tokens
 
 
 def answer_rewards(model: RefragModel):

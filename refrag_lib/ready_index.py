@@ -19,20 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .answering import generate_answer
+from .chunk_store import CHUNK_STORE_FILE, ChunkStore, build_chunk_store, load_chunk_store, read_chunk_keys
 from .config import PRESETS
 from .errors import MissingArtifactError
-from .index import (
-    CHUNK_STORE_FILE,
-    ChunkStore,
-    PassageIndex,
-    Retriever,
-    build_chunk_store,
-    load_chunk_store,
-    load_index,
-    load_retriever,
-    read_chunk_keys,
-    save_index,
-)
+from .index import PassageIndex, Retriever, load_index, load_retriever, save_index
 from .model import RefragModel
 from .policy import load_run_policies
 from .runs import open_run
@@ -78,7 +68,7 @@ class ReadyIndex:
     policies: dict  # selector name -> trained policy (rl, question_rl: notebook 04's)
     p: float
     top_k: int
-    selector: str = "rl"  # the selector notebook 05 fine-tuned and evaluated REFRAG with
+    selector: str  # the selector notebook 05 fine-tuned and evaluated REFRAG with
 
 
 def load_ready_index(folder: str | Path, model: RefragModel, retriever: Retriever, policies: dict) -> ReadyIndex:
@@ -91,7 +81,7 @@ def load_ready_index(folder: str | Path, model: RefragModel, retriever: Retrieve
     index = load_index(folder, retriever.name, use_gpu=model.device.type == "cuda")
     store = load_chunk_store(folder, model, index)
     return ReadyIndex(index, store, model, retriever, policies, float(settings["p"]), int(settings["top_k"]),
-                      settings.get("selector", "rl"))
+                      settings.get("selector", "rl"))  # ready.json from before it named one: built with rl
 
 
 def format_answer(result: dict) -> str:

@@ -17,6 +17,7 @@ the L chunks it expands. The course's selectors:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,10 +25,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .chunk_store import REBUILD_KEYS, ChunkSource, encoder_eval_mode
 from .errors import CourseError
+from .losses import decoder_hidden, masked_nll, next_paragraph_example
 from .model import RefragModel, Segments
-from .policy import check_fraction, greedy, n_expanded, pad_rows, to_mask
+from .policy import check_fraction, greedy, n_expanded, pad_rows, random_mask, to_mask
 from .precision import in_training_precision
+from .qa import QAItem, build_prompt
 
 SELECTORS = {
     "question": "the chunks closest to the question (retriever cosine, stored vectors)",
@@ -38,8 +42,6 @@ SELECTORS = {
     "none": "no chunk expanded (p is ignored)",
 }
 DEFAULT_SELECTOR = "question_rl"  # notebook 05's SELECTOR, the playground's and sft-curve's default
-REBUILD_KEYS = ("This chunk store has no question-side vectors (it was built before the 'question' selector "
-                "existed): rerun notebooks/01_indexing.ipynb, then notebooks/05_sft.ipynb to rebuild the ready index.")
 
 
 @dataclass
@@ -66,6 +68,47 @@ class ScoredExample:
 
     def passages(self) -> list[int]:
         return list(self.passage_lengths) if self.passage_lengths is not None else [self.n_chunks]
+
+
+def selector_input(model: RefragModel, item: QAItem, rows: Sequence[int], source: ChunkSource,
+                   vectors: torch.Tensor | None = None) -> ScoredExample:
+    """What a selector sees of one question over passage `rows`: the prompt (question, then the passages'
+    chunks from `source`), each chunk's vector c_i, the retriever vectors of the question and of each chunk,
+    and each chunk's share of the question's words. The one place this is built: answering, SFT, the
+    question policy and notebook 05 all call it.
+
+    vectors: [L, encoder dim], the c_i of the prompt's chunks (the chunk store's cache, or a batch already
+    encoded); None: encoded here, dropout off (a model in the middle of training).
+    """
+    per_passage = source.passage_chunks(rows)
+    prompt = build_prompt(model, item.question, per_passage)
+    if vectors is None:
+        with torch.no_grad(), encoder_eval_mode(model):
+            vectors = model.encode_chunks(prompt.chunks).float().cpu()
+    lengths = [len(chunks) for chunks in per_passage]
+    key = None if item.question_key is None else torch.as_tensor(np.asarray(item.question_key), dtype=torch.float32)
+    rarity = source.word_rarity(model.decoder_tokenizer)
+    overlap = None if rarity is None else rarity.chunk_features(item.question, prompt.chunks, lengths)
+    return ScoredExample(prompt, vectors, passage_lengths=lengths, question_key=key,
+                         chunk_keys=source.keys_for(rows), word_overlap=overlap)
+
+
+@torch.no_grad()
+def score_examples(model: RefragModel, pairs: Sequence[tuple[Sequence[int], Sequence[int]]],
+                   with_chunk_nll: bool = True, batch_size: int = 8) -> list[ScoredExample]:
+    """(context, continuation) token pairs -> examples with chunk vectors (ONE encoder call) and chunk NLL.
+
+    Training the policy needs only the vectors: with_chunk_nll=False skips the full-context forward
+    (the chunk NLL is then NaN, and the perplexity heuristics refuse such examples).
+    """
+    batch = [next_paragraph_example(c, o, model.k) for c, o in pairs]
+    vectors = model.encode_chunks([chunk for ex in batch for chunk in ex.chunks]).float().cpu()
+    per_example = vectors.split([len(ex.chunks) for ex in batch])
+    if with_chunk_nll:  # full-vocabulary logits at every context position: batches keep memory bounded
+        scores = [nll for i in range(0, len(batch), batch_size) for nll in chunk_nll(model, batch[i : i + batch_size])]
+    else:
+        scores = [torch.full((len(ex.chunks),), math.nan) for ex in batch]
+    return [ScoredExample(ex, c, nll) for ex, c, nll in zip(batch, per_example, scores)]
 
 
 def top_mask(scores: torch.Tensor, n: int) -> list[bool]:
@@ -112,10 +155,7 @@ def chunk_nll(model: RefragModel, batch: Sequence[Segments]) -> list[torch.Tenso
     expand = [[True] * len(ex.chunks) for ex in contexts]
     dim = model.encoder.config.hidden_size
     inputs = model.build_inputs(contexts, expand, chunk_vectors=torch.zeros(0, dim), padding_side="right")
-    hidden = model.decoder.base_model(
-        inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask, position_ids=inputs.position_ids,
-        use_cache=False,  # a scoring/training pass: a KV cache would only hold memory
-    ).last_hidden_state
+    hidden = decoder_hidden(model, inputs)
     logits = model.decoder.get_output_embeddings()(hidden[:, :-1]).float()
     token_nll = F.cross_entropy(logits.transpose(1, 2), inputs.token_ids[:, 1:], reduction="none").cpu()
     scores = []
@@ -151,7 +191,7 @@ class RandomSelector(Selector):
         self.rng = np.random.default_rng(seed)
 
     def pick(self, example: ScoredExample, n: int) -> list[bool]:
-        return to_mask([self.rng.choice(example.n_chunks, size=n, replace=False).tolist()], [example.n_chunks])[0]
+        return random_mask(example.n_chunks, n, self.rng)
 
 
 class FixedSelector(Selector):
@@ -236,3 +276,34 @@ def make_selector(name: str, policies: dict | None = None, model=None, seed: int
         return PerplexitySelector(True, model)
     return {"question": QuestionSelector, "random": lambda: RandomSelector(seed),
             "none": lambda: FixedSelector(False)}[name]()
+
+
+# ---- scoring a selector: held-out NLL with its picks expanded ------------------------------------------
+class MaskedNLL:
+    """Summed NLL and token count per (example, expansion mask), computed in batches and remembered.
+
+    Selectors often agree (at p = 0 every one of them expands nothing; the heuristics and the policy
+    may pick the same chunks), so each distinct input is scored once. nll(model, examples, masks) ->
+    (summed, tokens): the suffix's (losses.masked_nll) unless another target is given.
+    """
+
+    def __init__(self, model: RefragModel, examples: Sequence[ScoredExample], batch_size: int = 8, nll=None):
+        self.model, self.examples, self.batch_size = model, list(examples), batch_size
+        self.nll = nll or masked_nll
+        self.memo: dict[tuple[int, tuple[bool, ...]], tuple[float, int]] = {}
+
+    @torch.no_grad()
+    def scored(self, selector: Selector, p: float) -> list[tuple[float, int]]:
+        """(summed NLL, tokens) of each example with the selector's chunks expanded at fraction p."""
+        keys = [(i, tuple(mask)) for i, mask in enumerate(selector(self.examples, p))]
+        todo = sorted({key for key in keys if key not in self.memo}, key=lambda key: (sum(key[1]), key[0]))
+        for start in range(0, len(todo), self.batch_size):  # similar lengths share a batch (less padding)
+            part = todo[start : start + self.batch_size]
+            summed, count = self.nll(self.model, [self.examples[i] for i, _ in part], [m for _, m in part])
+            self.memo.update({key: (float(s), int(c)) for key, s, c in zip(part, summed, count)})
+        return [self.memo[key] for key in keys]
+
+    def log_ppl(self, selector: Selector, p: float) -> float:
+        """Held-out log-perplexity of the continuations with the selector's chunks expanded at fraction p."""
+        scored = self.scored(selector, p)
+        return sum(s for s, _ in scored) / sum(c for _, c in scored)

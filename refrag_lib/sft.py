@@ -20,19 +20,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import nn
 
-from .answering import ARMS, selection_input
+from .arms import READERS
+from .chunk_store import PassageChunks
 from .errors import CourseError
-from .index import ChunkStore, context_text, encoder_eval_mode
-from .lexical import WordRarity
 from .losses import TokenStats, suffix_token_stats
 from .model import RefragModel
 from .policy import check_fraction
 from .precision import CPU_BF16
 from .qa import QAItem, build_prompt, training_example, with_gold_at_random
-from .selectors import SELECTORS, Selector
+from .selectors import DEFAULT_SELECTOR, SELECTORS, Selector, selector_input
 from .train import TrainResult, train
 from .trained import load_sft_model
 
@@ -47,7 +45,7 @@ class SFTConfig:
     steps: int
     top_k: int = 3  # K: passages retrieved per question
     p: float = 0.1  # share of REFRAG chunks expanded
-    selector: str = "question"  # the REFRAG arm expands what this selector picks (refrag_lib.selectors)
+    selector: str = DEFAULT_SELECTOR  # the REFRAG arm expands what this selector picks (refrag_lib.selectors)
     batch_size: int = 2  # questions per step
     lr: float = COURSE_SFT_LR
     warmup_fraction: float = 0.04
@@ -74,40 +72,14 @@ class SFTConfig:
             raise CourseError(f"gold_fraction must lie in [0, 1], got {self.gold_fraction}.")
 
 
-# ---- passages as chunks ----------------------------------------------------------------------------
-class PassageChunks:
-    """Each passage's k-token chunks (decoder token ids), tokenised once: what the prompts are built from
-    while the encoder is still training (its vectors are then computed afresh at every step). `keys`: a
-    chunk store with the chunks' retriever vectors (notebook 01's), for the question selector."""
-
-    def __init__(self, model: RefragModel, passages, keys: ChunkStore | None = None):
-        self.model = model
-        self.passages = passages
-        self.keys = keys
-        self._cache: dict[int, list[list[int]]] = {}
-
-    def keys_for(self, rows: Sequence[int]) -> torch.Tensor | None:
-        return None if self.keys is None else self.keys.keys_for(rows)
-
-    def rarity(self) -> WordRarity | None:
-        """The word rarity of the chunk store's passages (the question-aware policy's word overlap)."""
-        return None if self.keys is None else self.keys.word_rarity(self.model.decoder_tokenizer)
-
-    def __call__(self, rows: Sequence[int]) -> list[list[list[int]]]:
-        for r in rows:
-            if r not in self._cache:
-                self._cache[r] = self.model.chunk_text(context_text(self.passages[r].text))
-        return [self._cache[r] for r in rows]
-
-
 # ---- training ------------------------------------------------------------------------------------------
 class AnswerObjective(nn.Module):
     """NLL of the answer tokens given question + passages, for one arm (a module so accelerate can wrap it)."""
 
     def __init__(self, model: RefragModel, arm: str, chunks: PassageChunks, selector: Selector | None, p: float):
         super().__init__()
-        if arm not in ARMS:
-            raise CourseError(f"arm must be one of {ARMS}, got {arm!r}.")
+        if arm not in READERS:
+            raise CourseError(f"arm must be one of {READERS}, got {arm!r}.")
         if arm == "refrag" and selector is None:
             raise CourseError("The REFRAG arm needs the selector it will be evaluated with (selectors.make_selector).")
         self.model, self.arm, self.chunks, self.selector, self.p = model, arm, chunks, selector, p
@@ -116,16 +88,12 @@ class AnswerObjective(nn.Module):
         model = self.model
         batch, expand = [], []
         for it in items:
-            per_passage = self.chunks(it.rows)
-            prompt = build_prompt(model, it.question, per_passage)
             if self.arm == "rag":
+                prompt = build_prompt(model, it.question, self.chunks.passage_chunks(it.rows))
                 mask = [True] * len(prompt.chunks)
-            else:
-                with torch.no_grad(), encoder_eval_mode(model):
-                    vectors = model.encode_chunks(prompt.chunks).float().cpu()
-                example = selection_input(prompt, vectors.split([len(c) for c in per_passage]), it.question_key,
-                                          self.chunks.keys_for(it.rows), it.question, self.chunks.rarity())
-                mask = self.selector([example], self.p)[0]
+            else:  # the selector sees the chunk vectors of the encoder as it is now
+                example = selector_input(model, it, it.rows, self.chunks)
+                prompt, mask = example.segments, self.selector([example], self.p)[0]
             batch.append(training_example(prompt, model.tokenize(" " + it.answers[0]), model.eos_id))
             expand.append([*mask, True])  # the answer cue is always tokens
         return suffix_token_stats(model, batch, expand)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
+from .arms import QA_ROWS
 from .qa import exact_match
-from .qa_eval import ROWS
 
 LABELS = {"no_context": "no context", "rag": "RAG-FT, K", "refrag": "REFRAG, K",
           "refrag_equal_latency": "REFRAG, equal latency"}
@@ -17,20 +17,20 @@ def plot_em_ttft(metrics: dict, top_k: int, equal_latency_passages: int):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    x = np.arange(len(ROWS))
-    labels = [LABELS[r] for r in ROWS]
+    x = np.arange(len(QA_ROWS))
+    labels = [LABELS[r] for r in QA_ROWS]
     labels[-1] += f" ({equal_latency_passages} p.)"
     fig, (em_ax, ttft_ax) = plt.subplots(1, 2, figsize=(11, 3.8))
-    retrieved = em_ax.bar(x - 0.2, [metrics["exact_match"][r] for r in ROWS], 0.4, label="retrieved")
-    gold = em_ax.bar(x + 0.2, [metrics["exact_match"][r + "_gold"] for r in ROWS], 0.4, label="gold passage forced in",
-                     color="tab:green", alpha=0.7)
+    retrieved = em_ax.bar(x - 0.2, [metrics["exact_match"][r] for r in QA_ROWS], 0.4, label="retrieved")
+    gold = em_ax.bar(x + 0.2, [metrics["exact_match"][r + "_gold"] for r in QA_ROWS], 0.4,
+                     label="gold passage forced in", color="tab:green", alpha=0.7)
     em_ax.bar_label(retrieved, fmt="%.2f", fontsize=8)
     em_ax.bar_label(gold, fmt="%.2f", fontsize=8)
     em_ax.set_ylim(0, 1.25)
     em_ax.set_ylabel("exact match")
     em_ax.set_title(f"Answer quality (K = {top_k})")
     em_ax.legend(loc="upper right", fontsize=8, ncols=2)
-    bars = ttft_ax.bar(x, [metrics["ttft_ms"][r] for r in ROWS], color="tab:orange")
+    bars = ttft_ax.bar(x, [metrics["ttft_ms"][r] for r in QA_ROWS], color="tab:orange")
     ttft_ax.bar_label(bars, fmt="%.0f", fontsize=8)
     ttft_ax.set_ylabel("TTFT, median ms (with cache)")
     ttft_ax.set_title("Time to first token")

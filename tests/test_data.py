@@ -59,7 +59,7 @@ def test_shipped_files_equal_a_fresh_regeneration(tmp_path):
     fresh = read_bytes(tmp_path)
     shipped = read_bytes(SHIPPED)
     for name in FILE_NAMES:
-        assert shipped[name] == fresh[name], f"data/{name} differs: run python -m refrag_lib.data --out data"
+        assert shipped[name] == fresh[name], f"data/{name} differs: run python -m refrag_lib data --out data"
 
 
 def test_more_documents_do_not_change_the_corpus_or_questions(tmp_path):
@@ -209,7 +209,7 @@ def test_missing_file_names_path_and_how_to_generate(tmp_path, loader):
     missing = tmp_path / "nowhere.jsonl"
     with pytest.raises(FileNotFoundError) as err:
         loader(missing)
-    assert str(missing) in str(err.value) and "python -m refrag_lib.data --out data" in str(err.value)
+    assert str(missing) in str(err.value) and "python -m refrag_lib data --out data" in str(err.value)
 
 
 @pytest.mark.parametrize("loader", [load_passages, load_documents, load_qa])

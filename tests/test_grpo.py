@@ -6,22 +6,10 @@ import torch
 import torch.nn.functional as F
 
 from refrag_lib.errors import CourseError
-from refrag_lib.grpo import (
-    GRPOConfig,
-    chunk_nll,
-    clipped_objective,
-    compare_at,
-    figure3,
-    group_advantages,
-    mixed_input_nll,
-    policy_update,
-    rewards_of,
-    score_examples,
-    train_policy,
-)
-from refrag_lib.losses import next_paragraph_example, suffix_token_stats
+from refrag_lib.grpo import GRPOConfig, clipped_objective, group_advantages, policy_update, rewards_of, train_policy
+from refrag_lib.losses import masked_nll, next_paragraph_example, suffix_token_stats
 from refrag_lib.policy import ChunkPolicy, PolicyConfig, selection_log_prob
-from refrag_lib.selectors import PolicySelector
+from refrag_lib.selectors import chunk_nll, score_examples
 
 
 def test_advantages_are_normalised_within_each_group():
@@ -97,7 +85,7 @@ def test_chunk_nll_is_the_mean_token_nll_of_each_chunk_given_the_full_context(ti
 def test_mixed_input_nll_matches_the_stage_2_loss_and_ignores_batch_company(tiny):
     examples = score_examples(tiny, pairs(tiny))
     masks = [[False, True, False, False, True, False], [True] * 6, [False] * 6]
-    summed, tokens = mixed_input_nll(tiny, examples, masks)
+    summed, tokens = masked_nll(tiny, examples, masks)
     with torch.no_grad():
         reference = suffix_token_stats(tiny, [ex.segments for ex in examples], masks)
     torch.testing.assert_close(summed, reference.nll.cpu(), rtol=1e-4, atol=1e-4)
@@ -123,31 +111,6 @@ def test_training_runs_and_logs_finite_rewards(tiny):
         GRPOConfig(group_size=1)
     with pytest.raises(CourseError):
         GRPOConfig(fractions=(1.2,))
-
-
-def test_figure3_table_covers_every_selector_and_fraction(tiny):
-    examples = score_examples(tiny, pairs(tiny, n=4))
-    policy = ChunkPolicy(PolicyConfig(input_dim=tiny.encoder.config.hidden_size, width=16, heads=2))
-    table = figure3(tiny, examples, {"rl": PolicySelector(policy)}, fractions=(0.0, 0.5), batch_size=3,
-                    progress=False)
-    by_p = table["log_ppl_by_p"]
-    assert set(by_p) == {"rl", "ppl_desc", "ppl_asc", "random"} and set(table["random_std"]) == {"0.0", "0.5"}
-    at_zero = {name: row["0.0"] for name, row in by_p.items()}
-    assert max(at_zero.values()) - min(at_zero.values()) < 1e-5  # p = 0 expands nothing, whoever chooses
-    assert at_zero["rl"] == pytest.approx(table["none"], abs=1e-5)
-    assert all(np.isfinite(v) for row in by_p.values() for v in row.values())
-
-
-def test_verdict_compares_rl_with_random_spread_and_perplexity_heuristic():
-    table = {"log_ppl_by_p": {"rl": {"0.25": 2.0}, "random": {"0.25": 2.3}, "ppl_desc": {"0.25": 1.9},
-                              "ppl_asc": {"0.25": 2.5}},
-             "random_std": {"0.25": 0.1}}
-    verdict = compare_at(table, 0.25)
-    assert verdict["rl_beats_random_beyond_spread"] and verdict["winner"] == "ppl_desc"
-    assert verdict["rl_minus_ppl_desc"] == pytest.approx(0.1)
-    assert not compare_at({**table, "random_std": {"0.25": 0.5}}, 0.25)["rl_beats_random_beyond_spread"]
-    with pytest.raises(CourseError):
-        compare_at(table, 0.5)
 
 
 @pytest.mark.real_models

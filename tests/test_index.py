@@ -1,14 +1,14 @@
-"""Retrieval and the chunk store: FAISS search on random unit vectors, recall, save/load, errors."""
+"""Retrieval: FAISS search on random unit vectors, recall, save/load, errors."""
 
 import json
 
 import faiss
 import numpy as np
 import pytest
-import torch
-from conftest import TINY_TEXT, tiny_refrag
+from test_chunk_store import tiny_passages
 
 from refrag_lib import index as ix
+from refrag_lib.chunk_store import load_chunk_store
 from refrag_lib.data import Passage, QAExample
 from refrag_lib.errors import CourseError, MissingArtifactError
 from refrag_lib.runs import open_run
@@ -158,50 +158,6 @@ def test_subset_without_gold_ids_keeps_a_passage_holding_each_answer():
 # ---- the chunk store (tiny random REFRAG model) ---------------------------------------------------
 
 
-def tiny_passages():
-    return [Passage(f"p{i:05d}", text) for i, text in enumerate(TINY_TEXT)]
-
-
-def test_chunk_store_holds_encode_chunks_of_every_passage(tiny):
-    passages = tiny_passages()
-    store = ix.build_chunk_store(tiny, passages, batch_size=5, progress=False)
-    per_passage = [tiny.chunk_text(p.text + "\n") for p in passages]
-    assert store.passage_offsets.tolist() == np.cumsum([0] + [len(c) for c in per_passage]).tolist()
-    assert [store.chunk(j) for j in range(store.n_chunks)] == [c for cs in per_passage for c in cs]
-    with torch.no_grad():
-        expected = tiny.encode_chunks([c for cs in per_passage for c in cs])
-    torch.testing.assert_close(store.vectors, expected, atol=1e-5, rtol=1e-4)
-    chunks, vectors = store.chunks_for([2, 0])
-    assert chunks == per_passage[2] + per_passage[0]
-    reordered = torch.cat([expected[store.passage_offsets[2] :], expected[: len(per_passage[0])]])
-    torch.testing.assert_close(vectors, reordered, atol=1e-5, rtol=1e-4)
-    assert store.meta["k"] == tiny.k and store.meta["encoder_weights"] == "pretrained"
-
-
-def test_chunk_store_round_trip_and_refusals(tmp_path, tiny, random_index):
-    store = ix.build_chunk_store(tiny, tiny_passages(), progress=False)
-    store.save(tmp_path / ix.CHUNK_STORE_FILE)
-    loaded = ix.load_chunk_store(tmp_path, tiny)
-    for name in ("vectors", "passage_offsets", "token_ids", "token_offsets"):
-        assert torch.equal(getattr(loaded, name), getattr(store, name))
-    assert loaded.meta == store.meta
-    with pytest.raises(CourseError, match=r"built for k=4.*the loaded model has k=8.*Rebuild it"):
-        ix.load_chunk_store(tmp_path, tiny_refrag(k=8))
-    with pytest.raises(CourseError, match="other encoder weights"):
-        ix.load_chunk_store(tmp_path, tiny_refrag(k=4, seed=1))
-    with pytest.raises(CourseError, match="another passage list"):
-        ix.load_chunk_store(tmp_path, tiny, index=random_index[0])
-    with pytest.raises(MissingArtifactError, match="01_indexing"):
-        ix.load_chunk_store(tmp_path / "elsewhere", tiny)
-    with pytest.raises(CourseError, match="outside the chunk store"):
-        store.chunks_for([3])
-
-
-def test_chunk_store_refuses_empty_passages(tiny):
-    with pytest.raises(CourseError, match="No passages to chunk"):
-        ix.build_chunk_store(tiny, [], progress=False)
-
-
 def test_build_run_index_writes_index_store_and_metrics(tmp_path, tiny):
     """The whole pipeline notebook 01 and the CLI share, with the tiny encoder standing in as retriever."""
     run = open_run("cpu", tmp_path, k=tiny.k)
@@ -214,7 +170,7 @@ def test_build_run_index_writes_index_store_and_metrics(tmp_path, tiny):
     assert "recall_at_5" not in metrics  # only 3 passages: recall@5 would be meaningless
     assert json.loads((tmp_path / "index" / "metrics.json").read_text())["n_chunks"] == metrics["n_chunks"]
     index = ix.load_run_index(run, use_gpu=False)
-    store = ix.load_chunk_store(tmp_path / "index", tiny, index=index)
+    store = load_chunk_store(tmp_path / "index", tiny, index=index)
     assert store.n_passages == len(index) == 3
 
 

@@ -16,7 +16,7 @@ import json, sys
 sys.path.insert(0, sys.argv[1])
 from conftest import tiny_qa
 from refrag_lib.answering import generate_answer
-from refrag_lib.index import build_chunk_store
+from refrag_lib.chunk_store import build_chunk_store
 from refrag_lib.ready_index import build_ready_index, load_ready_index
 import refrag_lib.playground
 out = sys.argv[2]

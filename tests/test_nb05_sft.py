@@ -5,12 +5,12 @@ import math
 
 import pytest
 
+from refrag_lib.arms import QA_ROWS
 from refrag_lib.notebooks import notebook_errors
 
 pytestmark = pytest.mark.notebooks
 
-ROWS = ("no_context", "rag", "refrag", "refrag_equal_latency")
-NAMES = {*ROWS, *(row + "_gold" for row in ROWS)}
+NAMES = {*QA_ROWS, *(row + "_gold" for row in QA_ROWS)}
 
 
 @pytest.fixture(scope="module")

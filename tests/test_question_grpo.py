@@ -8,9 +8,9 @@ import pytest
 import torch
 from conftest import tiny_qa
 
+from refrag_lib.chunk_store import PassageChunks, build_chunk_store
 from refrag_lib.errors import CourseError
 from refrag_lib.grpo import GRPOConfig, grpo_step
-from refrag_lib.index import build_chunk_store
 from refrag_lib.losses import suffix_token_stats
 from refrag_lib.model import Segments
 from refrag_lib.policy import PolicyConfig, QuestionPolicy, load_policy, question_policy_identity, save_policy
@@ -26,7 +26,6 @@ from refrag_lib.question_grpo import (
     train_question_policy,
 )
 from refrag_lib.selectors import QuestionPolicySelector, QuestionSelector, RandomSelector, ScoredExample
-from refrag_lib.sft import PassageChunks
 
 IDENTITY = {"preset": "tiny", "k": "8", "encoder": "tiny-bert", "decoder": "tiny-llama"}
 

@@ -1,15 +1,22 @@
 """The selectors behind one interface: what each expands, and the errors that say what to rebuild."""
 
+import inspect
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import TINY_TEXT, tiny_refrag
 
+from refrag_lib.chunk_store import build_chunk_store, load_chunk_store, read_chunk_keys
 from refrag_lib.data import Passage
 from refrag_lib.errors import CourseError
-from refrag_lib.index import Retriever, build_chunk_store, load_chunk_store, read_chunk_keys
+from refrag_lib.index import Retriever
 from refrag_lib.model import Segments
+from refrag_lib.notebooks import NOTEBOOK_DIR
+from refrag_lib.playground import Playground
 from refrag_lib.policy import ChunkPolicy, PolicyConfig, QuestionPolicy
-from refrag_lib.selectors import SELECTORS, PolicySelector, ScoredExample, make_selector
+from refrag_lib.selectors import DEFAULT_SELECTOR, SELECTORS, PolicySelector, ScoredExample, make_selector
+from refrag_lib.sft import SFTConfig
 
 
 def example(n: int, dim: int = 8, **fields) -> ScoredExample:
@@ -78,3 +85,13 @@ def test_chunk_keys_travel_with_the_store_and_are_refused_for_other_chunks(tmp_p
         read_chunk_keys(tmp_path / "without", store)
     with pytest.raises(CourseError, match="other chunks"):
         read_chunk_keys(tmp_path / "with", build_chunk_store(tiny_refrag(k=2), passages, progress=False))
+
+
+def test_one_default_selector_everywhere():
+    """Notebook 05 trains and evaluates REFRAG with DEFAULT_SELECTOR, the playground (07) starts on it, and SFT
+    and the playground's functions default to it: one name, not one per module."""
+    for name in ("05_sft.py", "07_playground.py"):
+        source = Path(NOTEBOOK_DIR, name).read_text()
+        assert f'\nSELECTOR = "{DEFAULT_SELECTOR}"' in source, name
+    assert SFTConfig(steps=1).selector == DEFAULT_SELECTOR
+    assert inspect.signature(Playground.ask).parameters["selector"].default == DEFAULT_SELECTOR

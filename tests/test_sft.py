@@ -10,14 +10,15 @@ import torch
 from conftest import tiny_qa, tiny_refrag
 
 from refrag_lib.answering import answer_questions, generate_answer, prepare
+from refrag_lib.arms import QA_ROWS
 from refrag_lib.checkpoint import STATE_DIR, WEIGHTS, read_metadata
+from refrag_lib.chunk_store import PassageChunks, build_chunk_store
 from refrag_lib.errors import CourseError
-from refrag_lib.index import build_chunk_store
 from refrag_lib.policy import ChunkPolicy, PolicyConfig
-from refrag_lib.qa_eval import ROWS, evaluate_all, grid_table, metrics_table, paired_differences, side_by_side
+from refrag_lib.qa_eval import evaluate_all, grid_table, metrics_table, paired_differences, sft_metrics, side_by_side
 from refrag_lib.ready_index import build_ready_index, load_ready_index
 from refrag_lib.selectors import PolicySelector, make_selector
-from refrag_lib.sft import PassageChunks, SFTConfig, SFTTask, train_arm, training_batch
+from refrag_lib.sft import SFTConfig, SFTTask, train_arm, training_batch
 from refrag_lib.sft_curve import passages_store
 from refrag_lib.train import train
 
@@ -94,7 +95,7 @@ def test_evaluation_table_has_every_row(setup):
         "question": ["0.25", "0.5"], "rl": ["0.25", "0.5"], "perplexity": ["0.25", "0.5"], "none": ["0.0"]}
     assert out["results"]["refrag"] is out["grid"]["question"]["0.25"]  # the table's row, answered once
     assert grid["question"]["0.5"]["expanded_fraction"] > grid["question"]["0.25"]["expanded_fraction"] > 0
-    names = {*ROWS, *(row + "_gold" for row in ROWS)}
+    names = {*QA_ROWS, *(row + "_gold" for row in QA_ROWS)}
     for key in ("exact_match", "f1", "ttft_ms", "input_tokens"):
         assert set(table[key]) == names
         assert all(math.isfinite(v) for v in table[key].values())
@@ -105,6 +106,11 @@ def test_evaluation_table_has_every_row(setup):
     assert table["input_tokens"]["refrag"] < table["input_tokens"]["rag"]
     assert table["input_tokens"]["no_context"] < table["input_tokens"]["rag"]
     assert len(side_by_side(items[:3], out["results"], store, model, n=2)) == 2
+    metrics = sft_metrics(out, {"refrag": {}}, {"rag": {}, "refrag": {}}, selector="question", p=0.25, top_k=2)
+    assert metrics["exact_match"] == table["exact_match"] and metrics["selector_grid"] == grid
+    assert metrics["paired_difference"]["refrag"] == paired_differences(out["results"])["refrag"]["mean"]
+    assert metrics["ttft_speedup_at_k"] == table["ttft_ms"]["rag"] / table["ttft_ms"]["refrag"]
+    assert metrics["equal_latency_passages"] == out["equal_latency_passages"] and metrics["selector"] == "question"
 
 
 @pytest.mark.parametrize("native_bf16", [False, True], ids=["no native bf16", "native bf16"])

@@ -85,7 +85,8 @@ def test_bf16_autocast_training_learns_and_keeps_fp32_weights(tmp_path, monkeypa
 @pytest.mark.parametrize("native_bf16", [True, False])
 def test_held_out_scores_and_rewards_run_in_the_precision_of_training(monkeypatch, native_bf16):
     from refrag_lib.evaluate import floor_scores, vectors_against_floor
-    from refrag_lib.grpo import rewards_of, score_examples
+    from refrag_lib.grpo import rewards_of
+    from refrag_lib.selectors import score_examples
 
     model = tiny_refrag(k=4)
     monkeypatch.setattr(precision, "native_cpu_bf16", lambda: native_bf16)
@@ -225,7 +226,7 @@ def test_config_and_schedule_checks():
 
 def test_evaluation_helpers_on_a_tiny_model():
     from refrag_lib.evaluate import (
-        ARMS,
+        ARM_INPUTS,
         chunk_counts,
         cpt_arms,
         cpt_windows,
@@ -242,13 +243,13 @@ def test_evaluation_helpers_on_a_tiny_model():
     pairs = cpt_windows(held, 16, 6, n_examples=3)
     assert pairs == cpt_windows(held, 16, 6, n_examples=3) and all(len(c) == 16 and len(o) == 6 for c, o in pairs)
     context, continuation = pairs[0]
-    last = ARMS["last_tokens"](model, context, continuation)
+    last = ARM_INPUTS["last_tokens"](model, context, continuation)
     # s/k = 4 tokens after the start token: as many decoder positions as the start token and 4 chunk vectors
     assert last.prefix == [model.start_id, *context[-4:]]
-    assert len(ARMS["refrag"](model, context, continuation).chunks) == 4
-    assert ARMS["full_context"](model, context, continuation).prefix == [model.start_id, *context]
-    scores = cpt_arms(model, pairs, list(ARMS), baselines={"last_tokens": [0.0] * 3})
-    assert all(0 < scores[arm]["low"] <= scores[arm]["mean"] <= scores[arm]["high"] for arm in ARMS)
+    assert len(ARM_INPUTS["refrag"](model, context, continuation).chunks) == 4
+    assert ARM_INPUTS["full_context"](model, context, continuation).prefix == [model.start_id, *context]
+    scores = cpt_arms(model, pairs, list(ARM_INPUTS), baselines={"last_tokens": [0.0] * 3})
+    assert all(0 < scores[arm]["low"] <= scores[arm]["mean"] <= scores[arm]["high"] for arm in ARM_INPUTS)
     refrag = scores["per_pair"]["refrag"]
     assert len(refrag) == 3 and scores["gain_over_last_tokens"]["mean"] == pytest.approx(-sum(refrag) / 3)
     rows = decoded_reconstructions(model, held, [1, 2], max_tokens=5)
