@@ -40,7 +40,7 @@ BASELINE := tests/baselines/$(PRESET)$(if $(SMOKE_FLAG),-smoke,).json
 REGRESS_DIR := $(RUN_DIR)$(if $(SMOKE_FLAG),-smoke,)
 NBVAL_DIR := $(RUN_DIR)-nbval
 
-.PHONY: colab-rehearsal pack help venv playground own-data lock test-latest test-oldest gpu-check course smoke test unit lint notebooks colab nbval bench-load regress baseline clean-venv
+.PHONY: results-table colab-rehearsal pack help venv playground own-data lock test-latest test-oldest gpu-check course smoke test unit lint notebooks colab nbval bench-load regress baseline clean-venv
 
 help:
 	@echo "make course      run every notebook headless (PRESET=$(PRESET), RUN_DIR=$(RUN_DIR))"
@@ -61,6 +61,7 @@ help:
 	@echo "make nbval       every notebook under nbval (lax: no cell may fail) with the SMOKE parameters"
 	@echo "make regress     run the course and compare its metrics with $(BASELINE) (SMOKE=1: the smoke run)"
 	@echo "make baseline    record the last regress run's metrics as the new references, on purpose"
+	@echo "make results-table  rewrite README.md's results table from RUN_DIR's metrics (after make course)"
 
 venv: $(VENV)/.installed
 
@@ -198,3 +199,6 @@ baseline: venv
 
 clean-venv:
 	rm -rf $(VENV) $(LATEST_VENV) $(OLDEST_VENV)
+
+results-table: venv
+	$(PY) -m refrag_lib results-table --run-dir $(RUN_DIR) --write README.md

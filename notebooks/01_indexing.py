@@ -53,6 +53,7 @@ PASSAGES = ""  # path of your own corpus (.jsonl, or .txt with one passage per l
 QUESTIONS = ""  # path of your own questions (.jsonl: question, answers; gold_passage_id optional); empty: the course's
 BATCH_SIZE = 32
 TOP_K = 5
+ATTENTION_QUESTIONS = 16  # retrieved contexts whose attention across passages is measured (SMOKE: 2)
 PROGRESS = True
 
 # %%
@@ -62,6 +63,7 @@ run = start(PRESET, RUN_DIR, SMOKE, pack=PACK)
 
 import numpy as np
 
+from refrag_lib.block_attention import cross_passage_summary, passage_attention
 from refrag_lib.chunk_store import load_chunk_store
 from refrag_lib.data import default_data_dir, load_passages, load_qa
 from refrag_lib.index import (
@@ -74,8 +76,8 @@ from refrag_lib.index import (
     retrieve,
     subset_with_gold,
 )
+from refrag_lib.index_plots import plot_block_attention, plot_recall
 from refrag_lib.model import load_refrag
-from refrag_lib.viz import plot_recall
 
 all_passages = load_passages(PASSAGES or default_data_dir() / "corpus.jsonl")
 all_questions = load_qa(QUESTIONS or default_data_dir() / "qa_eval.jsonl")
@@ -108,7 +110,8 @@ print("gold passage:", gold_passage.text)
 # %% [markdown]
 # ## Dense embeddings, and why inner product = cosine
 #
-# A bi-encoder (here all-MiniLM-L6-v2) maps any text to one vector: run the transformer, average the
+# A bi-encoder (this preset's retriever, printed by the cell below) maps any text to one vector: run
+# the transformer, average the
 # token states (mean pooling), and scale the result to length 1. Questions and the passages that answer
 # them were trained to point in similar directions. The similarity of two directions is the cosine
 # `a·b / (|a| |b|)`; once every vector has length 1 the denominator is 1, so the plain inner product
@@ -117,6 +120,7 @@ print("gold passage:", gold_passage.text)
 
 # %%
 retriever = load_retriever(run.preset)
+print(f"retriever: {retriever.name}")
 sibling = next(p for p in passages if p.type == gold_passage.type and p != gold_passage)
 vectors = retriever.embed([example.question, gold_passage.text, sibling.text], progress=False)
 print("lengths:", np.linalg.norm(vectors, axis=1).round(4))
@@ -195,7 +199,7 @@ fig = plot_recall(recall, len(index))
 # ## The REFRAG chunk store: embeddings to decode
 #
 # The retriever's vectors are *embeddings to search*: one per passage, only used to rank. REFRAG needs
-# different *embeddings to decode*: every passage is cut into chunks of k decoder tokens (k = 16 here),
+# different *embeddings to decode*: every passage is cut into chunks of k decoder tokens (16 by default),
 # and the REFRAG encoder turns each chunk into one vector c_i; the projector later maps c_i to a single
 # decoder input position instead of k tokens. Each passage is chunked on its own (its text plus a
 # newline), so its chunks and vectors do not depend on which other passages were retrieved with it.
@@ -218,9 +222,50 @@ print(f"\n{len(chunks)} chunk vectors of shape {tuple(chunk_vectors.shape)} for 
 
 # %% [markdown]
 # Chunk boundaries ignore words: an ID such as `Institute_131` can be cut in two, with each half
-# landing in a different chunk. With k = 16 a ~115-token passage becomes ~7 vectors, so the decoder
-# reads 7 positions instead of 115. Whether those 7 vectors still carry the passage's facts depends on
-# training the encoder and projector: the next notebook (02 reconstruction).
+# landing in a different chunk. A passage of n tokens becomes about n/k vectors, so the decoder reads
+# n/k positions instead of n. Whether those vectors still carry the passage's facts depends on training
+# the encoder and projector: the next notebook (02 reconstruction).
+#
+# ## Why each passage may be compressed on its own: block-diagonal attention
+#
+# Encoding every chunk without the other retrieved passages throws away one thing ordinary RAG has:
+# tokens of one passage attending to tokens of another. The paper argues that little is lost (its
+# section on attention sparsity and its Figure 7): retrieved passages are mostly unrelated to one
+# another, so the decoder's attention over a RAG context is block-diagonal; each passage's tokens look
+# at themselves and at the question, and the cross-passage attention that a full prefill pays for is
+# mostly wasted work. That is what licenses per-chunk encoding and the cache above.
+#
+# We check it on this course's data with this run's decoder: the RAG prompt of a few evaluation
+# questions (question, then the top-K passages as tokens) goes through the decoder with its attention
+# maps returned. For every layer we split the attention of each passage token (passages 2..K: the first
+# has no earlier passage to look at) into the first token (a causal decoder parks much of its attention
+# there, the "attention sink"), the question, its own passage and the other passages, and set the last
+# beside what attention spread evenly over the visible tokens would give.
+
+# %%
+n_attention = 2 if SMOKE else ATTENTION_QUESTIONS
+contexts = [store.passage_chunks(all_rows[i, :TOP_K]) for i in range(n_attention)]
+attention = passage_attention(model, [q.question for q in questions[:n_attention]], contexts)
+cross = cross_passage_summary(attention)
+fig = plot_block_attention(attention)
+print(f"{n_attention} questions x {TOP_K} passages, {attention['layers']} decoder layers:")
+print(f"  a passage token's attention beyond the first token goes {cross['own_passage_beyond_sink']:.0%} to its own "
+      f"passage and {cross['other_passages_beyond_sink']:.0%} to the other passages (layer mean);")
+print(f"  spread evenly it would give the other passages {cross['other_passages_if_even']:.0%}; the layer that "
+      f"looks across passages most (layer {cross['most_cross_layer']}) gives them {cross['most_cross_share']:.0%}.")
+print("block-diagonal:", "yes, the other passages get less than even attention would give them"
+      if cross["other_passages_beyond_sink"] < cross["other_passages_if_even"]
+      else "no: on this data the passages attend to each other at least as much as even attention would")
+run.write_metrics("index", {**metrics, "block_attention": {**cross, "questions": n_attention, "passages": TOP_K}})
+
+# %% [markdown]
+# Read the right panel as the paper reads its Figure 7: a bright diagonal (each passage attending to
+# itself) and a dark area below it (earlier passages) is the block-diagonal pattern; a bright first
+# column is the attention sink, which REFRAG keeps because the question's tokens stay tokens. What the
+# cross-passage share means for REFRAG: attention between passages is what per-chunk encoding cannot
+# reproduce, so the smaller it is against even attention, the less the decoder loses when each passage
+# arrives as independently encoded vectors. It is not zero, and the policy of notebook 04 exists for
+# the chunks that matter: those it expands are read as tokens, with full attention.
 
 # %%
 print({name: metrics[name] for name in ("n_passages", "n_eval", "recall_at_1", "recall_at_5", "recall_at_10",

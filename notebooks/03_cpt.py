@@ -16,20 +16,32 @@
 # # 03 · Continual pre-training: use the compressed context to predict what comes next
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/refrag-course/refrag-course/blob/main/notebooks/03_cpt.ipynb)
 #
-# Reconstruction taught the chunk vectors to *carry* a text. Stage 2, continual pre-training (CPT),
-# teaches the model to *use* them: the first s tokens of a document are compressed into s/k chunk
-# vectors and the decoder predicts the next o tokens. Our synthetic reports repeat earlier facts
-# word for word in later paragraphs, so a model that reads the compressed context well predicts the
-# continuation far better than one that does not.
+# ## What the paper does, and why
+#
+# Reconstruction (notebook 02) taught the chunk vectors to *carry* a text. Stage 2, continual
+# pre-training (CPT), teaches the model to *use* them: the first s tokens of a document are compressed
+# into s/k chunk vectors and the decoder predicts the next o tokens. Only then is a compressed context
+# worth reading. The paper's evidence, which this notebook repeats at course scale:
+#
+# * Table 1 of the paper: log-perplexity orders no context > REFRAG-32 > REFRAG-16 > REFRAG-8 > full
+#   context, and REFRAG-8 beats the last-256-token baseline, which spends as many decoder positions on raw tokens.
+# * Table 12 of the paper: CPT from the reconstruction weights is far better than CPT from scratch
+#   (2.02 against 3.27 log-ppl at P16, the paper's numbers).
+#
+# Our synthetic reports repeat earlier facts word for word in later paragraphs, so a model that reads
+# the compressed context well predicts the continuation far better than one that does not.
 #
 # In this notebook we
 # 1. train CPT from the reconstruction weights with the same loop and curriculum as notebook 02,
 # 2. train it once more from a fresh encoder + projector (the paper's Table 12 question),
 # 3. compare log-perplexity on held-out documents with the paper's baselines on the same decoder:
 #    no context, full context (all s tokens), the last s/k tokens (as many decoder positions as
-#    REFRAG uses), and REFRAG-k.
+#    REFRAG uses), and REFRAG-k,
+# 4. read what this run shows against the paper.
 #
 # Needs `RUN_DIR/recon/` from notebook 02. Writes `RUN_DIR/cpt/`.
+#
+# The history of these choices, with the tables that made them: [docs/results.md](https://github.com/refrag-course/refrag-course/blob/main/docs/results.md).
 
 # %%
 # Setup. In Colab: fetch the course, add the packages Colab lacks (none of Colab's own is replaced), and keep
@@ -94,42 +106,34 @@ recon = run.read_metrics("recon")  # stops here, naming notebook 02, when it has
 print(f"reconstruction run: {recon['steps_done']} steps, held-out log-ppl by chunks {recon['log_ppl_by_chunks']}")
 
 # %% [markdown]
-# ## What CPT trains
+# ## Build it: what CPT trains
 #
-# The paper unfreezes everything in CPT. On a laptop CPU we keep the decoder frozen by default and
-# train the encoder + projector on the next-paragraph objective, for two reasons, both measured in
-# the lever table at the end: a step that also updates the 135M decoder takes 1.6 times as long
-# (393 s against 242 s for 80 steps), and a decoder tuned on these reports gets better *without*
-# reading the context well, because it learns the reports' template: 80 such steps bring REFRAG's
-# held-out log-ppl to 1.2, below even the frozen decoder given the full context (2.26). Compared
-# with baselines scored on the untuned decoder, that says nothing about the chunk vectors; a fair
-# comparison needs every baseline tuned the same way. Set `TRAIN_DECODER = True` for the paper's
-# recipe, and read the baselines as "the untuned decoder".
+# The paper unfreezes everything in CPT. The course keeps the decoder frozen by default
+# (`TRAIN_DECODER = False`) and trains the encoder + projector on the next-paragraph objective, for two
+# reasons. A step that also updates the decoder takes noticeably longer. And a decoder tuned on these
+# reports gets better *without* reading the context well, because it learns the reports' template: its
+# log-ppl can fall below even the frozen decoder given the full context. Against baselines scored on the
+# untuned decoder that says nothing about the chunk vectors; a fair comparison needs every baseline
+# tuned the same way. Set `TRAIN_DECODER = True` for the paper's recipe, and read the baselines as "the
+# untuned decoder".
 #
-# During training a random 10% of chunks stay as ordinary tokens (p = 0.1): the paper ends CPT with
-# such mixed inputs so that the decoder can read sequences where some chunks are expanded, which is
-# what the policy of notebook 04 produces. We fold that phase into this one to save time.
-#
-# A CPT run that finished in `RUN_DIR/cpt/` (a teacher's `PACK`) is loaded instead of trained.
-
-# %%
-config = TrainConfig(stage="cpt", steps=steps, context_tokens=CONTEXT_TOKENS,
-                     continuation_tokens=CONTINUATION_TOKENS, positions_per_step=positions, lr=lr,
-                     expand_fraction=EXPAND_FRACTION, train_decoder=TRAIN_DECODER, seed=SEED,
-                     save_every=max(1, steps // 4))
-result = train_stage(run, config, resume=RESUME, progress=PROGRESS, documents=DOCUMENTS or None)
-print({key: value for key, value in result.summary.items() if key != "config"})
-print(f"largest gradient norm before clipping at {config.clip_norm}: {result.summary['max_grad_norm']:.1f}")
+# **Mixed input.** During training a random 10% of chunks stay as ordinary tokens (`p = 0.1`,
+# `EXPAND_FRACTION`). The paper ends CPT with such mixed inputs so that the decoder can read sequences
+# where some chunks are expanded, which is what the policy of notebook 04 produces. Here the mixed input
+# runs through all of CPT; notebook 04 then runs its own, separate mixed-input CPT phase from these weights
+# (`refrag_lib.mixed_cpt.continue_cpt_mixed`) before it trains the policy.
 
 # %% [markdown]
 # ### Your turn: which chunks stay tokens
 #
-# Every CPT step above chose, for each example, the chunks that stay ordinary tokens with
-# `refrag_lib.losses.random_expansion(batch, fraction, rng)`. Write it as `my_expansion(batch, fraction, rng)`:
+# Every CPT step below chooses, for each example, the chunks that stay ordinary tokens with
+# `refrag_lib.losses.random_expansion(batch, fraction, rng)` (each mask drawn by `refrag_lib.policy.random_mask`).
+# Write it as `my_expansion(batch, fraction, rng)`:
 # `batch` is a list of `Segments` (example `i` has `len(batch[i].chunks)` chunks), `rng` a NumPy `Generator`;
 # return one list of booleans per example, one per chunk, True where the chunk stays tokens: exactly
 # round(p·L) of the L chunks, chosen at random with `rng` so that a run is reproducible from its seed. The checker
 # counts, repeats seeds and looks for randomness. `None` uses the reference; `reveal("mixed_expansion")` shows it.
+# The cell prints three masks for one example of s/k chunks: `T` stays tokens, `.` is a chunk vector.
 
 # %%
 import numpy as np
@@ -154,10 +158,31 @@ for mask in expansion([example] * 3, EXPAND_FRACTION, np.random.default_rng(SEED
 reveal("mixed_expansion")  # the reference solution, folded
 
 # %% [markdown]
+# ## Train CPT from the reconstruction weights
+#
+# The cell below starts from notebook 02's encoder + projector and trains the preset's CPT budget with
+# the shared loop and its chunk curriculum. It prints the run's summary (steps, seconds, first and last
+# loss) and the largest gradient norm before clipping: how calm training was. Compare it with the run
+# from scratch below, whose fresh projector starts far from anything the decoder can read.
+# A CPT run that finished in `RUN_DIR/cpt/` (a teacher's `PACK`) is loaded instead of trained.
+
+# %%
+config = TrainConfig(stage="cpt", steps=steps, context_tokens=CONTEXT_TOKENS,
+                     continuation_tokens=CONTINUATION_TOKENS, positions_per_step=positions, lr=lr,
+                     expand_fraction=EXPAND_FRACTION, train_decoder=TRAIN_DECODER, seed=SEED,
+                     save_every=max(1, steps // 4))
+result = train_stage(run, config, resume=RESUME, progress=PROGRESS, documents=DOCUMENTS or None)
+print({key: value for key, value in result.summary.items() if key != "config"})
+print(f"largest gradient norm before clipping at {config.clip_norm}: {result.summary['max_grad_norm']:.1f}")
+
+# %% [markdown]
 # ## The Table 12 question: does reconstruction initialisation matter?
 #
 # The same CPT run from a fresh encoder + projector (explicitly asked for: without
 # `init_from_recon=False` the loop refuses to start CPT when the reconstruction weights are missing).
+# The plot then puts both loss curves side by side: faint lines are the raw per-step loss, solid ones
+# smoothed; the grey steps (right axis) are the number of context chunks in each step, the curriculum.
+# If reconstruction initialisation matters, the run from reconstruction starts lower and stays lower.
 
 # %%
 ablation_config = TrainConfig(stage="cpt", steps=ablation_steps, context_tokens=CONTEXT_TOKENS,
@@ -174,13 +199,17 @@ plt.title("CPT loss: NLL of the next o tokens (grey: context chunks in that step
 plt.show()
 
 # %% [markdown]
-# ## Log-perplexity on held-out documents
+# ## Measure it: log-perplexity on held-out documents
 #
 # Every arm scores the same o held-out tokens after the same s-token context, with the same decoder:
 # * no context: only a start token; what the decoder guesses from its own knowledge;
 # * full context: all s tokens; the quality REFRAG tries to keep (s + o decoder positions);
 # * last s/k tokens: the same decoder length as REFRAG (s/k + o positions), spent on raw tokens;
 # * REFRAG after reconstruction only (before CPT), after CPT, and CPT without reconstruction init.
+#
+# Lower is better. Each line gives the mean over the held-out pairs with its 95% interval; the REFRAG
+# arms also give their *paired* gain over the last s/k tokens on the same pairs (> 0: the chunk vectors
+# predict better). A paired interval is what decides a comparison: if it contains 0, the two are a tie.
 
 # %%
 _, held_out = tokenized_documents(result.model, DOCUMENTS or None)
@@ -209,13 +238,52 @@ plt.title(f"Held-out continuation log-ppl, 95% intervals (s={CONTEXT_TOKENS}, o=
 plt.show()
 
 # %% [markdown]
+# ## What this run shows
+#
+# The cell below turns the paired intervals printed above into sentences, so they hold for whatever
+# preset and seed ran. Read them against the paper:
+# * **REFRAG-k against the last s/k tokens.** The paper's REFRAG-8 wins this comparison after 20B tokens
+#   of training. The chunk vectors beating the raw tokens at the same decoder length is the paper's
+#   ordering; a tie means they are worth about as much as the tokens they replace.
+# * **Reconstruction initialisation.** In the paper's Table 12 it helps, by 1.25 nats at P16; the course
+#   trains far less, so read the sign and the interval rather than the size.
+# * **What CPT adds on top of reconstruction.** Notebook 02's stage 1 spends most of its steps on one
+#   chunk, so its vectors of s/k chunks may start weak; CPT, which trains on all of them, should close
+#   that gap.
+#
+# Check the bar chart for the paper's shape too. At course scale expect the full-context arm to stay
+# clearly best (a course-sized budget cannot pack k tokens into one vector as well as the paper's
+# 7B-scale training), and the compressed arms to beat "no context" only by as much as the short
+# training taught them. Where the shape differs, the budget is the first suspect: rerun with more
+# `STEPS` on a GPU preset.
+
+# %%
+from refrag_lib.intervals import verdict
+
+refrag_k, last = f"REFRAG-{run.preset.k}", "the last s/k tokens"
+print(f"After CPT, {refrag_k} against {last} (paired log-ppl gain, > 0: the chunk vectors predict better):")
+print("  " + verdict(gains["refrag"], above=f"{refrag_k} beats {last}", below=f"{last} beat {refrag_k}"))
+print(f"Before CPT (reconstruction alone), {refrag_k} against {last}:")
+print("  " + verdict(gains["refrag_recon_only"], above=f"{refrag_k} beats {last}", below=f"{last} beat {refrag_k}"))
+print("CPT from reconstruction against CPT from scratch (paired, the Table 12 question):")
+print("  " + verdict(recon_init_gain, above="reconstruction initialisation helps",
+                     below="CPT from scratch does better"))
+print(f"{refrag_k} log-ppl: {log_ppl['refrag_recon_only']:.3f} after reconstruction alone, {log_ppl['refrag']:.3f} "
+      f"after CPT (full context {log_ppl['full_context']:.3f}, no context {log_ppl['no_context']:.3f})")
+print(f"largest gradient norm before clipping: {result.summary['max_grad_norm']:.1f} from reconstruction, "
+      f"{ablation.summary['max_grad_norm']:.1f} from scratch")
+
+# %% [markdown]
 # ## Levers: what makes CPT learn most in the same budget
 #
 # `python -m refrag_lib levers --stage cpt` trains CPT once per lever from the same reconstruction
 # weights (learning rates, the decoder trained as the paper does, another seed, no reconstruction
-# init), each for the same decoder positions, and scores them on the same held-out pairs against the
-# last s/k tokens. It takes about 25 minutes on a 2-core CPU, so the course does not run it for you;
-# this cell shows the table once it exists.
+# init, twice the budget, shorter continuations), each for the same decoder positions, and scores them
+# on the same held-out pairs against the last s/k tokens. It trains CPT once per row, far longer than
+# this notebook, so the course does not run it for you; this cell shows the table once it exists.
+# Each row gives its training steps and seconds, its largest gradient norm, its REFRAG log-ppl and its
+# gain over the last s/k tokens; "vs default" is the paired change against the first row, and `*`
+# marks one whose 95% interval excludes 0. The "seed 1" row is the spread a lever has to beat.
 
 # %%
 from refrag_lib.levers import ablation_rows, format_levers, read_levers
@@ -243,94 +311,10 @@ path = run.write_metrics("cpt", {
 print("wrote", path)
 
 # %% [markdown]
-# What the table said on a 2-core CPU (`python -m refrag_lib levers --stage cpt --steps 80 --windows 64`
-# while the default was LR 1e-4 for 80 steps; the rows "LR 1e-4", "2x the budget" and "continuation 32
-# tokens" rerun them against today's default). CPT starts from the weights of notebook 02's default
-# stage 1 (320 steps, 90% on one chunk, warm-up 15%); every row has 512 positions per step; mean [95%
-# interval] over 64 held-out pairs, on which the frozen decoder scores 3.80 with the last 16 tokens:
+# ## Your turn: move a lever
 #
-# | lever | steps, trained | max grad | REFRAG-16 log-ppl | gain over the last 16 tokens | vs 1e-4, 80 steps |
-# |---|---|---|---|---|---|
-# | LR 1e-4, 80 steps (the previous default) | 80, 144 s | 4.1 | 3.766 [3.686, 3.843] | +0.031 [-0.043, 0.105] | |
-# | LR 3e-4 | 80, 151 s | 3.7 | 3.735 [3.656, 3.810] | +0.062 [-0.010, 0.134] | +0.031 (excludes 0) |
-# | continuation 32 tokens | 80, 180 s | 5.7 | 3.745 [3.665, 3.821] | +0.052 [-0.017, 0.126] | +0.021 (excludes 0) |
-# | LR 1e-4, 2x the budget | 160, 288 s | 4.2 | 3.705 [3.623, 3.781] | +0.092 [0.016, 0.167] | +0.062 (excludes 0) |
-# | 3e-4 x 120, fp32 (before) | 120, 222 s | 3.9 | 3.667 [3.588, 3.740] | +0.130 [0.061, 0.203] | +0.099 (excl. 0)|
-# | **default: the same, bf16** (own stage 1) | 120, 208 s | 4.1 | 3.728 [3.654, 3.799] | **+0.069** [0.002, 0.137] | |
-# | the default, seed 1 (`--only 0 1`) | 120, 253 s | 4.8 | 3.733 [3.658, 3.804] | +0.064 [-0.003, 0.133] | |
-# | latest default run (fused AdamW) | 120, 160 s | 4.1 | 3.708 [3.638, 3.774] | +0.091 [0.022, 0.163] | |
-#
-# * **REFRAG-16 now beats the last 16 tokens** at the same decoder length, by 0.13 nats with an interval
-#   clear of 0, as in the paper (the bf16 runs from their own stage 1: by 0.07 and 0.09, intervals clear).
-#   The rows above the last were scored in fp32; scored under bf16, every CPT arm moves by less than
-#   0.003 nats on the same weights (`precision.in_training_precision`).
-#   Both levers pay: three times the learning rate (+0.03 nats in the same
-#   80 steps) and more steps (+0.06 for twice as many). The default takes both within the CPU budget:
-#   120 steps at 3e-4 (222 s) beat 160 steps at 1e-4 (288 s). CPT's gradients stay calm (largest norm
-#   before clipping 3.9).
-# * Stage 1's recipe matters here too: from a stage 1 with 75% one-chunk steps (stronger vectors of 16
-#   chunks), the same 80 steps at 1e-4 gave 3.740, a paired 0.026 [0.021, 0.032] nats better than from
-#   the default's 90%. The course keeps 90%: it buys far more at one chunk (notebook 02) than it costs here.
-# * Shorter continuations (32 tokens: more contexts per step) help a little, at more wall-clock a step
-#   (more examples, each encoding 16 chunks).
-#
-# **An earlier table**, from the reconstruction weights of an earlier default (stage 1: 80 steps, the
-# encoder at 1e-3; `--only 0 2` with the default at 1e-4; on those pairs the frozen decoder scores 4.36
-# with no context, 3.80 with the last 16 tokens, 2.27 with the full context, and REFRAG 3.85 after
-# reconstruction alone):
-#
-# | lever | trained | max grad norm | REFRAG-16 log-ppl | gain over the last 16 tokens | vs default |
-# |---|---|---|---|---|---|
-# | default: LR 1e-4, decoder frozen | 156 s | 2.0 | 3.809 [3.733, 3.877] | -0.012 [-0.075, 0.055] | |
-# | LR 1e-3 | 157 s | 3.5 | 3.777 [3.705, 3.845] | +0.020 [-0.047, 0.088] | +0.032 (excludes 0) |
-#
-# * With chunk vectors that carry the text (notebook 02), CPT's learning rate matters: ten times the
-#   rate buys a paired 0.03 nats, small but outside its interval, and REFRAG-16 edges past the last 16
-#   tokens (+0.02, interval straddling 0: a tie). It was not made the default then, because the course
-#   cares about answers: notebooks 03-05 rerun from the same reconstruction weights with CPT at 1e-3 gave
-#   REFRAG 0.15 [0.09, 0.21] exact match in notebook 05 against 0.24 [0.17, 0.31] at 1e-4 (RAG-FT 0.33
-#   in both; the question-aware policy of notebook 04 found the answer chunk for 0.46 instead of 0.73
-#   at p = 0.1). Better next-paragraph perplexity did not buy better reading here.
-# * An earlier table, measured while stage 1 still put the first vector on the attention-sink position
-#   (vectors that carried almost nothing), found LR 2.5e-4, 3e-5 and another seed all within 0.01 of
-#   each other, and no reconstruction init 0.06 nats worse (Table 12's direction). Its "decoder trained"
-#   row (the paper's recipe: every part, LR 5e-5; 393 s) reached log-ppl 1.21, far below even the full
-#   context on the frozen decoder: training the decoder also adapts it to this corpus's templated style,
-#   a gain the frozen-decoder baselines do not get. A fair comparison fine-tunes the baselines' decoder
-#   the same way; until then that row says little about the chunk vectors, and the default keeps the
-#   decoder frozen.
-
-# %% [markdown]
-# ## Reading the table against the paper
-#
-# The paper's ordering (Table 1) is no context > REFRAG-32 > REFRAG-16 > REFRAG-8 > full context,
-# with REFRAG-8 better than the last-256-token baseline at the same decoder length, and CPT from
-# reconstruction far better than CPT from scratch (Table 12: 2.02 vs 3.27 at P16). Check the printed
-# numbers for the same shape. At this scale expect the full-context arm to stay clearly best (a few
-# minutes of CPU training cannot pack 16 tokens into one vector as well as 7B-scale training), and
-# the compressed arms to beat "no context" only by as much as the short training taught them. Where
-# the shape differs, the budget is the first suspect: rerun with more STEPS on a GPU preset.
-#
-# The latest default `make course` (2-core CPU, 64 held-out pairs; every arm starts with the decoder's
-# start token; CPT at LR 3e-4 for 120 steps under bf16 autocast with AdamW's fused kernel, from notebook
-# 02's 320-step stage 1; scored under the same autocast) measured, mean [95% interval]: no context 4.36
-# [4.28, 4.43], full context 2.27 [2.14, 2.40], the last 16 tokens 3.80 [3.71, 3.89]; REFRAG-16 after
-# reconstruction alone 4.19 [4.10, 4.27], after CPT 3.71 [3.64, 3.77], and CPT without reconstruction
-# init 3.94 [3.86, 4.01].
-#
-# * **REFRAG-16 beats the last 16 tokens** at the same decoder length: paired gain +0.09 [0.02, 0.16]
-#   nats, clear of 0 (the run before, unfused AdamW and fp32 scoring: +0.07 [0.00, 0.14]; the fp32 run
-#   before that: +0.13 [0.06, 0.20]; 80 steps at 1e-4 from an earlier stage 1: +0.02 [-0.05, 0.09], a
-#   tie). Sixteen chunk vectors of 16 tokens each are worth a little more than the sixteen raw tokens
-#   that end the context, the paper's ordering (its REFRAG-8 beats that baseline after 20B tokens of
-#   training). A second seed agreed with the run before (`python -m refrag_lib levers --stage cpt
-#   --only 0 1`, same weights and pairs):
-#   3.733 [3.658, 3.804] against 3.728, paired gain over the last 16 tokens +0.064 [-0.003, 0.133]
-#   against +0.069; the two seeds differ by 0.005 nats. The mean is below the baseline for both, but
-#   the margin is as small as the interval says: one seed's interval clears 0, the other's just touches it.
-# * Reconstruction initialisation helps by a paired 0.23 [0.20, 0.26] nats (Table 12's direction; the
-#   paper's gap is 1.25 nats at P16; the run before: 0.14 [0.11, 0.16]), and CPT from reconstruction is
-#   steady (largest gradient norm before clipping 4.1, against 32 from a fresh projector).
-# * CPT adds 0.48 nats on top of reconstruction (4.19 -> 3.71). Notebook 02's stage 1 spends 90% of its
-#   steps on one chunk, so its vectors of sixteen chunks start weak (4.19, worse than the last 16
-#   tokens); CPT, which trains on sixteen, closes that gap and passes the baseline.
+# Change one setting in the parameters cell, set `RESUME = False` and run the notebook again: no mixed
+# input (`EXPAND_FRACTION = 0`), another `LR`, or twice the `STEPS`. Then read "What this run shows"
+# again: did a verdict change, and is the change larger than its interval? This overwrites
+# `RUN_DIR/cpt/`, which notebooks 04 and 05 start from: point `RUN_DIR` at a copy of the run folder
+# to keep the default.

@@ -16,16 +16,23 @@
 # # 05 · Fine-tuning for RAG question answering, against an equally fine-tuned ordinary RAG
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/refrag-course/refrag-course/blob/main/notebooks/05_sft.ipynb)
 #
-# Stages 1-3 taught the decoder to read chunk vectors and a policy to pick the chunks worth keeping as
-# tokens. Now the task itself: answer a question from retrieved passages. In this notebook we
-# 1. fine-tune two models the same way (same start, same questions and passages, same steps and
-#    learning rate): **RAG-FT** reads the K passages as tokens, **REFRAG** reads them as chunk vectors
-#    with a fraction p of chunks expanded by a selector: by default the chunks closest to the question;
-# 2. save a **REFRAG-ready index**: the retrieval index plus chunk vectors of the fine-tuned encoder,
-#    so answering needs no encoder pass;
-# 3. evaluate on held-out questions, every EM and F1 with its 95% interval: exact match, F1, whether the
-#    answer was retrieved at all, decoder input length and time to first token, also with the gold passage
-#    forced in, at equal latency, and for every selector at p = 0.05, 0.1 and 0.25.
+# **The paper.** The decoder reads every retrieved passage before its first answer token, so the time
+# to first token (TTFT) grows with the context. The paper fine-tunes REFRAG and the same LLM reading the
+# passages as tokens on the same RAG data, and asks (its Figure 4): with the same passages, does REFRAG
+# answer as well, sooner? At the same latency, spending the saved time on more passages, does it answer
+# better? It reports +1.2-1.9% over RAG at equal latency with LLaMA-2-7B (the paper's numbers).
+#
+# **This notebook.** With the decoder, encoder and policy of stages 1-3, we
+# 1. fine-tune two arms alike (same start, questions, passages, steps and LR): **RAG-FT** reads the K
+#    passages as tokens, **REFRAG** reads them as chunk vectors with a fraction p expanded by a selector
+#    (by default notebook 04's question-aware policy);
+# 2. save a **REFRAG-ready index**: the retrieval index plus the fine-tuned encoder's chunk vectors, so
+#    answering runs no encoder;
+# 3. measure on held-out questions (EM with its 95% interval, F1, answer in context, input length,
+#    TTFT), also with the gold passage forced in, at equal latency, and for every selector and p;
+# 4. print what this run shows from its own paired differences.
+#
+# The history of these choices, with the tables that made them: [docs/results.md](https://github.com/refrag-course/refrag-course/blob/main/docs/results.md).
 #
 # Artifacts go to `RUN_DIR/sft/` (weights of both arms, `ready_index/`, metrics.json).
 
@@ -128,11 +135,10 @@ trained = open_run(PRESET, TRAINED_RUN, k=run.preset.k) if TRAINED_RUN else run 
 # ## The data: questions, retrieved passages, short answers
 #
 # Every answer is an arbitrary ID that only the gold passage states, so the decoder cannot answer from
-# memory: it must read. We retrieve with the index of notebook 01. For the equal-latency row we
-# retrieve up to 16K passages per evaluation question now, once. (A SMOKE index holds only part of the
-# corpus; training then uses the questions whose gold passage it holds.) Your own questions without
-# gold ids count a passage that contains the answer as their gold passage; those that no passage
-# answers are left out.
+# memory: it must read. We retrieve with notebook 01's index, once, up to 16K passages per evaluation
+# question (for the equal-latency row). A SMOKE index holds part of the corpus; training then uses the
+# questions whose gold passage it holds. Your own questions without gold ids count a passage that
+# contains the answer as gold; those no passage answers are left out.
 
 # %%
 index = load_run_index(run)
@@ -151,28 +157,48 @@ else:
 print(f"{len(eval_items)} evaluation questions, index of {len(index)} passages")
 
 # %% [markdown]
+# ### Your turn: token F1
+#
+# Write `my_f1(prediction, answers)`, SQuAD's token F1: normalise the prediction and each gold answer (you may
+# use `refrag_lib.qa.normalize_answer`), split into words, count the words they share (each as often as it occurs
+# on both sides), F1 = 2PR / (P + R) with P = shared / prediction words and R = shared / gold words, and return
+# the best F1 over the gold answers (0 when nothing is shared). The checker tries a few predictions; after the
+# evaluation below, a cell recomputes the table's F1 column with your function. `None` uses
+# `refrag_lib.qa.token_f1`; `reveal("token_f1")` shows it, folded.
+
+# %%
+from refrag_lib.exercises import exercise, reveal
+
+my_f1 = None  # leave None to use the reference, or define it below
+# def my_f1(prediction, answers):
+#     ...
+
+f1 = exercise("token_f1", my_f1)
+
+# %%
+reveal("token_f1")  # the reference solution, folded
+
+# %% [markdown]
 # ## Two arms from one start
 #
-# Both arms start from the weights the policy was trained with (notebook 04: CPT, then mixed-input
-# CPT). The prompt is `Question: ... Context: <passages> Answer:` and the target is the answer ID,
-# followed by the end-of-text token so the model learns to stop. Only those answer tokens are scored:
-# the question and the passages are given, not predicted.
+# Both start from the weights the policy was trained with (notebook 04: CPT, then mixed-input CPT). The
+# prompt is `Question: ... Context: <passages> Answer:`; only the target is scored: the answer ID and
+# the end-of-text token, so the model learns to stop.
 #
-# - **RAG-FT** feeds every passage as tokens. It never uses the encoder or projector, so only the
-#   decoder is trained.
-# - **REFRAG** feeds each passage's k-token chunks as chunk vectors, except the round(p·L) chunks the
-#   selector expands; encoder, projector and decoder are trained end to end, as in the paper. The
-#   REFRAG arm trains with the selector it is evaluated with (`SELECTOR`).
+# - **RAG-FT** feeds every passage as tokens: no encoder or projector, only the decoder is trained.
+# - **REFRAG** feeds each passage's k-token chunks as vectors, except the round(p·L) chunks the selector
+#   expands; encoder, projector and decoder are trained end to end, as in the paper, with the selector
+#   it is evaluated with (`SELECTOR`).
 #
-# **Why the selector matters here.** Every answer is an ID such as River_033 that only exact tokens
-# carry: a chunk vector holds the gist of 16 tokens (notebook 02: one-chunk reconstruction barely beats
-# the decoder alone), not an ID. REFRAG can answer only if the chunk holding the answer is one it
-# expands. The paper's policy (notebook 04, `rl`) chooses from the chunk vectors alone, blind to the
-# question. The `question` selector scores each chunk by the cosine between the retriever's vector of
-# the question and the retriever's vector of the chunk's text: notebook 01 stored one per chunk next to
-# the index, so choosing costs a matrix-vector product and no encoder pass.
+# **Why the selector matters.** An ID such as River_033 survives only as exact tokens: a chunk vector
+# holds the gist of its k tokens (notebook 02: one-chunk reconstruction recovers clearly more tokens
+# than the decoder alone, but not reliably every one). REFRAG can answer only if it expands the answer's
+# chunk. The paper's policy (notebook 04, `rl`) sees the chunk vectors alone, blind to the question.
+# The default `SELECTOR`, `question_rl`, is notebook 04's GRPO policy that also reads the question; the
+# `question` heuristic ranks chunks by the retriever's cosine to the question, from vectors notebook 01
+# stored next to the index (no encoder pass).
 #
-# Here is what that does to the decoder input of one question:
+# One question's decoder input, as each arm reads it:
 
 # %%
 model = load_start_model(trained)
@@ -192,14 +218,14 @@ print(f"RAG-FT reads {input_positions(prompt, [True] * len(expand))} positions; 
 # %% [markdown]
 # ## Fine-tune both arms
 #
-# The shared training loop of notebooks 02-04 (`refrag_lib.train`): AdamW at peak LR 1e-4 (the paper's
-# 2e-5 is made for long runs; the lever table at the end of this notebook chose 1e-4), 4% linear
-# warm-up, cosine decay, gradient clipping, metrics in `RUN_DIR/sft/<arm>/metrics.jsonl`, and resume
-# after an interruption. Every step draws its questions from a generator seeded by the step number, so
-# both arms see exactly the same questions and passages. With `GOLD_FRACTION = 1` the gold passage is
-# put among the K passages (at a random place) when retrieval missed it: a model trained on
-# passages that do not hold the answer learns to guess IDs, not to read them. An arm that finished in
-# `RUN_DIR/sft/<arm>/` (an earlier run of this cell, or a teacher's `PACK`) is loaded, not trained again.
+# The shared training loop of notebooks 02-04 (`refrag_lib.train`): AdamW at peak `LR` (larger than the
+# paper's 2e-5, which is made for long runs), 4% linear warm-up, cosine decay, gradient clipping,
+# metrics in `RUN_DIR/sft/<arm>/metrics.jsonl`, resume after an interruption. Both arms draw the same
+# questions at each step (a generator seeded by the step number). With `GOLD_FRACTION = 1`
+# the gold passage is put among the K (at a random place) when retrieval missed it: trained on passages
+# without the answer, a model learns to guess IDs, not to read them. A finished arm in
+# `RUN_DIR/sft/<arm>/` (an earlier run, or a teacher's `PACK`) is loaded, not retrained. The plot: each
+# arm's answer loss per step, smoothed.
 
 # %%
 identity = model_identity(run.preset, "sft")
@@ -221,11 +247,10 @@ plt.show()
 # %% [markdown]
 # ## The REFRAG-ready index
 #
-# Fine-tuning changed the encoder, so every chunk vector computed before is stale. We compute them
-# once more with the fine-tuned encoder and save them next to the retrieval index, with notebook 01's
-# retriever vector of every chunk (the question selector's; they do not depend on the encoder). At question time
-# REFRAG then runs no encoder at all: it looks the vectors up ("with cache"). Loading the folder back
-# re-encodes a few chunks and compares: a store made by another encoder (or another k) is refused.
+# Fine-tuning changed the encoder, so every earlier chunk vector is stale. We compute them once more and
+# save them next to the retrieval index, with notebook 01's retriever vector of every chunk. At question
+# time REFRAG runs no encoder: it looks the vectors up ("with cache"). Loading re-encodes a few chunks and
+# compares: a store made by another encoder (or k) is refused.
 # `python -m refrag_lib generate --question "..."` answers from this folder.
 
 # %%
@@ -239,22 +264,22 @@ print(f"{ready.store.n_chunks} chunk vectors for {len(ready.index)} passages in 
 # %% [markdown]
 # ## Evaluation on held-out questions
 #
-# Each row answers every evaluation question greedily and is scored with SQuAD's normalisation (lower
-# case, no punctuation or articles): exact match and token F1. "Answer in context" is the share of
-# questions whose answer occurs in the passages the reader got at all: retrieval's ceiling.
+# Each row answers every question greedily, scored with SQuAD's normalisation: exact match and token
+# F1. "In ctx" is the share of questions whose answer occurs in the passages the reader got: retrieval's
+# ceiling.
 #
 # - **no context**: RAG-FT with no passages (can it guess?);
 # - **RAG-FT, K** and **REFRAG, K**: the same K retrieved passages;
-# - **REFRAG, equal latency**: REFRAG with as many passages (K .. 16K) as fit in RAG-FT's TTFT at K,
-#   the count chosen by measured TTFT, expanding as many chunks as at K (p scaled by K / passages: an
-#   answer needs one or two chunks as tokens however many passages there are, and the time REFRAG saved
-#   goes to more passages as vectors);
-# - each again with the **gold passage forced in** (in place of the last retrieved one; for no
-#   context, the gold passage alone). The gap between a row and its gold version is retrieval's fault,
-#   what remains below 1.0 with the gold passage is the reader's.
+# - **REFRAG, equal latency**: as many passages (K .. 16K) as fit in RAG-FT's TTFT at K, chosen by
+#   measured TTFT, expanding as many chunks as at K (an answer needs one or two chunks as tokens however
+#   many passages there are; the saved time goes to more passages as vectors);
+# - each again with the **gold passage forced in** (in place of the last retrieved one; for no context,
+#   the gold passage alone). A row's gap to its gold version is retrieval's; what the gold version still
+#   misses is the reader's.
 #
 # TTFT follows notebook 06's rules: inputs ready (REFRAG: cached chunk vectors) -> assembly and
-# projector -> prefill -> first token from the prefill logits, warm-up discarded, median of repeats.
+# projector -> prefill -> first token, warm-up discarded, median of repeats. The last column: each
+# REFRAG row's EM minus RAG-FT's, with its paired 95% interval.
 
 # %%
 grid_names = dict.fromkeys([*GRID_SELECTORS, SELECTOR])  # the table's selector too, in the grid's order
@@ -280,14 +305,21 @@ for row in results:
           f"{table['answer_in_context'][row]:6.2f} {table['input_tokens'][row]:7.1f} {table['ttft_ms'][row]:8.1f}  "
           f"{versus}")
 
+# %%
+# The table's F1 column, recomputed with your token F1 from the exercise above
+for row in ("rag", "refrag"):
+    mine = sum(f1(answer, item.answers) for answer, item in zip(results[row]["predictions"], eval_items))
+    print(f"{row:6s} F1 with your function {mine / len(eval_items):.2f} (table: {table['f1'][row]:.2f})")
+
 # %% [markdown]
 # ### Could REFRAG read the answer at all?
 #
-# An answer such as River_033 can only be copied from tokens. For each REFRAG row, the questions by where
-# their answer lay in what the reader got: inside a chunk the selector expanded, inside a compressed
-# chunk (one vector), straddling two chunks (readable only if both are expanded), or in none of the
-# passages (retrieval's miss). The exact match within each group says whether the reader or the
-# selector is the limit.
+# For each REFRAG row, the questions by where their answer lay: inside an expanded chunk, inside a
+# compressed chunk (one vector), across two chunks (readable only if both are expanded), or in no
+# passage (retrieval's miss), with each group's EM. High EM where the answer was expanded and none where
+# it was compressed means the reader copies tokens and cannot read an ID from a vector: then the
+# selector and retrieval are the limits, not the reader.
+
 
 # %%
 answer_places = {row: em_by_answer_place(results[row], eval_items, ready.store, model)
@@ -298,29 +330,8 @@ for row, places in answer_places.items():
         print(f"  {place:38s} {group['questions']:4d} questions, EM {group['exact_match']:.2f}")
 
 # %% [markdown]
-# ### Your turn: token F1
-#
-# Write `my_f1(prediction, answers)`, SQuAD's token F1: normalise the prediction and each gold answer (you may
-# use `refrag_lib.qa.normalize_answer`), split into words, count the words they share (each as often as it occurs
-# on both sides), F1 = 2PR / (P + R) with P = shared / prediction words and R = shared / gold words, and return
-# the best F1 over the gold answers (0 when nothing is shared). The checker tries a few predictions; the cell then
-# recomputes the F1 column of the table above with your function. `None` uses `refrag_lib.qa.token_f1`;
-# `reveal("token_f1")` shows it, folded.
-
-# %%
-from refrag_lib.exercises import exercise, reveal
-
-my_f1 = None  # leave None to use the reference, or define it below
-# def my_f1(prediction, answers):
-#     ...
-
-f1 = exercise("token_f1", my_f1)
-for row in ("rag", "refrag"):
-    mine = sum(f1(answer, item.answers) for answer, item in zip(results[row]["predictions"], eval_items))
-    print(f"{row:6s} F1 with your function {mine / len(eval_items):.2f} (table: {table['f1'][row]:.2f})")
-
-# %%
-reveal("token_f1")  # the reference solution, folded
+# The table as a picture. Left: EM of each row, retrieved and with the gold passage forced in. Right:
+# median TTFT. A shared machine's TTFTs move from day to day: compare rows of one run as ratios.
 
 # %%
 plot_em_ttft(table, TOP_K, n_equal)
@@ -328,13 +339,13 @@ plt.show()
 
 # %% [markdown]
 # ## Which chunks to expand: every selector at every p
-# REFRAG at K, the same fine-tuned model and the same questions, only the choice of expanded chunks
-# changes: `question` (closest to the question), `question_rl` (notebook 04's policy that reads the
-# question), `rl` (the paper's question-blind policy), `random`, and `none` (every chunk a vector). A
-# larger p keeps more chunks as tokens: more chances that the answer's chunk is one of them, and a longer
-# decoder input (TTFT). RAG-FT reads everything as tokens.
-# The bars are 95% intervals over questions; two selectors differ where their paired interval (printed)
-# excludes 0. (The model was fine-tuned with `SELECTOR`'s choices, which favours that selector a little.)
+# REFRAG at K, the same model and questions; only the choice of expanded chunks changes: `question`
+# (closest to the question), `question_rl` (notebook 04's policy that reads the question), `rl` (the
+# paper's question-blind policy), `random`, and `none` (every chunk a vector). A larger p keeps more
+# chunks as tokens: more chances to expand the answer's chunk, and a longer input (TTFT). Bars are 95%
+# intervals; each printed line ends with `SELECTOR` minus that selector at that p, a paired interval:
+# where it excludes 0 the two differ. (The model was fine-tuned with `SELECTOR`'s choices, which favours
+# it a little.) A larger p can also confuse the reader among look-alike expanded passages.
 
 # %%
 from refrag_lib.intervals import paired_difference
@@ -370,84 +381,27 @@ print(format_answer(generate_answer(ready, eval_items[0].question, max_new_token
                                     repeats=ttft_repeats)))
 
 # %% [markdown]
-# ## What to take away
+# ## What this run shows
 #
-# Read the table in pairs. RAG-FT vs REFRAG at K: how much answer quality the compression costs, and
-# how much TTFT it saves. A row vs its gold version: how much is lost to retrieval rather than to
-# reading. REFRAG at equal latency: what the saved time buys when it is spent on more passages (the
-# paper: +1.2-1.9% over RAG at equal latency with LLaMA-2-7B).
-#
-# **A default run** (`make course` from a fresh clone on a 2-core CPU, 150 held-out questions, K = 3,
-# p = 0.1, 120 SFT steps per arm at LR 1e-4, both arms trained under bf16 autocast and answering under it
-# (this CPU has native bf16; TTFT in fp32); EM [95% interval], TTFT with cache, median over 10 questions
-# per row; weights from the bf16 stage 1 and CPT, the question-aware policy after 100 GRPO steps; the
-# equal-latency passage count searched on the TTFT of 3 questions per count). This shared machine's TTFTs
-# move from day to day (RAG-FT: 389, 615, 699 and 445 ms in four runs), so read them as ratios:
-#
-# | row | EM | TTFT | vs RAG-FT (paired) |
-# |---|---|---|---|
-# | RAG-FT | 0.47 [0.39, 0.55] | 445 ms | |
-# | REFRAG, question-aware policy | 0.45 [0.37, 0.53] | 120 ms | -0.03 [-0.09, 0.03] |
-# | RAG-FT, gold passage forced in | 0.90 [0.85, 0.95] | 437 ms | |
-# | REFRAG, gold passage forced in | 0.81 [0.75, 0.87] | 131 ms | |
-# | RAG-FT, the gold passage alone | 0.97 [0.95, 0.99] | 184 ms | |
-# | REFRAG at equal latency (48 passages, K's expansions) | 0.54 [0.46, 0.62] | 484 ms | +0.07 [-0.04, 0.17] |
-# | REFRAG at equal latency, gold passage forced in | 0.71 [0.64, 0.78] | 471 ms | |
-# | REFRAG, the paper's question-blind policy | 0.03 / 0.01 / 0.07 at p = 0.05 / 0.1 / 0.25 | 109-174 ms | |
-#
-# REFRAG answers 3.7x sooner (120 against 445 ms) with 0.94 of RAG-FT's exact match; the paired
-# difference, -0.03 [-0.09, 0.03], is a tie (the run before: 0.44 against 0.49, paired -0.05 [-0.11,
-# 0.00]; the fp32 run before that: 0.45 against 0.52, -0.07 [-0.13, -0.02]). Spending the time it saved
-# on more passages (48 instead of 3, as many chunks expanded as at K) it answers 0.54 against 0.47 at the
-# same TTFT, within the paired interval. The gain it could have is visible in its gold row: at equal
-# latency retrieval finds the answer for 83% of the questions (RAG-FT at K: 54%), but the reader loses
-# more among 48 passages than among 3 (0.71 against 0.81 with the gold passage in).
-# The question-aware policy beats the paper's policy, random and the cosine heuristic at every p by
-# more than the paired interval (at p = 0.1: +0.44 [0.36, 0.52], +0.41 [0.33, 0.49] and +0.33 [0.25,
-# 0.40]). Across default runs of successive recipes this row has read 0.45, 0.49, 0.45, 0.47, 0.44 and 0.45
-# (each within the others' intervals): at 150 questions a recipe change of stages 1-2 moves it by no
-# more than the interval.
-#
-# **Could REFRAG read the answer?** (the cell above, REFRAG at K): 64 questions had the answer inside an
-# expanded chunk (EM 0.94), 7 across two chunks both expanded (1.00), 7 across two chunks not both
-# expanded (0.00), 3 inside a compressed chunk (0.00), 69 in no retrieved passage (0.00). The reader
-# answers nearly whenever the answer reached it as tokens, and never from a vector alone: what is left
-# is retrieval (69 of 150) and answers that straddle two chunks.
-#
-# **What moved REFRAG from 0.29 to 0.45** (the same 150 questions, the same SFT budget): the
-# question-aware policy of notebook 04 now reads the question's words and is warm-started on where
-# answers lie; its landing on the answer's chunk at p = 0.1 went from 0.73 to 0.99, and the REFRAG row
-# of this notebook from 0.29 [0.22, 0.36] to 0.45 [0.37, 0.53] (gold forced in: 0.39 -> 0.83). The
-# equal-latency row used to expand p = 0.1 of all its chunks: 0.17 [0.11, 0.23] with 20 passages (the
-# previous policy), and 0.11 [0.07, 0.17] with 16 passages and this policy. With ten or more chunks
-# expanded out of many look-alike passages ("directed by Person_..." in each), the reader cannot tell
-# which expanded chunk belongs to the asked entity, whose name sits in a compressed chunk; keeping the
-# expansions at K's 2 and spending the time on passages as vectors turned it into the tie above. The
-# same confusion probably explains why p = 0.25 gains nothing over p = 0.1 in the grid (0.38 against
-# 0.45 here, 0.44 against 0.44 and 0.43 against 0.47 in the runs before; the model was also fine-tuned at p = 0.1).
-#
-# **SFT levers** (measured with the previous question-aware policy, REFRAG at 0.29;
-# `python -m refrag_lib sft-curve --steps 60 120 --lr <lr> --name <row>`, and `--arms refrag --steps
-# 120 --p <p>`; the same 400 training and 150 held-out questions, one question a step; a row at 60 steps
-# is the midpoint of a 120-step schedule whose LR has not decayed yet):
-#
-# | LR | p | RAG-FT, 60 steps | RAG-FT, 120 | REFRAG, 60 steps | REFRAG, 120 |
-# |---|---|---|---|---|---|
-# | 2e-5 (the paper's) | 0.1 | 0.36 [0.29, 0.44] | 0.39 [0.32, 0.47] | 0.28 [0.21, 0.35] | 0.29 [0.22, 0.37] |
-# | **1e-4** (default) | 0.1 | 0.39 [0.31, 0.47] | **0.52 [0.44, 0.60]** | 0.25 [0.18, 0.32] | **0.29 [0.22, 0.36]** |
-# | 1e-4 | 0.15 | | | | 0.27 [0.21, 0.35] |
-# | 1e-4 | 0.25 | | | | 0.35 [0.28, 0.43] |
-#
-# RAG-FT keeps learning with a larger LR and more steps (0.39 -> 0.52); REFRAG stayed at 0.29 whatever
-# the LR or the steps: the selector, not the fine-tuning, was its limit. The same 120 questions as 60
-# steps of two (`--batch-size 2 --steps 60`) gave RAG-FT 0.36 [0.29, 0.44] and REFRAG 0.24 [0.17,
-# 0.31]: at this budget more updates beat larger ones.
-#
-# What would move it further: retrieval (both arms read only what the top 3 hold); answers straddling
-# two chunks (a selector that expands the neighbour when the answer may run over the boundary); a
-# reader trained with many passages, for the equal-latency row; and stage 1-2 vectors that carry exact
-# tokens (notebook 02: one-chunk reconstruction gets 3-4 more tokens in 100 right; bigger encoder and
-# decoder: the GPU presets).
+# Read the table in pairs. RAG-FT against REFRAG at K: what the compression costs in answers and saves
+# in TTFT. A row against its gold version: what is lost to retrieval rather than to reading. REFRAG at
+# equal latency: what the saved time buys as more passages. The cell below answers the paper's two
+# Figure 4 questions for this run from its paired differences. An interval that contains 0 is a tie; at
+# K, a tie means the same answers sooner.
+
+# %%
+from refrag_lib.intervals import verdict
+
+ttft = table["ttft_ms"]
+if paired:  # a paired interval needs two questions at least
+    print(f"REFRAG at K={TOP_K}: TTFT {ttft['refrag']:.0f} ms against RAG-FT's {ttft['rag']:.0f} ms (RAG-FT's is "
+          f"{ttft['rag'] / ttft['refrag']:.1f}x REFRAG's); EM minus RAG-FT's: "
+          + verdict(paired["refrag"], above="REFRAG answers better", below="RAG-FT answers better"))
+    print(f"REFRAG at equal latency ({n_equal} passages, TTFT {ttft['refrag_equal_latency']:.0f} ms); EM minus "
+          "RAG-FT's at K: " + verdict(paired["refrag_equal_latency"], above="REFRAG answers better",
+                                       below="RAG-FT answers better"))
+else:
+    print("fewer than two questions: no paired interval, no verdict")
 
 # %%
 run.write_metrics("sft", sft_metrics(
@@ -456,3 +410,13 @@ run.write_metrics("sft", sft_metrics(
     gold_fraction=GOLD_FRACTION, n_train_questions=len(train_items), questions=str(QUESTIONS or "course"),
     trained_run=str(trained.root)))
 print("wrote", run.stage_dir("sft") / "metrics.json")
+
+# %% [markdown]
+# ## Your turn: what would move it further
+#
+# Change a parameter and rerun: `SELECTOR = "question"` or `"rl"` fine-tunes REFRAG with another
+# selector, `P` trades expanded chunks against TTFT, `TOP_K` gives both arms more passages. Where
+# answers go missing says what to try: answers in no passage are retrieval's; answers across two chunks
+# want a selector that also expands the neighbour; a weak equal-latency row wants a reader trained with
+# many passages; answers lost in compressed chunks want vectors that carry exact tokens (bigger encoder
+# and decoder: the GPU presets).

@@ -29,6 +29,7 @@ COMMANDS = {
     "loss-speed": ("refrag_lib.loss_speed:main", "samples/s of the batched reconstruction loss vs a per-chunk loop"),
     "bench": ("refrag_lib.bench:main", "TTFT/TTIT/memory benchmark of REFRAG against ordinary RAG"),
     "regress": ("refrag_lib.regress:main", "compare a run's metrics with a committed baseline"),
+    "results-table": ("refrag_lib.results_table:main", "the README's results table, from a finished run's metrics"),
     "generate": ("refrag_lib.ready_index:main", "answer a question from a REFRAG-ready index"),
     "sft-curve": ("refrag_lib.sft_curve:main", "SFT learning curve: held-out EM against steps for both arms"),
     "own-data": ("refrag_lib.own_data:main", "your own corpus and questions through notebooks 01, 05 and 07"),

@@ -50,3 +50,14 @@ def excludes_zero(interval: dict) -> bool:
 
 def format_interval(interval: dict, digits: int = 3) -> str:
     return f"{interval['mean']:.{digits}f} [{interval['low']:.{digits}f}, {interval['high']:.{digits}f}]"
+
+
+def verdict(difference: dict, above: str, below: str, digits: int = 2) -> str:
+    """The sentence a paired difference supports, chosen by its interval rather than typed: `above` when the
+    whole interval lies above 0, `below` when it lies below, else a tie."""
+    numbers = f"{difference['mean']:+.{digits}f} [{difference['low']:+.{digits}f}, {difference['high']:+.{digits}f}]"
+    if difference["low"] > 0:
+        return f"{above}: {numbers}, the whole 95% interval above 0"
+    if difference["high"] < 0:
+        return f"{below}: {numbers}, the whole 95% interval below 0"
+    return f"a tie: {numbers}, the 95% interval contains 0"

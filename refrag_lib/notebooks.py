@@ -8,6 +8,7 @@ they go to RUN_DIR/executed/, never over the sources.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -15,6 +16,12 @@ from .pack import summary, unpack
 from .runs import open_run, repo_root
 
 NOTEBOOK_DIR = repo_root() / "notebooks"
+MAX_MARKDOWN_WORDS = 1500  # a notebook is a lesson: what it does, why, what this run shows, your turn
+# A decimal a run measured, typed into prose: outside `code` and $maths$, not a setting (p = 0.1), on a line
+# that does not cite the paper. A run prints its own figures; the history of what was tried is docs/results.md.
+_CODE_OR_MATHS = re.compile(r"`[^`]*`|\$[^$]*\$")
+_SETTING = re.compile(r"\b[A-Za-z_]+\s*=\s*\d+\.\d+")
+_DECIMAL = re.compile(r"(?<![\w.])\d+\.\d+(?![\w.])")
 
 
 def notebook_paths() -> list[Path]:
@@ -114,3 +121,28 @@ def start(preset: str = "cpu", run_dir: str = "", smoke: bool = False, k: int | 
         print(f"{'pack already in the run folder' if manifest.get('already') else 'unpacked'}: {summary(manifest)}; "
               "the training cells load these stages instead of training them")
     return run
+
+
+def markdown_lines(source: Path) -> list[str]:
+    """The markdown of a jupytext percent source, line by line (its `# ` prefix removed)."""
+    lines, in_markdown = [], False
+    for line in Path(source).read_text().splitlines():
+        if line.startswith("# %%"):
+            in_markdown = "[markdown]" in line
+        elif in_markdown:
+            lines.append(line[2:] if line.startswith("# ") else line.lstrip("#"))
+    return lines
+
+
+def markdown_words(source: Path) -> int:
+    return sum(len(line.split()) for line in markdown_lines(source))
+
+
+def typed_run_figures(source: Path) -> list[str]:
+    """Markdown lines that state a decimal figure of the course's own runs by hand (see _DECIMAL above)."""
+    found = []
+    for line in markdown_lines(source):
+        prose = _SETTING.sub("", _CODE_OR_MATHS.sub("", line))
+        if "paper" not in line.lower() and _DECIMAL.search(prose):
+            found.append(line.strip())
+    return found

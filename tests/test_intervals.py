@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from refrag_lib.errors import CourseError
-from refrag_lib.intervals import excludes_zero, format_interval, mean_interval, paired_difference
+from refrag_lib.intervals import excludes_zero, format_interval, mean_interval, paired_difference, verdict
 
 
 def test_interval_holds_the_mean_and_shrinks_with_more_items():
@@ -33,3 +33,10 @@ def test_too_few_or_unmatched_items_are_refused():
         mean_interval([0.5])
     with pytest.raises(CourseError, match="same items"):
         paired_difference([0.1, 0.2, 0.3], [0.1, 0.2])
+
+
+def test_the_verdict_follows_the_interval():
+    assert verdict({"mean": 0.1, "low": 0.02, "high": 0.2}, "REFRAG ahead", "RAG-FT ahead").startswith("REFRAG ahead:")
+    assert verdict({"mean": -0.1, "low": -0.2, "high": -0.01}, "REFRAG ahead", "RAG-FT ahead").startswith("RAG-FT")
+    assert verdict({"mean": 0.07, "low": -0.04, "high": 0.17}, "up", "down") == (
+        "a tie: +0.07 [-0.04, +0.17], the 95% interval contains 0")
