@@ -61,3 +61,24 @@ def verdict(difference: dict, above: str, below: str, digits: int = 2) -> str:
     if difference["high"] < 0:
         return f"{below}: {numbers}, the whole 95% interval below 0"
     return f"a tie: {numbers}, the 95% interval contains 0"
+
+
+def recovered_interval(none: Sequence[float], compressed: Sequence[float], full: Sequence[float], seed: int = 0,
+                       level: float = 0.95) -> dict:
+    """Context recovered, (mean none - mean compressed) / (mean none - mean full), with a paired bootstrap
+    interval: the same items resampled in all three arms (one loss per item and arm, e.g. log-ppl)."""
+    from scipy.stats import bootstrap
+
+    arms = [_check(none), _check(compressed), _check(full)]
+    if len({len(arm) for arm in arms}) != 1:
+        raise CourseError("Context recovered needs the same items in all three arms.")
+    arms = np.stack(arms)
+
+    def ratio(rows):
+        a, b, c = arms[:, rows].mean(axis=-1)
+        return (a - b) / (a - c)
+
+    rows = np.arange(arms.shape[1])
+    ci = bootstrap((rows,), ratio, n_resamples=RESAMPLES, confidence_level=level, method="percentile",
+                   vectorized=False, random_state=np.random.default_rng(seed)).confidence_interval
+    return {"mean": float(ratio(rows)), "low": float(ci.low), "high": float(ci.high)}

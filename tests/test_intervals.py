@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from refrag_lib.errors import CourseError
-from refrag_lib.intervals import excludes_zero, format_interval, mean_interval, paired_difference, verdict
+from refrag_lib.intervals import (
+    excludes_zero,
+    format_interval,
+    mean_interval,
+    paired_difference,
+    recovered_interval,
+    verdict,
+)
 
 
 def test_interval_holds_the_mean_and_shrinks_with_more_items():
@@ -40,3 +47,16 @@ def test_the_verdict_follows_the_interval():
     assert verdict({"mean": -0.1, "low": -0.2, "high": -0.01}, "REFRAG ahead", "RAG-FT ahead").startswith("RAG-FT")
     assert verdict({"mean": 0.07, "low": -0.04, "high": 0.17}, "up", "down") == (
         "a tie: +0.07 [-0.04, +0.17], the 95% interval contains 0")
+
+
+def test_context_recovered_is_the_share_of_the_full_context_gain_with_a_paired_interval():
+    rng = np.random.default_rng(0)
+    none = 4.0 + rng.normal(0, 0.3, 64)
+    full = none - 2.0 + rng.normal(0, 0.1, 64)
+    half = none - 1.0 + rng.normal(0, 0.1, 64)
+    recovered = recovered_interval(none, half, full)
+    assert recovered["low"] < recovered["mean"] < recovered["high"]
+    assert abs(recovered["mean"] - 0.5) < 0.05 and recovered["high"] - recovered["low"] < 0.1
+    assert recovered_interval(none, full, full)["mean"] == pytest.approx(1.0)
+    with pytest.raises(CourseError):
+        recovered_interval(none, half[:10], full)

@@ -22,3 +22,10 @@ def test_indexing_notebook_builds_index_chunk_store_and_metrics(notebooks):
     folder = notebooks.root / "index"
     for name in ("passages.faiss", "passages.jsonl", "meta.json", "chunk_store.safetensors", "metrics.json"):
         assert (folder / name).is_file(), name
+    # the block-diagonal section: measured on 2 questions x TOP_K passages, shares of attention in [0, 1]
+    cross = m["block_attention"]
+    assert cross["questions"] == 2 and cross["passages"] == 5
+    assert 0 <= cross["other_passages"] <= cross["other_passages_beyond_sink"] <= cross["most_cross_share"] <= 1
+    assert 0 < cross["other_passages_if_even"] < 1
+    outputs = "".join("".join(o.get("text", "")) for cell in executed["cells"] for o in cell.get("outputs", []))
+    assert "block-diagonal:" in outputs and "to the other passages (layer mean)" in outputs
