@@ -15,7 +15,7 @@ def test_a_baseline_trains_its_decoder_on_the_windows_cpt_sees(tmp_path):
     model = tiny_refrag(k=4)
     docs = [np.random.default_rng(i).integers(2, len(model.decoder_tokenizer), 200).tolist() for i in range(4)]
     cfg = decoder_trained_config(3, context_tokens=16, continuation_tokens=8, positions_per_step=48,
-                                 lr=1e-3, cpu_bf16=False)
+                                 lr=1e-3)
     task = BaselineTask(model, cfg, docs, FULL_CONTEXT)
     refrag_task = StageTask(model, cfg, docs)
     for step in range(3):  # the same windows as REFRAG's CPT, step for step
