@@ -52,7 +52,7 @@ PACK = ""  # a teacher's pack (local or Drive path, or https URL): verified, add
 PROGRESS = True
 THREADS = 0  # torch CPU threads; 0 keeps torch's default (1 helps on a machine busy with other work)
 REPEATS = 5  # timed repeats per point (median and IQR are reported)
-WORKSHOP = False  # True: sized for a workshop slot (refrag_lib.config.WORKSHOP_SIZE: 3 repeats, p = 0 only)
+WORKSHOP = False  # True: sized for a workshop slot (refrag_lib.config.WORKSHOP_SIZE: 3 repeats, p of 0 only)
 WARMUP = 1  # discarded runs before timing
 DECODE_TOKENS = 16  # o: tokens decoded with the KV cache for TTIT
 

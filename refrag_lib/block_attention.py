@@ -113,17 +113,18 @@ def passage_attention(model: RefragModel, questions: Sequence[str],
 
 def cross_passage_summary(result: dict) -> dict:
     """The figures the notebook prints: over all layers, the share of passage tokens' attention that goes to
-    other passages, with and without the first token's sink, against the share of the visible tokens that
-    other passages hold (attention spread evenly), and the layer that looks across passages the most."""
+    other passages (with and without the first token's sink) and to their own passage, each beside the share
+    of the visible tokens it holds (attention spread evenly), and the layer that looks across passages most."""
     shares = {part: np.asarray(values) for part, values in result["shares"].items()}
     beyond_sink = 1.0 - shares["first_token"]
     other_beyond_sink = shares["other_passages"] / np.clip(beyond_sink, 1e-9, None)
-    uniform_beyond_sink = result["uniform"]["other_passages"] / (1.0 - result["uniform"]["first_token"])
+    even_beyond_sink = 1.0 - result["uniform"]["first_token"]
     return {
         "other_passages": float(shares["other_passages"].mean()),
         "other_passages_beyond_sink": float(other_beyond_sink.mean()),
-        "other_passages_if_even": float(uniform_beyond_sink),
+        "other_passages_if_even": float(result["uniform"]["other_passages"] / even_beyond_sink),
         "own_passage_beyond_sink": float((shares["own_passage"] / np.clip(beyond_sink, 1e-9, None)).mean()),
+        "own_passage_if_even": float(result["uniform"]["own_passage"] / even_beyond_sink),
         "most_cross_layer": int(other_beyond_sink.argmax()),
         "most_cross_share": float(other_beyond_sink.max()),
     }

@@ -29,6 +29,7 @@ def test_shares_cover_all_attention_and_passages_see_only_what_came_before():
     summary = cross_passage_summary(result)
     assert 0 <= summary["other_passages"] <= summary["other_passages_beyond_sink"] <= 1
     assert 0 < summary["other_passages_if_even"] < 1 and 0 <= summary["most_cross_layer"] < result["layers"]
+    assert summary["own_passage_if_even"] + summary["other_passages_if_even"] <= 1 + 1e-6
 
 
 def test_fewer_than_two_passages_or_a_mismatch_is_refused():

@@ -28,4 +28,4 @@ def test_indexing_notebook_builds_index_chunk_store_and_metrics(notebooks):
     assert 0 <= cross["other_passages"] <= cross["other_passages_beyond_sink"] <= cross["most_cross_share"] <= 1
     assert 0 < cross["other_passages_if_even"] < 1
     outputs = "".join("".join(o.get("text", "")) for cell in executed["cells"] for o in cell.get("outputs", []))
-    assert "block-diagonal:" in outputs and "to the other passages (layer mean)" in outputs
+    assert "block-diagonal:" in outputs and "other passages" in outputs and "own passage" in outputs
