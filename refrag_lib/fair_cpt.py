@@ -27,13 +27,12 @@ from torch import nn
 from .arms import FULL_CONTEXT, LAST_TOKENS, NO_CONTEXT, REFRAG
 from .checkpoint import model_identity
 from .config import PRESETS
-from .curriculum import Curriculum
 from .evaluate import ARM_INPUTS, context_nll, cpt_windows
 from .intervals import format_interval, paired_difference, recovered_interval
 from .losses import TokenStats, suffix_token_stats
 from .model import RefragModel, load_refrag
 from .runs import open_run
-from .train import TrainConfig, default_config, step_examples, tokenized_documents, train, train_stage
+from .train import StageTask, TrainConfig, default_config, tokenized_documents, train, train_stage
 from .trained import load_trained
 
 BASELINES = (NO_CONTEXT, LAST_TOKENS, FULL_CONTEXT)
@@ -53,20 +52,14 @@ class ArmObjective(nn.Module):
                                                for c, o in zip(contexts, continuations)])
 
 
-class BaselineTask:
+class BaselineTask(StageTask):
     """A baseline's decoder fine-tuning as a task of the shared loop: CPT's windows, step for step (the same
-    curriculum and generator), read as the baseline reads them; only the decoder is trained."""
+    curriculum and generator: StageTask's batches), read as the baseline reads them; only the decoder trains."""
 
     def __init__(self, model: RefragModel, cfg: TrainConfig, token_docs: list[list[int]], arm: str):
-        self.name, self.parts, self.k = f"cpt-{arm}", ["decoder"], model.k
-        self.cfg, self.token_docs = cfg, token_docs
+        super().__init__(model, cfg, token_docs)
+        self.name, self.parts = f"cpt-{arm}", ["decoder"]
         self.objective = ArmObjective(model, arm)
-        self.curriculum = Curriculum(cfg.context_tokens // model.k, cfg.steps, cfg.seed, cfg.curriculum,
-                                     cfg.one_chunk_share)
-
-    def batch(self, step: int, rng: np.random.Generator) -> tuple[object, dict]:
-        n_chunks = self.curriculum.chunks_at(step)
-        return step_examples(self.cfg, self.k, n_chunks, self.token_docs, rng), {"chunks": n_chunks}
 
 
 def decoder_trained_config(steps: int, **changes) -> TrainConfig:
