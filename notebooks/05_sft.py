@@ -405,7 +405,7 @@ else:
 
 # %%
 run.write_metrics("sft", sft_metrics(
-    evaluation, answer_places, {"rag": rag.summary, "refrag": refrag.summary},
+    evaluation, table, paired, grid, answer_places, {"rag": rag.summary, "refrag": refrag.summary},
     selector=SELECTOR, n_eval=len(eval_items), p=P, top_k=TOP_K, steps=steps, batch_size=BATCH_SIZE, lr=LR,
     gold_fraction=GOLD_FRACTION, n_train_questions=len(train_items), questions=str(QUESTIONS or "course"),
     trained_run=str(trained.root)))

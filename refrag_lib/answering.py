@@ -39,7 +39,7 @@ class Prepared:
 
 def read_passages(model: RefragModel, item: QAItem, rows: Sequence[int], store: ChunkStore) -> ScoredExample:
     """A question over passage `rows` as its selector sees it, the c_i from the store's cache (no encoder)."""
-    return selector_input(model, item, rows, store, store.chunks_for(rows)[1])
+    return selector_input(model, item, rows, store, store.vectors_for(rows))
 
 
 def with_expansion(example: ScoredExample, expand: Sequence[bool], rows: Sequence[int]) -> Prepared:

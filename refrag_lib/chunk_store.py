@@ -89,30 +89,34 @@ class ChunkStore:
     def chunk(self, j: int) -> list[int]:
         return self.token_ids[self.token_offsets[j] : self.token_offsets[j + 1]].tolist()
 
+    def _span(self, row: int) -> tuple[int, int]:
+        """The chunk indices [lo, hi) of passage `row`; refused outside the store."""
+        if not 0 <= int(row) < self.n_passages:
+            raise CourseError(f"passage row {row} is outside the chunk store (0..{self.n_passages - 1}).")
+        return int(self.passage_offsets[row]), int(self.passage_offsets[row + 1])
+
     def chunks_for(self, passage_rows: Sequence[int]) -> tuple[list[list[int]], torch.Tensor]:
         """The chunks (decoder token ids) and their c_i for these passages, in the given order.
 
         Ready for Segments(chunks=...) and build_inputs(chunk_vectors=...) when nothing is expanded.
         """
-        chunks, parts = [], []
-        for row in passage_rows:
-            if not 0 <= int(row) < self.n_passages:
-                raise CourseError(f"passage row {row} is outside the chunk store (0..{self.n_passages - 1}).")
-            lo, hi = int(self.passage_offsets[row]), int(self.passage_offsets[row + 1])
-            chunks += [self.chunk(j) for j in range(lo, hi)]
-            parts.append(self.vectors[lo:hi])
-        vectors = torch.cat(parts) if parts else self.vectors[:0]
-        return chunks, vectors
+        chunks = [c for per_passage in self.passage_chunks(passage_rows) for c in per_passage]
+        return chunks, self.vectors_for(passage_rows)
+
+    def vectors_for(self, passage_rows: Sequence[int]) -> torch.Tensor:
+        """The c_i of these passages' chunks, in chunks_for's order (no token lists built)."""
+        parts = [self.vectors[lo:hi] for lo, hi in map(self._span, passage_rows)]
+        return torch.cat(parts) if parts else self.vectors[:0]
 
     def passage_chunks(self, rows: Sequence[int]) -> list[list[list[int]]]:
-        return [self.chunks_for([row])[0] for row in rows]
+        return [[self.chunk(j) for j in range(*self._span(row))] for row in rows]
 
     def keys_for(self, passage_rows: Sequence[int]) -> torch.Tensor | None:
         """The retriever vectors of these passages' chunks, in chunks_for's order (None: a store without keys)."""
         if self.keys is None:
             return None
-        spans = [(int(self.passage_offsets[r]), int(self.passage_offsets[r + 1])) for r in passage_rows]
-        return torch.cat([self.keys[lo:hi] for lo, hi in spans]) if spans else self.keys[:0]
+        parts = [self.keys[lo:hi] for lo, hi in map(self._span, passage_rows)]
+        return torch.cat(parts) if parts else self.keys[:0]
 
     def word_rarity(self, tokenizer) -> WordRarity:
         """The IDF of every word of the store's passages (their chunks decoded), built once on first use."""

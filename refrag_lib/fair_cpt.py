@@ -32,11 +32,10 @@ from .intervals import format_interval, paired_difference, recovered_interval
 from .losses import TokenStats, suffix_token_stats
 from .model import RefragModel, load_refrag
 from .runs import open_run
-from .train import StageTask, TrainConfig, default_config, tokenized_documents, train, train_stage
+from .train import PAPER_LR, StageTask, TrainConfig, default_config, tokenized_documents, train, train_stage
 from .trained import load_trained
 
 BASELINES = (NO_CONTEXT, LAST_TOKENS, FULL_CONTEXT)
-PAPER_DECODER_LR = 5e-5  # the paper's CPT learning rate, every part trained
 
 
 class ArmObjective(nn.Module):
@@ -64,14 +63,13 @@ class BaselineTask(StageTask):
 
 def decoder_trained_config(steps: int, **changes) -> TrainConfig:
     """The course's CPT recipe with the decoder trained at the paper's LR (notebook 03's lever row)."""
-    return default_config("cpt", steps, **{"train_decoder": True, "lr": PAPER_DECODER_LR, "save_every": steps,
+    return default_config("cpt", steps, **{"train_decoder": True, "lr": PAPER_LR["cpt"], "save_every": steps,
                                             **changes})
 
 
-def train_baseline(run, arm: str, cfg: TrainConfig, progress: bool = True):
+def train_baseline(run, arm: str, cfg: TrainConfig, train_docs: list[list[int]], progress: bool = True):
     """The decoder fine-tuned on a baseline's input (RUN_DIR/cpt/fair/<arm>); a finished run is loaded."""
     model = load_refrag(run.preset)
-    train_docs, _ = tokenized_documents(model)
     return train(model, cfg, BaselineTask(model, cfg, train_docs, arm), run.stage_dir(f"cpt/fair/{arm}"),
                  model_identity(run.preset, "cpt"), progress=progress).model
 
@@ -87,8 +85,8 @@ def protocol_row(per_pair: dict[str, list[float]]) -> dict:
 def fair_table(run, steps: int, eval_pairs: int, progress: bool = True) -> dict:
     """Both protocols on notebook 03's held-out windows; trains the decoder-trained arms that are missing."""
     frozen_refrag = load_trained(run, "cpt")
-    _, held_out = tokenized_documents(frozen_refrag)
-    cpt = json.loads((run.stage_dir("cpt") / "metrics.json").read_text())
+    train_docs, held_out = tokenized_documents(frozen_refrag)
+    cpt = run.read_metrics("cpt")
     pairs = cpt_windows(held_out, cpt["config"]["context_tokens"], cpt["config"]["continuation_tokens"], eval_pairs)
     base = load_refrag(run.preset)
     frozen = {arm: context_nll(base, pairs, arm).tolist() for arm in BASELINES}
@@ -101,7 +99,7 @@ def fair_table(run, steps: int, eval_pairs: int, progress: bool = True) -> dict:
     seconds = {REFRAG: refrag.summary["train_seconds"]}
     del refrag
     for arm in BASELINES:
-        model = train_baseline(run, arm, cfg, progress)
+        model = train_baseline(run, arm, cfg, train_docs, progress)
         trained[arm] = context_nll(model, pairs, arm).tolist()
         del model
     return {"frozen_decoder": protocol_row(frozen), "decoder_trained": protocol_row(trained),

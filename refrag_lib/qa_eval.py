@@ -253,20 +253,19 @@ def evaluate_all(rag_model: RefragModel, refrag_model: RefragModel, items: Seque
             "equal_latency_grid_ms": {str(n): t for n, t in measured.items()}}
 
 
-def sft_metrics(evaluation: dict, answer_places: dict, train: dict, **settings) -> dict:
-    """Notebook 05's metrics.json, from evaluate_all's result: the EM/F1/TTFT table with its intervals, every
-    REFRAG row's paired difference to RAG-FT, the selector grid, EM by where the answer lay, both arms'
-    training summaries, and the run's settings (selector, p, top_k, ...). `regress` compares these keys."""
-    results = evaluation["results"]
-    table = metrics_table(results)
-    paired = paired_differences(results)
+def sft_metrics(evaluation: dict, table: dict, paired: dict, grid: dict, answer_places: dict, train: dict,
+                **settings) -> dict:
+    """Notebook 05's metrics.json, from evaluate_all's result and the tables the notebook showed of it
+    (metrics_table, paired_differences, grid_table): EM/F1/TTFT with their intervals, every REFRAG row's paired
+    difference to RAG-FT, the selector grid, EM by where the answer lay, both arms' training summaries, and the
+    run's settings (selector, p, top_k, ...). `regress` compares these keys."""
     rag_em = table["exact_match"]["rag"]
     return {
         **{key: table[key] for key in ("exact_match", "f1", "ttft_ms", "input_tokens", "answer_in_context",
                                        "expanded_fraction", "exact_match_ci", "f1_ci")},
         "paired_difference_ci": {row: [d["low"], d["high"]] for row, d in paired.items()},
         "paired_difference": {row: d["mean"] for row, d in paired.items()},
-        "selector_grid": grid_table(evaluation["grid"]), "em_by_answer_place": answer_places, **settings,
+        "selector_grid": grid, "em_by_answer_place": answer_places, **settings,
         "equal_latency_passages": evaluation["equal_latency_passages"],
         "equal_latency_grid_ms": evaluation["equal_latency_grid_ms"], "equal_latency_p": evaluation["equal_latency_p"],
         "refrag_em_over_rag": table["exact_match"]["refrag"] / rag_em if rag_em else None,

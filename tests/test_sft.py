@@ -106,7 +106,8 @@ def test_evaluation_table_has_every_row(setup):
     assert table["input_tokens"]["refrag"] < table["input_tokens"]["rag"]
     assert table["input_tokens"]["no_context"] < table["input_tokens"]["rag"]
     assert len(side_by_side(items[:3], out["results"], store, model, n=2)) == 2
-    metrics = sft_metrics(out, {"refrag": {}}, {"rag": {}, "refrag": {}}, selector="question", p=0.25, top_k=2)
+    metrics = sft_metrics(out, table, paired_differences(out["results"]), grid, {"refrag": {}},
+                          {"rag": {}, "refrag": {}}, selector="question", p=0.25, top_k=2)
     assert metrics["exact_match"] == table["exact_match"] and metrics["selector_grid"] == grid
     assert metrics["paired_difference"]["refrag"] == paired_differences(out["results"])["refrag"]["mean"]
     assert metrics["ttft_speedup_at_k"] == table["ttft_ms"]["rag"] / table["ttft_ms"]["refrag"]
