@@ -27,6 +27,7 @@ COMMANDS = {
     "train": ("refrag_lib.train:main", "train a stage (recon | cpt) with the shared accelerate loop"),
     "levers": ("refrag_lib.levers:main", "stages 1-2: training levers on the same compute and held-out windows"),
     "fair-cpt": ("refrag_lib.fair_cpt:main", "context recovered: decoder frozen, and trained with fair baselines"),
+    "recovery-levers": ("refrag_lib.recovery_levers:main", "what moves context recovered: one table of recipes"),
     "loss-speed": ("refrag_lib.loss_speed:main", "samples/s of the batched reconstruction loss vs a per-chunk loop"),
     "bench": ("refrag_lib.bench:main", "TTFT/TTIT/memory benchmark of REFRAG against ordinary RAG"),
     "regress": ("refrag_lib.regress:main", "compare a run's metrics with a committed baseline"),

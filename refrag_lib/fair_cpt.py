@@ -67,10 +67,12 @@ def decoder_trained_config(steps: int, **changes) -> TrainConfig:
                                             **changes})
 
 
-def train_baseline(run, arm: str, cfg: TrainConfig, train_docs: list[list[int]], progress: bool = True):
-    """The decoder fine-tuned on a baseline's input (RUN_DIR/cpt/fair/<arm>); a finished run is loaded."""
+def train_baseline(run, arm: str, cfg: TrainConfig, train_docs: list[list[int]], progress: bool = True,
+                   folder: str = ""):
+    """The decoder fine-tuned on a baseline's input (RUN_DIR/<folder>, default cpt/fair/<arm>); a finished run
+    is loaded."""
     model = load_refrag(run.preset)
-    return train(model, cfg, BaselineTask(model, cfg, train_docs, arm), run.stage_dir(f"cpt/fair/{arm}"),
+    return train(model, cfg, BaselineTask(model, cfg, train_docs, arm), run.stage_dir(folder or f"cpt/fair/{arm}"),
                  model_identity(run.preset, "cpt"), progress=progress).model
 
 
@@ -107,6 +109,17 @@ def fair_table(run, steps: int, eval_pairs: int, progress: bool = True) -> dict:
             "paper_recovered": (1.526 - 1.157) / (1.526 - 1.075)}
 
 
+def fair_path(run):
+    """Where `python -m refrag_lib fair-cpt` leaves its table."""
+    return run.root / "cpt" / "fair" / "fair.json"
+
+
+def read_fair(run) -> dict | None:
+    """The table `python -m refrag_lib fair-cpt` left in this run, or None."""
+    path = fair_path(run)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def format_table(table: dict) -> str:
     lines = [f"{table['eval_pairs']} held-out windows, {table['steps']} CPT steps; log-ppl of the continuation",
              f"{'protocol':>16} | {'no context':>10} | {'last s/k':>8} | {'REFRAG':>7} | {'full':>6} | "
@@ -132,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     run = open_run(args.preset, args.run_dir)
     budget = run.preset.budget
     table = fair_table(run, args.steps or budget.cpt_steps, args.pairs or budget.cpt_pairs)
-    path = run.stage_dir("cpt/fair") / "fair.json"
+    path = fair_path(run)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(table, indent=1))
     print(format_table(table))
     print("wrote", path)

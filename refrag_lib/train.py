@@ -80,6 +80,7 @@ class TrainConfig:
     grad_accum: int = 1
     lr: float = 0.0  # 0: the paper's peak LR for the stage
     encoder_lr_scale: float = 1.0  # the encoder's peak LR is lr x this (a pretrained encoder may need smaller steps)
+    decoder_lr_scale: float = 1.0  # CPT with train_decoder: the decoder's peak LR is lr x this
     warmup_fraction: float = 0.04
     weight_decay: float = 0.0
     clip_norm: float = 1.0
@@ -97,8 +98,10 @@ class TrainConfig:
     def __post_init__(self):
         if self.stage not in STAGES:
             raise CourseError(f"stage must be one of {STAGES}, got {self.stage!r}.")
-        if self.steps < 1 or self.grad_accum < 1 or self.positions_per_step < 1 or self.encoder_lr_scale <= 0:
-            raise CourseError("steps, grad_accum, positions_per_step and encoder_lr_scale must be positive.")
+        if (self.steps < 1 or self.grad_accum < 1 or self.positions_per_step < 1 or self.encoder_lr_scale <= 0
+                or self.decoder_lr_scale <= 0):
+            raise CourseError("steps, grad_accum, positions_per_step, encoder_lr_scale and decoder_lr_scale must be "
+                              "positive.")
         if not 0.0 <= self.one_chunk_share < 1.0:
             raise CourseError(f"one_chunk_share must lie in [0, 1), got {self.one_chunk_share}.")
         if self.pooling not in POOLINGS:
@@ -230,13 +233,14 @@ def _freeze_for(model: RefragModel, parts: list[str]) -> list[nn.Parameter]:
 
 
 def _param_groups(model: RefragModel, parts: list[str], cfg) -> list[dict]:
-    """The trained parameters as optimizer groups: the encoder at peak_lr x encoder_lr_scale (SFTConfig
-    has no such field: one LR), everything else at peak_lr."""
+    """The trained parameters as optimizer groups: the encoder at peak_lr x encoder_lr_scale, the decoder at
+    peak_lr x decoder_lr_scale (SFTConfig has neither field: one LR), the projector at peak_lr."""
     params = _freeze_for(model, parts)
-    encoder = {id(p) for p in model.encoder.parameters()}
-    scale = getattr(cfg, "encoder_lr_scale", 1.0)
-    groups = [{"params": [p for p in params if id(p) in encoder], "lr": cfg.peak_lr * scale},
-              {"params": [p for p in params if id(p) not in encoder], "lr": cfg.peak_lr}]
+    scales = {"encoder": getattr(cfg, "encoder_lr_scale", 1.0), "decoder": getattr(cfg, "decoder_lr_scale", 1.0)}
+    owner = {id(p): name for name in scales for p in getattr(model, name).parameters()}
+    groups = [{"params": [p for p in params if owner.get(id(p)) == name], "lr": cfg.peak_lr * scales[name]}
+              for name in scales]
+    groups.append({"params": [p for p in params if id(p) not in owner], "lr": cfg.peak_lr})
     return [group for group in groups if group["params"]]
 
 
@@ -277,7 +281,7 @@ def train(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     guard_folder(out_dir, identity)
-    settings = json.loads(json.dumps(asdict(cfg)))  # as the weights' metadata stores them
+    settings = stored_settings(cfg)
     done_before = finished_history(out_dir, cfg.steps, settings) if resume else None
     if done_before is not None:  # a stage that finished here (an SFT arm, a teacher's pack): load, do not retrain
         load_weights(out_dir / WEIGHTS, model, identity, stage=task.name)
@@ -303,7 +307,7 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.steps, cfg.warmup_fraction))
     objective, prepared_optimizer = accelerator.prepare(task.objective, optimizer)
     params = [p for group in optimizer.param_groups for p in group["params"]]  # FSDP2 swaps in sharded ones
-    config = {**asdict(cfg), "processes": accelerator.num_processes}  # N x grad_accum: the global batch
+    config = {**settings, "processes": accelerator.num_processes}  # N x grad_accum: the global batch
     metadata = {**identity, "stage": task.name}
 
     start_step = 0
@@ -374,6 +378,18 @@ def train(
         module.eval()
     return TrainResult(model, history, {**summarise(history, cfg, parts, finished),
                                         "mixed_precision": accelerator.mixed_precision})
+
+
+# Fields added after runs and teachers' packs were written: stored only when they differ from their default,
+# so a finished run or checkpoint of the same recipe still loads.
+LATER_FIELDS = {"decoder_lr_scale": 1.0}
+
+
+def stored_settings(cfg) -> dict:
+    """A config as the weights' metadata and the checkpoint store it (JSON types, LATER_FIELDS at their default
+    left out)."""
+    settings = json.loads(json.dumps(asdict(cfg)))
+    return {key: value for key, value in settings.items() if LATER_FIELDS.get(key, object()) != value}
 
 
 def finished_history(out_dir: Path, steps: int, settings: dict) -> list[dict] | None:
@@ -510,6 +526,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the encoder's peak LR is --lr x this (the course's notebook 02 uses 0.1)")
     parser.add_argument("--expand-fraction", type=float, default=0.0, help="p: chunks left as tokens in CPT")
     parser.add_argument("--train-decoder", action="store_true", help="CPT: unfreeze the decoder too")
+    parser.add_argument("--decoder-lr-scale", type=float, default=1.0,
+                        help="with --train-decoder: the decoder's peak LR is --lr x this")
     parser.add_argument("--no-curriculum", action="store_true", help="every step uses s/k chunks")
     parser.add_argument("--one-chunk-share", type=float, default=0.0,
                         help="share of the steps on one chunk before the curriculum (notebook 02 uses 0.9)")
@@ -527,8 +545,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig(
         stage=args.stage, steps=args.steps, context_tokens=args.context, continuation_tokens=args.continuation,
         positions_per_step=args.positions, grad_accum=args.grad_accum, lr=args.lr,
-        warmup_fraction=args.warmup_fraction,
-        encoder_lr_scale=args.encoder_lr_scale, curriculum=not args.no_curriculum, one_chunk_share=args.one_chunk_share,
+        warmup_fraction=args.warmup_fraction, encoder_lr_scale=args.encoder_lr_scale,
+        decoder_lr_scale=args.decoder_lr_scale, curriculum=not args.no_curriculum, one_chunk_share=args.one_chunk_share,
         expand_fraction=args.expand_fraction, train_decoder=args.train_decoder, seed=args.seed,
         save_every=args.save_every, cpu_bf16=not args.fp32,
     )

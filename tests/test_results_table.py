@@ -41,8 +41,10 @@ def test_the_table_reports_each_figure_with_its_interval_and_its_verdict():
     assert "TTFT at s = 4096" in table and "19x lower (analytic bound 31x)" in table
     assert "0.45 [0.37, 0.53], 128 ms" in table and "a tie: -0.03 [-0.09, +0.03]" in table
     assert "REFRAG ahead: +0.07 [+0.01, +0.17]" in table  # equal latency: the interval lies above 0
-    assert "| 31% |" in table  # context recovered: (4.36 - 3.71) / (4.36 - 2.27)
+    assert "| 0.31 (the paper's REFRAG16: 0.82) |" in table  # a run before it was stored: (4.36 - 3.71) / (4.36 - 2.27)
     assert "12% (layer mean" in table
+    stored = {**RUN, "cpt": {**RUN["cpt"], "context_recovered": interval(0.31, 0.29, 0.33)}}
+    assert "| 0.31 [0.29, 0.33] (the paper's REFRAG16: 0.82) |" in render(stored, "abc1234", "2026-12-06")
 
 
 def test_written_only_between_the_markers_and_refused_without_them(tmp_path):

@@ -384,3 +384,31 @@ def test_the_encoder_can_take_smaller_steps(tmp_path):
         config(encoder_lr_scale=0)
     with pytest.raises(CourseError, match="pooling must be one of"):
         config(pooling="max")
+
+
+def test_the_decoder_can_take_its_own_steps(tmp_path):
+    from refrag_lib.train import _param_groups
+
+    model = tiny_refrag(k=4)
+    cfg = config("cpt", train_decoder=True, decoder_lr_scale=0.1)
+    groups = _param_groups(model, cfg.trained_parts(), cfg)
+    by_lr = {}
+    for group in groups:
+        by_lr.setdefault(round(group["lr"], 8), set()).update(id(p) for p in group["params"])
+    assert by_lr[3e-4] == {id(p) for p in model.decoder.parameters()}  # config() peaks at 3e-3
+    assert by_lr[3e-3] == {id(p) for p in model.encoder.parameters()} | {id(p) for p in model.projector.parameters()}
+    with pytest.raises(CourseError, match="decoder_lr_scale"):
+        config(decoder_lr_scale=0)
+
+
+def test_a_run_written_before_a_later_field_still_loads(tmp_path):
+    from refrag_lib.train import LATER_FIELDS, stored_settings
+
+    cfg = config(steps=2)
+    run_tiny(tmp_path, cfg, keep_state=False)
+    assert not set(LATER_FIELDS) & set(stored_settings(cfg))  # at its default a later field is not stored
+    metadata = read_metadata(tmp_path / WEIGHTS)
+    assert not set(LATER_FIELDS) & set(json.loads(metadata["config"]))  # as runs before the field were written
+    assert run_tiny(tmp_path, cfg).summary["loaded"]  # the same recipe loads
+    with pytest.raises(CourseError, match="decoder_lr_scale"):  # another value of the field is another recipe
+        run_tiny(tmp_path, replace(cfg, decoder_lr_scale=0.5))

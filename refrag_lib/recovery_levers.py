@@ -1,0 +1,187 @@
+"""What moves context recovered: one table of recipes for stages 1-2, scored on notebook 03's held-out windows.
+
+Context recovered (see fair_cpt) is the share of the full context's log-ppl gain that REFRAG's vectors give. Each
+row changes one thing in the course's recipe and keeps the rest: the same documents, the same held-out windows and
+the same number of training steps (stage 1 + stage 2; a row that moves steps between the stages keeps their sum).
+Rows with the decoder frozen are scored against the untouched decoder's baselines; rows that train the decoder
+against baselines whose decoder was fine-tuned the same way (fair_cpt's protocol). Rows that train their own
+stage 1 also report its one-chunk token accuracy (teacher-forced) on notebook 02's held-out windows.
+
+`python -m refrag_lib recovery-levers --run-dir runs/cpu` (after notebooks 02-03) trains what is missing under
+RUN_DIR/cpt/recovery/ and writes RUN_DIR/cpt/recovery/recovery.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from dataclasses import dataclass, replace
+
+from .arms import FULL_CONTEXT, LAST_TOKENS, NO_CONTEXT, REFRAG
+from .config import PRESETS
+from .evaluate import context_nll, cpt_windows, floor_scores, vectors_against_floor
+from .fair_cpt import BASELINES, decoder_trained_config, protocol_row, train_baseline
+from .intervals import format_interval, mean_interval, paired_difference
+from .model import load_refrag
+from .runs import open_run
+from .train import COURSE_LR, PAPER_LR, default_config, tokenized_documents, train_stage
+from .trained import load_trained
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    why: str
+    k: int | None = None  # tokens per chunk vector; None: the preset's
+    cpt_share: float | None = None  # share of the two stages' steps given to CPT; None: the preset's budget
+    decoder_lr: float = 0.0  # > 0: CPT trains the decoder at this peak LR, against fair baselines
+    rest_lr: float = 0.0  # with decoder_lr: the encoder and projector's peak LR (0: the course's CPT LR)
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-")
+
+
+RECIPES = [
+    Recipe("course default", "notebooks 02-03: decoder frozen, k = 16, 320 + 120 steps on the cpu preset"),
+    Recipe("decoder trained, every part at 5e-5", "the paper's stage 2 (fair_cpt's row)",
+           decoder_lr=PAPER_LR["cpt"], rest_lr=PAPER_LR["cpt"]),
+    Recipe("decoder at 5e-5, encoder + projector at 3e-4", "the decoder at the paper's LR, the vectors at the "
+           "course's: can they keep up while the decoder learns the template?", decoder_lr=PAPER_LR["cpt"]),
+    Recipe("k = 8", "twice the vectors, half the tokens each (the paper's REFRAG8 recovers more)", k=8),
+    Recipe("stage 2 gets 55% of the steps", "a shorter stage 1 (198 + 242 steps on the cpu preset)", cpt_share=0.55),
+    Recipe("stage 2 gets 14% of the steps", "a longer stage 1 (378 + 62 steps on the cpu preset)", cpt_share=0.14),
+]
+
+
+def stage_steps(budget, recipe: Recipe) -> tuple[int, int]:
+    """(stage 1, stage 2) steps of a recipe: the preset's budget, or its sum split by cpt_share."""
+    if recipe.cpt_share is None:
+        return budget.recon_steps, budget.cpt_steps
+    total = budget.recon_steps + budget.cpt_steps
+    cpt = max(1, round(total * recipe.cpt_share))
+    return total - cpt, cpt
+
+
+def one_chunk_accuracy(model, held_out, windows: int) -> list[float]:
+    """Stage 1's one-chunk token accuracy per held-out window (notebook 02's windows)."""
+    floor = floor_scores(model, held_out, [1], windows)
+    return vectors_against_floor(model, held_out, floor)["per_window"]["1"]["token_accuracy"]
+
+
+def frozen_row(run, recipe: Recipe, pairs, held_out, baselines: dict, windows: int) -> tuple[dict, list, dict]:
+    """A decoder-frozen recipe: its own stages 1-2 in RUN_DIR/cpt/recovery/<slug> (the default: the run's own)."""
+    if recipe == RECIPES[0]:
+        recon, cpt, seconds = load_trained(run, "recon"), load_trained(run, "cpt"), None
+    else:
+        sub = replace(run, root=run.stage_dir(f"cpt/recovery/{recipe.slug}"),
+                      preset=run.preset.with_k(recipe.k or run.preset.k))
+        recon_steps, cpt_steps = stage_steps(run.preset.budget, recipe)
+        first = train_stage(sub, default_config("recon", recon_steps, save_every=recon_steps), progress=False)
+        second = train_stage(sub, default_config("cpt", cpt_steps, save_every=cpt_steps), progress=False)
+        recon, cpt = first.model, second.model
+        seconds = first.summary["train_seconds"] + second.summary["train_seconds"]
+    accuracy = one_chunk_accuracy(recon, held_out, windows)
+    per_pair = {**baselines, REFRAG: context_nll(cpt, pairs, REFRAG).tolist(),
+                LAST_TOKENS: context_nll(cpt, pairs, LAST_TOKENS).tolist()}  # the last s/k tokens of its own k
+    return per_pair, accuracy, {"train_seconds": seconds, "k": cpt.k}
+
+
+def trained_row(run, recipe: Recipe, pairs, train_docs, lengths: dict) -> tuple[dict, None, dict]:
+    """A decoder-trained recipe against baselines fine-tuned at the same decoder LR, step for step; `lengths`:
+    notebook 03's context_tokens and continuation_tokens."""
+    baseline_cfg = decoder_trained_config(run.preset.budget.cpt_steps, lr=recipe.decoder_lr, **lengths)
+    paper = recipe.decoder_lr == PAPER_LR["cpt"]
+    per_pair = {}
+    for arm in BASELINES:
+        folder = f"cpt/fair/{arm}" if paper else f"cpt/recovery/decoder-{recipe.decoder_lr:g}/{arm}"
+        per_pair[arm] = context_nll(train_baseline(run, arm, baseline_cfg, train_docs, folder=folder), pairs,
+                                    arm).tolist()
+    rest = recipe.rest_lr or COURSE_LR["cpt"]
+    cfg = replace(baseline_cfg, lr=rest, decoder_lr_scale=recipe.decoder_lr / rest)
+    folder = "cpt/fair/refrag" if paper and rest == recipe.decoder_lr else f"cpt/recovery/{recipe.slug}"
+    result = train_stage(run, cfg, folder=folder, progress=False)
+    per_pair[REFRAG] = context_nll(result.model, pairs, REFRAG).tolist()
+    return per_pair, None, {"train_seconds": result.summary["train_seconds"], "k": result.model.k}
+
+
+def recovery_table(run, recipes: list[Recipe], windows: int) -> dict:
+    """Every recipe's context recovered, REFRAG's gain over the last s/k tokens and stage 1's one-chunk accuracy."""
+    base = load_refrag(run.preset)
+    train_docs, held_out = tokenized_documents(base)
+    config = run.read_metrics("cpt")["config"]
+    lengths = {name: config[name] for name in ("context_tokens", "continuation_tokens")}
+    pairs = cpt_windows(held_out, *lengths.values(), run.preset.budget.cpt_pairs)
+    baselines = {arm: context_nll(base, pairs, arm).tolist() for arm in (NO_CONTEXT, FULL_CONTEXT)}
+    del base
+    rows, default = [], None
+    for recipe in recipes:
+        if recipe.decoder_lr:
+            per_pair, accuracy, about = trained_row(run, recipe, pairs, train_docs, lengths)
+        else:
+            per_pair, accuracy, about = frozen_row(run, recipe, pairs, held_out, baselines, windows)
+        if recipe == RECIPES[0]:
+            default = {"refrag": per_pair[REFRAG], "accuracy": accuracy}
+        recon_steps, cpt_steps = stage_steps(run.preset.budget, recipe)
+        row = {"recipe": recipe.name, "why": recipe.why, "steps": [recon_steps, cpt_steps],
+               "protocol": "decoder trained, fair baselines" if recipe.decoder_lr else "decoder frozen",
+               **about, **protocol_row(per_pair),
+               "one_chunk_accuracy": mean_interval(accuracy) if accuracy is not None else None}
+        if default is not None and recipe != RECIPES[0] and not recipe.decoder_lr:
+            row["refrag_vs_default"] = paired_difference(default["refrag"], per_pair[REFRAG])  # > 0: better
+            if about["k"] == run.preset.k:
+                row["accuracy_vs_default"] = paired_difference(accuracy, default["accuracy"])
+        rows.append(row)
+    return {"rows": rows, "eval_pairs": len(pairs), "one_chunk_windows": windows}
+
+
+def recovery_path(run):
+    """Where `python -m refrag_lib recovery-levers` leaves its table."""
+    return run.root / "cpt" / "recovery" / "recovery.json"
+
+
+def read_recovery(run) -> dict | None:
+    """The table `python -m refrag_lib recovery-levers` left in this run, or None."""
+    path = recovery_path(run)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def format_table(table: dict) -> str:
+    """The table as the notebook and the command print it; * marks a paired change whose interval excludes 0."""
+    lines = [f"{table['eval_pairs']} held-out windows (context recovered, REFRAG - last s/k tokens in log-ppl, > 0: "
+             f"REFRAG better); one-chunk accuracy on {table['one_chunk_windows']} windows",
+             f"{'recipe':>46} | {'k':>2} | steps    | protocol        | context recovered [95%] | "
+             "REFRAG - last s/k [95%]  | one-chunk accuracy"]
+    for row in table["rows"]:
+        accuracy = format_interval(row["one_chunk_accuracy"], 2) if row["one_chunk_accuracy"] else "-"
+        versus = row.get("refrag_vs_default")
+        note = f" (REFRAG vs default {versus['mean']:+.3f}{'*' if versus['low'] > 0 or versus['high'] < 0 else ''})" \
+            if versus else ""
+        protocol = "trained, fair" if row["protocol"].startswith("decoder trained") else "frozen"
+        lines.append(f"{row['recipe']:>46} | {row['k']:>2} | {row['steps'][0]:3d}+{row['steps'][1]:<3d}  | "
+                     f"{protocol:<15} | {format_interval(row['context_recovered'], 2):>23} | "
+                     f"{format_interval(row['gain_over_last_tokens']):>24} | {accuracy}{note}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m refrag_lib recovery-levers --run-dir runs/cpu`: what moves context recovered."""
+    parser = argparse.ArgumentParser(prog="python -m refrag_lib recovery-levers", description=main.__doc__)
+    parser.add_argument("--preset", default="cpu", choices=[*PRESETS, "auto"])
+    parser.add_argument("--run-dir", default="", help="a run whose notebooks 02-03 finished (default runs/<preset>)")
+    parser.add_argument("--only", nargs="*", type=int, help="recipe numbers to run (default: all; 0 is the default)")
+    args = parser.parse_args(argv)
+    run = open_run(args.preset, args.run_dir)
+    run.require("cpt", "weights.safetensors")
+    recipes = [RECIPES[i] for i in args.only] if args.only else RECIPES
+    if RECIPES[0] not in recipes:
+        recipes = [RECIPES[0], *recipes]  # every row is compared with the default
+    table = recovery_table(run, recipes, run.preset.budget.recon_windows)
+    path = recovery_path(run)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(table, indent=1))
+    print(format_table(table))
+    print("wrote", path)
+    return 0
+
