@@ -37,6 +37,7 @@ class Recipe:
     cpt_share: float | None = None  # share of the two stages' steps given to CPT; None: the preset's budget
     decoder_lr: float = 0.0  # > 0: CPT trains the decoder at this peak LR, against fair baselines
     rest_lr: float = 0.0  # with decoder_lr: the encoder and projector's peak LR (0: the course's CPT LR)
+    seed: int = 0  # of both stages (the projector's initialisation, the windows, the mixed input)
 
     @property
     def slug(self) -> str:
@@ -45,6 +46,7 @@ class Recipe:
 
 RECIPES = [
     Recipe("course default", "notebooks 02-03: decoder frozen, k = 16, 320 + 120 steps on the cpu preset"),
+    Recipe("seed 1", "the default from another seed: the spread a recipe has to beat", seed=1),
     Recipe("decoder trained, every part at 5e-5", "the paper's stage 2 (fair_cpt's row)",
            decoder_lr=PAPER_LR["cpt"], rest_lr=PAPER_LR["cpt"]),
     Recipe("decoder at 5e-5, encoder + projector at 3e-4", "the decoder at the paper's LR, the vectors at the "
@@ -78,8 +80,10 @@ def frozen_row(run, recipe: Recipe, pairs, held_out, baselines: dict, windows: i
         sub = replace(run, root=run.stage_dir(f"cpt/recovery/{recipe.slug}"),
                       preset=run.preset.with_k(recipe.k or run.preset.k))
         recon_steps, cpt_steps = stage_steps(run.preset.budget, recipe)
-        first = train_stage(sub, default_config("recon", recon_steps, save_every=recon_steps), progress=False)
-        second = train_stage(sub, default_config("cpt", cpt_steps, save_every=cpt_steps), progress=False)
+        first = train_stage(sub, default_config("recon", recon_steps, save_every=recon_steps, seed=recipe.seed),
+                            progress=False)
+        second = train_stage(sub, default_config("cpt", cpt_steps, save_every=cpt_steps, seed=recipe.seed),
+                             progress=False)
         recon, cpt = first.model, second.model
         seconds = first.summary["train_seconds"] + second.summary["train_seconds"]
     accuracy = one_chunk_accuracy(recon, held_out, windows)
