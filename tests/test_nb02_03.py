@@ -63,4 +63,8 @@ def test_cpt_notebook_compares_the_paper_baselines(notebooks):
         assert interval["low"] <= m["log_ppl"][arm] <= interval["high"]
     assert set(m["gain_over_last_tokens"]) == {"refrag", "refrag_recon_only", "refrag_no_recon_init"}
     assert m["eval_pairs"] == 3 and "mean" in m["recon_init_gain"]
+    full_gain = m["log_ppl"]["no_context"] - m["log_ppl"]["full_context"]  # context recovered, with its interval
+    recovered = m["context_recovered"]
+    assert recovered["mean"] == pytest.approx((m["log_ppl"]["no_context"] - m["log_ppl"]["refrag"]) / full_gain)
+    assert recovered["low"] <= recovered["mean"] <= recovered["high"]
     assert (notebooks.root / "cpt" / "weights.safetensors").is_file()
