@@ -30,6 +30,9 @@ def read_run(run_dir: Path) -> dict[str, dict]:
         if not path.is_file():
             raise MissingArtifactError(f"{path} is missing: the table needs a finished run (`make course`).")
         metrics[stage] = json.loads(path.read_text())
+    fair = Path(run_dir) / "cpt" / "fair" / "fair.json"  # `python -m refrag_lib fair-cpt`, when it was run
+    if fair.is_file():
+        metrics["fair"] = json.loads(fair.read_text())
     return metrics
 
 
@@ -80,6 +83,14 @@ def rows(m: dict[str, dict]) -> list[tuple[str, str, str]]:
          f"none {format_interval(context['no_context'], 2)}",
          f"{recovered} (the paper's REFRAG16: 0.82)"),
     ]
+    if "fair" in m:
+        trained = m["fair"]["decoder_trained"]
+        table.append(("context recovered with the decoder trained too, every baseline's decoder fine-tuned the same "
+                      f"way (`python -m refrag_lib fair-cpt`, {m['fair']['steps']} steps at the paper's LR)",
+                      f"full context {trained['log_ppl']['full_context']:.2f}, "
+                      f"none {trained['log_ppl']['no_context']:.2f}, the last {k} tokens "
+                      f"{trained['log_ppl']['last_tokens']:.2f}",
+                      f"{format_interval(trained['context_recovered'], 2)}"))
     cross = m["index"].get("block_attention")
     if cross:
         table.append(("attention of passage tokens on the other retrieved passages, beyond the first token "

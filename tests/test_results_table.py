@@ -45,6 +45,12 @@ def test_the_table_reports_each_figure_with_its_interval_and_its_verdict():
     assert "12% (layer mean" in table
     stored = {**RUN, "cpt": {**RUN["cpt"], "context_recovered": interval(0.31, 0.29, 0.33)}}
     assert "| 0.31 [0.29, 0.33] (the paper's REFRAG16: 0.82) |" in render(stored, "abc1234", "2026-12-06")
+    assert "decoder trained too" not in table  # fair-cpt's row only when it was run
+    fair = {"steps": 120, "decoder_trained": {
+        "log_ppl": {"no_context": 0.869, "full_context": 0.382, "last_tokens": 0.585, "refrag": 0.858},
+        "context_recovered": interval(0.02, -0.01, 0.06)}}
+    with_fair = render({**RUN, "fair": fair}, "abc1234", "2026-12-06")
+    assert "full context 0.38, none 0.87, the last 16 tokens 0.58 | 0.02 [-0.01, 0.06] |" in with_fair
 
 
 def test_written_only_between_the_markers_and_refused_without_them(tmp_path):
