@@ -310,12 +310,12 @@ else:
 # the course leaves them to you; this cell shows their tables once they exist.
 
 # %%
+from refrag_lib.fair_cpt import FAIR_TABLE
 from refrag_lib.fair_cpt import format_table as format_fair
-from refrag_lib.fair_cpt import read_fair
+from refrag_lib.recovery_levers import RECOVERY_TABLE
 from refrag_lib.recovery_levers import format_table as format_recovery
-from refrag_lib.recovery_levers import read_recovery
 
-fair, recovery = read_fair(run), read_recovery(run)
+fair, recovery = run.read_study(FAIR_TABLE), run.read_study(RECOVERY_TABLE)
 for table, show in ((fair, format_fair), (recovery, format_recovery)):
     if table:
         print(show(table), end="\n\n")

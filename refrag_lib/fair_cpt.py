@@ -18,7 +18,6 @@ RUN_DIR/cpt/fair/, scores every arm on notebook 03's held-out windows and writes
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import asdict
 
 import numpy as np
@@ -109,15 +108,7 @@ def fair_table(run, steps: int, eval_pairs: int, progress: bool = True) -> dict:
             "paper_recovered": (1.526 - 1.157) / (1.526 - 1.075)}
 
 
-def fair_path(run):
-    """Where `python -m refrag_lib fair-cpt` leaves its table."""
-    return run.root / "cpt" / "fair" / "fair.json"
-
-
-def read_fair(run) -> dict | None:
-    """The table `python -m refrag_lib fair-cpt` left in this run, or None."""
-    path = fair_path(run)
-    return json.loads(path.read_text()) if path.exists() else None
+FAIR_TABLE = "cpt/fair/fair.json"  # where the command leaves its table in a run
 
 
 def format_table(table: dict) -> str:
@@ -145,9 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     run = open_run(args.preset, args.run_dir)
     budget = run.preset.budget
     table = fair_table(run, args.steps or budget.cpt_steps, args.pairs or budget.cpt_pairs)
-    path = fair_path(run)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(table, indent=1))
+    path = run.write_study(FAIR_TABLE, table)
     print(format_table(table))
     print("wrote", path)
     return 0

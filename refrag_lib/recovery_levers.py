@@ -14,7 +14,6 @@ RUN_DIR/cpt/recovery/ and writes RUN_DIR/cpt/recovery/recovery.json.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from dataclasses import dataclass, replace
 
@@ -140,15 +139,7 @@ def recovery_table(run, recipes: list[Recipe], windows: int) -> dict:
     return {"rows": rows, "eval_pairs": len(pairs), "one_chunk_windows": windows}
 
 
-def recovery_path(run):
-    """Where `python -m refrag_lib recovery-levers` leaves its table."""
-    return run.root / "cpt" / "recovery" / "recovery.json"
-
-
-def read_recovery(run) -> dict | None:
-    """The table `python -m refrag_lib recovery-levers` left in this run, or None."""
-    path = recovery_path(run)
-    return json.loads(path.read_text()) if path.exists() else None
+RECOVERY_TABLE = "cpt/recovery/recovery.json"  # where the command leaves its table in a run
 
 
 def format_table(table: dict) -> str:
@@ -182,9 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     if RECIPES[0] not in recipes:
         recipes = [RECIPES[0], *recipes]  # every row is compared with the default
     table = recovery_table(run, recipes, run.preset.budget.recon_windows)
-    path = recovery_path(run)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(table, indent=1))
+    path = run.write_study(RECOVERY_TABLE, table)
     print(format_table(table))
     print("wrote", path)
     return 0

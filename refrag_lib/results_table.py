@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 from .errors import CourseError, MissingArtifactError
+from .fair_cpt import FAIR_TABLE
 from .intervals import format_interval, verdict
 from .runs import repo_root
 
@@ -30,7 +31,7 @@ def read_run(run_dir: Path) -> dict[str, dict]:
         if not path.is_file():
             raise MissingArtifactError(f"{path} is missing: the table needs a finished run (`make course`).")
         metrics[stage] = json.loads(path.read_text())
-    fair = Path(run_dir) / "cpt" / "fair" / "fair.json"  # `python -m refrag_lib fair-cpt`, when it was run
+    fair = Path(run_dir) / FAIR_TABLE  # `python -m refrag_lib fair-cpt`, when it was run
     if fair.is_file():
         metrics["fair"] = json.loads(fair.read_text())
     return metrics

@@ -60,6 +60,18 @@ class Run:
     def read_metrics(self, stage: str) -> dict:
         return json.loads(self.require(stage).read_text())
 
+    def write_study(self, relative: str, table: dict) -> Path:
+        """Write a study's table (a command's output, e.g. cpt/fair/fair.json) inside the run."""
+        path = self.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(table, indent=1))
+        return path
+
+    def read_study(self, relative: str) -> dict | None:
+        """A study's table if its command was run on this run, else None (studies are optional)."""
+        path = self.root / relative
+        return json.loads(path.read_text()) if path.is_file() else None
+
 
 def open_run(preset: str = "cpu", run_dir: str | Path = "", smoke: bool = False, k: int | None = None) -> Run:
     """The run folder for a preset: RUN_DIR if given, else <runs root>/<preset> (see `runs_root`)."""
