@@ -34,3 +34,13 @@ def test_the_table_marks_a_change_its_interval_supports():
     assert "+0.010)" in lines[3] and "+0.200*)" in lines[4]
     assert "trained, fair" in lines[5] and lines[5].rstrip().endswith("| -")
     assert "0.30 [0.25, 0.35]" in lines[2]
+
+
+def test_a_study_table_is_optional_in_a_run(tmp_path):
+    from refrag_lib.recovery_levers import RECOVERY_TABLE
+    from refrag_lib.runs import open_run
+
+    run = open_run("cpu", tmp_path)
+    assert run.read_study(RECOVERY_TABLE) is None and not (tmp_path / "cpt").exists()  # reading creates nothing
+    path = run.write_study(RECOVERY_TABLE, {"rows": [], "eval_pairs": 0})
+    assert path == tmp_path / RECOVERY_TABLE and run.read_study(RECOVERY_TABLE) == {"rows": [], "eval_pairs": 0}
