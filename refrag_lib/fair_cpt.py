@@ -83,18 +83,24 @@ def protocol_row(per_pair: dict[str, list[float]]) -> dict:
             "context_recovered": recovered}
 
 
+def held_out_pairs(run, model: RefragModel, eval_pairs: int) -> tuple[list, list, list, dict]:
+    """(training documents, held-out documents, notebook 03's held-out pairs, the context_tokens and
+    continuation_tokens they were cut at), every document tokenised once."""
+    train_docs, held_out = tokenized_documents(model)
+    config = run.read_metrics("cpt")["config"]
+    lengths = {name: config[name] for name in ("context_tokens", "continuation_tokens")}
+    return train_docs, held_out, cpt_windows(held_out, *lengths.values(), eval_pairs), lengths
+
+
 def fair_table(run, steps: int, eval_pairs: int, progress: bool = True) -> dict:
     """Both protocols on notebook 03's held-out windows; trains the decoder-trained arms that are missing."""
     frozen_refrag = load_trained(run, "cpt")
-    train_docs, held_out = tokenized_documents(frozen_refrag)
-    cpt = run.read_metrics("cpt")
-    pairs = cpt_windows(held_out, cpt["config"]["context_tokens"], cpt["config"]["continuation_tokens"], eval_pairs)
+    train_docs, _, pairs, lengths = held_out_pairs(run, frozen_refrag, eval_pairs)
     base = load_refrag(run.preset)
     frozen = {arm: context_nll(base, pairs, arm).tolist() for arm in BASELINES}
     frozen[REFRAG] = context_nll(frozen_refrag, pairs, REFRAG).tolist()
     del frozen_refrag
-    cfg = decoder_trained_config(steps, context_tokens=cpt["config"]["context_tokens"],
-                                 continuation_tokens=cpt["config"]["continuation_tokens"])
+    cfg = decoder_trained_config(steps, **lengths)
     refrag = train_stage(run, cfg, folder="cpt/fair/refrag", progress=progress)
     trained = {REFRAG: context_nll(refrag.model, pairs, REFRAG).tolist()}
     seconds = {REFRAG: refrag.summary["train_seconds"]}

@@ -19,12 +19,12 @@ from dataclasses import dataclass, replace
 
 from .arms import FULL_CONTEXT, LAST_TOKENS, NO_CONTEXT, REFRAG
 from .config import PRESETS
-from .evaluate import context_nll, cpt_windows, floor_scores, vectors_against_floor
-from .fair_cpt import BASELINES, decoder_trained_config, protocol_row, train_baseline
-from .intervals import format_interval, mean_interval, paired_difference
+from .evaluate import context_nll, floor_scores, vectors_against_floor
+from .fair_cpt import BASELINES, decoder_trained_config, held_out_pairs, protocol_row, train_baseline
+from .intervals import excludes_zero, format_interval, mean_interval, paired_difference
 from .model import load_refrag
 from .runs import open_run
-from .train import COURSE_LR, PAPER_LR, default_config, tokenized_documents, train_stage
+from .train import COURSE_LR, PAPER_LR, default_config, train_stage
 from .trained import load_trained
 
 
@@ -65,13 +65,26 @@ def stage_steps(budget, recipe: Recipe) -> tuple[int, int]:
     return total - cpt, cpt
 
 
-def one_chunk_accuracy(model, held_out, windows: int) -> list[float]:
-    """Stage 1's one-chunk token accuracy per held-out window (notebook 02's windows)."""
-    floor = floor_scores(model, held_out, [1], windows)
-    return vectors_against_floor(model, held_out, floor)["per_window"]["1"]["token_accuracy"]
+class Shared:
+    """What the rows of one table share: notebook 03's held-out pairs, the untouched decoder's baselines on them,
+    the decoder-alone floor of one-chunk windows per k and the fine-tuned baselines per decoder LR (each computed
+    once, for the first row that needs it)."""
+
+    def __init__(self, run, windows: int):
+        base = load_refrag(run.preset)
+        self.train_docs, self.held_out, self.pairs, self.lengths = held_out_pairs(run, base,
+                                                                                 run.preset.budget.cpt_pairs)
+        self.baselines = {arm: context_nll(base, self.pairs, arm).tolist() for arm in (NO_CONTEXT, FULL_CONTEXT)}
+        self.windows, self.floors, self.trained_baselines = windows, {}, {}
+
+    def one_chunk_accuracy(self, model) -> list[float]:
+        """Stage 1's one-chunk token accuracy per held-out window (notebook 02's windows)."""
+        if model.k not in self.floors:  # the decoder alone: the same for every encoder of this k
+            self.floors[model.k] = floor_scores(model, self.held_out, [1], self.windows)
+        return vectors_against_floor(model, self.held_out, self.floors[model.k])["per_window"]["1"]["token_accuracy"]
 
 
-def frozen_row(run, recipe: Recipe, pairs, held_out, baselines: dict, windows: int) -> tuple[dict, list, dict]:
+def frozen_row(run, recipe: Recipe, shared: Shared) -> tuple[dict, list, dict]:
     """A decoder-frozen recipe: its own stages 1-2 in RUN_DIR/cpt/recovery/<slug> (the default: the run's own)."""
     if recipe == RECIPES[0]:
         recon, cpt, seconds = load_trained(run, "recon"), load_trained(run, "cpt"), None
@@ -85,45 +98,38 @@ def frozen_row(run, recipe: Recipe, pairs, held_out, baselines: dict, windows: i
                              progress=False)
         recon, cpt = first.model, second.model
         seconds = first.summary["train_seconds"] + second.summary["train_seconds"]
-    accuracy = one_chunk_accuracy(recon, held_out, windows)
-    per_pair = {**baselines, REFRAG: context_nll(cpt, pairs, REFRAG).tolist(),
-                LAST_TOKENS: context_nll(cpt, pairs, LAST_TOKENS).tolist()}  # the last s/k tokens of its own k
+    accuracy = shared.one_chunk_accuracy(recon)
+    per_pair = {**shared.baselines, REFRAG: context_nll(cpt, shared.pairs, REFRAG).tolist(),
+                LAST_TOKENS: context_nll(cpt, shared.pairs, LAST_TOKENS).tolist()}  # the last s/k tokens of its k
     return per_pair, accuracy, {"train_seconds": seconds, "k": cpt.k}
 
 
-def trained_row(run, recipe: Recipe, pairs, train_docs, lengths: dict) -> tuple[dict, None, dict]:
-    """A decoder-trained recipe against baselines fine-tuned at the same decoder LR, step for step; `lengths`:
-    notebook 03's context_tokens and continuation_tokens."""
-    baseline_cfg = decoder_trained_config(run.preset.budget.cpt_steps, lr=recipe.decoder_lr, **lengths)
+def trained_row(run, recipe: Recipe, shared: Shared) -> tuple[dict, None, dict]:
+    """A decoder-trained recipe against baselines fine-tuned at the same decoder LR, step for step."""
+    baseline_cfg = decoder_trained_config(run.preset.budget.cpt_steps, lr=recipe.decoder_lr, **shared.lengths)
     paper = recipe.decoder_lr == PAPER_LR["cpt"]
-    per_pair = {}
-    for arm in BASELINES:
-        folder = f"cpt/fair/{arm}" if paper else f"cpt/recovery/decoder-{recipe.decoder_lr:g}/{arm}"
-        per_pair[arm] = context_nll(train_baseline(run, arm, baseline_cfg, train_docs, folder=folder), pairs,
-                                    arm).tolist()
+    if recipe.decoder_lr not in shared.trained_baselines:
+        per_arm = {}
+        for arm in BASELINES:
+            folder = f"cpt/fair/{arm}" if paper else f"cpt/recovery/decoder-{recipe.decoder_lr:g}/{arm}"
+            model = train_baseline(run, arm, baseline_cfg, shared.train_docs, progress=False, folder=folder)
+            per_arm[arm] = context_nll(model, shared.pairs, arm).tolist()
+        shared.trained_baselines[recipe.decoder_lr] = per_arm
     rest = recipe.rest_lr or COURSE_LR["cpt"]
     cfg = replace(baseline_cfg, lr=rest, decoder_lr_scale=recipe.decoder_lr / rest)
     folder = "cpt/fair/refrag" if paper and rest == recipe.decoder_lr else f"cpt/recovery/{recipe.slug}"
     result = train_stage(run, cfg, folder=folder, progress=False)
-    per_pair[REFRAG] = context_nll(result.model, pairs, REFRAG).tolist()
+    per_pair = {**shared.trained_baselines[recipe.decoder_lr],
+                REFRAG: context_nll(result.model, shared.pairs, REFRAG).tolist()}
     return per_pair, None, {"train_seconds": result.summary["train_seconds"], "k": result.model.k}
 
 
 def recovery_table(run, recipes: list[Recipe], windows: int) -> dict:
     """Every recipe's context recovered, REFRAG's gain over the last s/k tokens and stage 1's one-chunk accuracy."""
-    base = load_refrag(run.preset)
-    train_docs, held_out = tokenized_documents(base)
-    config = run.read_metrics("cpt")["config"]
-    lengths = {name: config[name] for name in ("context_tokens", "continuation_tokens")}
-    pairs = cpt_windows(held_out, *lengths.values(), run.preset.budget.cpt_pairs)
-    baselines = {arm: context_nll(base, pairs, arm).tolist() for arm in (NO_CONTEXT, FULL_CONTEXT)}
-    del base
+    shared = Shared(run, windows)
     rows, default = [], None
     for recipe in recipes:
-        if recipe.decoder_lr:
-            per_pair, accuracy, about = trained_row(run, recipe, pairs, train_docs, lengths)
-        else:
-            per_pair, accuracy, about = frozen_row(run, recipe, pairs, held_out, baselines, windows)
+        per_pair, accuracy, about = (trained_row if recipe.decoder_lr else frozen_row)(run, recipe, shared)
         if recipe == RECIPES[0]:
             default = {"refrag": per_pair[REFRAG], "accuracy": accuracy}
         recon_steps, cpt_steps = stage_steps(run.preset.budget, recipe)
@@ -136,7 +142,7 @@ def recovery_table(run, recipes: list[Recipe], windows: int) -> dict:
             if about["k"] == run.preset.k:
                 row["accuracy_vs_default"] = paired_difference(accuracy, default["accuracy"])
         rows.append(row)
-    return {"rows": rows, "eval_pairs": len(pairs), "one_chunk_windows": windows}
+    return {"rows": rows, "eval_pairs": len(shared.pairs), "one_chunk_windows": windows}
 
 
 RECOVERY_TABLE = "cpt/recovery/recovery.json"  # where the command leaves its table in a run
@@ -151,8 +157,7 @@ def format_table(table: dict) -> str:
     for row in table["rows"]:
         accuracy = format_interval(row["one_chunk_accuracy"], 2) if row["one_chunk_accuracy"] else "-"
         versus = row.get("refrag_vs_default")
-        note = f" (REFRAG vs default {versus['mean']:+.3f}{'*' if versus['low'] > 0 or versus['high'] < 0 else ''})" \
-            if versus else ""
+        note = f" (REFRAG vs default {versus['mean']:+.3f}{'*' if excludes_zero(versus) else ''})" if versus else ""
         protocol = "trained, fair" if row["protocol"].startswith("decoder trained") else "frozen"
         lines.append(f"{row['recipe']:>46} | {row['k']:>2} | {row['steps'][0]:3d}+{row['steps'][1]:<3d}  | "
                      f"{protocol:<15} | {format_interval(row['context_recovered'], 2):>23} | "
