@@ -68,6 +68,19 @@ if not all(check.ok for check in checks):
     raise CourseError("Fix the FIX lines above, then run this notebook again.")
 
 # %% [markdown]
+# ## What a run will write, and the GPU memory it needs
+#
+# Computed from the models' parameter counts and the course's save schedule (`refrag_lib.footprint`), for the
+# preset above; the checks above already compared them with your disk and GPU. In Colab the run folder is on Google
+# Drive, whose trash keeps a deleted file (and its quota) for 30 days: what counts there is every byte written.
+
+# %%
+from refrag_lib.config import get_preset
+from refrag_lib.footprint import format_footprint
+
+print(format_footprint(get_preset(PRESET)))
+
+# %% [markdown]
 # ## A teacher's pack, checked before the workshop
 #
 # Training notebooks 02-05 takes the better part of an hour on a laptop CPU. In a workshop the teacher
@@ -110,3 +123,9 @@ question = "Question: Which river flows through City_003?\nAnswer:"
 inputs = model.build_inputs([Segments(prefix=model.tokenize(question))], padding_side="left")
 answer = model.decoder_tokenizer.decode(model.generate(inputs, max_new_tokens=12)[0], skip_special_tokens=True)
 print(question, answer)
+
+# %%
+from refrag_lib.precision import check_finite_logits
+
+check_finite_logits(model)  # stops with the fix if the decoder overflows in the preset's precision (fp16)
+print(f"the decoder's logits are finite in {str(model.precision).removeprefix('torch.')}")

@@ -276,3 +276,9 @@ run.write_metrics("index", {**metrics, "block_attention": {**cross, "questions":
 print({name: metrics[name] for name in ("n_passages", "n_eval", "recall_at_1", "recall_at_5", "recall_at_10",
                                         "index_device", "embed_seconds", "n_chunks", "chunk_store_seconds")})
 print("written:", sorted(p.name for p in (run.root / "index").iterdir()))
+
+
+# %%
+from refrag_lib.colab import flush_drive
+
+flush_drive()  # in Colab: this notebook's results written to Drive before the runtime goes; elsewhere nothing

@@ -99,6 +99,7 @@ from refrag_lib.train import (
     COURSE_ONE_CHUNK_SHARE,
     COURSE_WARMUP,
     TrainConfig,
+    long_run_save_every,
     tokenized_documents,
     train_stage,
 )
@@ -244,7 +245,7 @@ plt.show()
 # %%
 config = TrainConfig(stage="recon", steps=steps, context_tokens=CONTEXT_TOKENS, positions_per_step=positions,
                      lr=lr, encoder_lr_scale=encoder_lr_scale, one_chunk_share=one_chunk_share,
-                     warmup_fraction=warmup_fraction, seed=SEED, save_every=max(1, steps // 4))
+                     warmup_fraction=warmup_fraction, seed=SEED, save_every=long_run_save_every(steps))
 result, curve = train_and_probe(run, config, held_out, curve_floor, curve_points, resume=RESUME, progress=PROGRESS,
                                 documents=DOCUMENTS or None)
 curve = [start_probe, *curve]
@@ -375,7 +376,7 @@ del result.model
 ablation_config = TrainConfig(stage="recon", steps=ablation_steps, context_tokens=CONTEXT_TOKENS,
                               positions_per_step=positions, lr=lr, encoder_lr_scale=encoder_lr_scale,
                               warmup_fraction=warmup_fraction, seed=SEED, curriculum=False,
-                              save_every=max(1, ablation_steps // 4))
+                              save_every=long_run_save_every(ablation_steps))
 ablation = train_stage(run, ablation_config, folder="recon/no_curriculum", resume=RESUME, progress=PROGRESS,
                        documents=DOCUMENTS or None)
 no_curriculum = reconstruction_by_chunks(ablation.model, held_out, counts, eval_examples)
@@ -488,3 +489,9 @@ for n, row in curriculum_gain.items():
 # `ONE_CHUNK_SHARE = 0` (the paper's curriculum throughout), `LR = 2e-4` (the paper's rate),
 # `ENCODER_LR_SCALE = 1` (the encoder at the projector's rate) or your own `DOCUMENTS`. A difference
 # counts only if it beats what `SEED = 1` alone moves.
+
+
+# %%
+from refrag_lib.colab import flush_drive
+
+flush_drive()  # in Colab: this notebook's results written to Drive before the runtime goes; elsewhere nothing

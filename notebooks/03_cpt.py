@@ -92,7 +92,7 @@ import matplotlib.pyplot as plt
 from refrag_lib.evaluate import cpt_arms, cpt_windows, paired_cpt
 from refrag_lib.intervals import format_interval
 from refrag_lib.model import load_refrag
-from refrag_lib.train import COURSE_LR, TrainConfig, tokenized_documents, train_stage
+from refrag_lib.train import COURSE_LR, TrainConfig, long_run_save_every, tokenized_documents, train_stage
 from refrag_lib.train_plots import plot_log_ppl_bars, plot_loss_curves
 from refrag_lib.trained import load_trained
 
@@ -170,7 +170,7 @@ reveal("mixed_expansion")  # the reference solution, folded
 config = TrainConfig(stage="cpt", steps=steps, context_tokens=CONTEXT_TOKENS,
                      continuation_tokens=CONTINUATION_TOKENS, positions_per_step=positions, lr=lr,
                      expand_fraction=EXPAND_FRACTION, train_decoder=TRAIN_DECODER, seed=SEED,
-                     save_every=max(1, steps // 4))
+                     save_every=long_run_save_every(steps, TRAIN_DECODER))
 result = train_stage(run, config, resume=RESUME, progress=PROGRESS, documents=DOCUMENTS or None)
 print({key: value for key, value in result.summary.items() if key != "config"})
 print(f"largest gradient norm before clipping at {config.clip_norm}: {result.summary['max_grad_norm']:.1f}")
@@ -188,7 +188,7 @@ print(f"largest gradient norm before clipping at {config.clip_norm}: {result.sum
 ablation_config = TrainConfig(stage="cpt", steps=ablation_steps, context_tokens=CONTEXT_TOKENS,
                               continuation_tokens=CONTINUATION_TOKENS, positions_per_step=positions, lr=lr,
                               expand_fraction=EXPAND_FRACTION, train_decoder=TRAIN_DECODER, seed=SEED,
-                              save_every=max(1, ablation_steps // 4))
+                              save_every=long_run_save_every(ablation_steps, TRAIN_DECODER))
 ablation = train_stage(run, ablation_config, folder="cpt/no_recon_init", init_from_recon=False,
                        resume=RESUME, progress=PROGRESS, documents=DOCUMENTS or None)
 
@@ -346,3 +346,9 @@ print("wrote", path)
 # again: did a verdict change, and is the change larger than its interval? This overwrites
 # `RUN_DIR/cpt/`, which notebooks 04 and 05 start from: point `RUN_DIR` at a copy of the run folder
 # to keep the default.
+
+
+# %%
+from refrag_lib.colab import flush_drive
+
+flush_drive()  # in Colab: this notebook's results written to Drive before the runtime goes; elsewhere nothing

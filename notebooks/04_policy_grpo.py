@@ -469,3 +469,9 @@ print("wrote", run.stage_dir("policy") / "metrics.json")
 #
 # Notebook 05 fine-tunes REFRAG with the question-aware policy's choices (`question_rl`, the default
 # selector of notebooks 05 and 07) and checks whether the ceiling measured here becomes exact answers.
+
+
+# %%
+from refrag_lib.colab import flush_drive
+
+flush_drive()  # in Colab: this notebook's results written to Drive before the runtime goes; elsewhere nothing

@@ -89,8 +89,6 @@ from refrag_lib.notebooks import start
 
 run = start(PRESET, RUN_DIR, SMOKE, seed=SEED, pack=PACK)
 
-import copy
-
 import matplotlib.pyplot as plt
 from IPython.display import HTML, display
 
@@ -115,7 +113,7 @@ from refrag_lib.qa_eval import (
 from refrag_lib.ready_index import READY_FOLDER, build_ready_index, format_answer, load_ready_index
 from refrag_lib.runs import open_run
 from refrag_lib.selectors import make_selector, selector_input
-from refrag_lib.sft import SFTConfig, finished_arm, train_arm
+from refrag_lib.sft import TRAINED_PARTS, SFTConfig, finished_arm, train_arms
 from refrag_lib.sft_plots import examples_html, plot_em_ttft, plot_selector_grid, plot_sft_losses
 from refrag_lib.trained import load_start_model
 
@@ -201,8 +199,7 @@ reveal("token_f1")  # the reference solution, folded
 # One question's decoder input, as each arm reads it:
 
 # %%
-model = load_start_model(trained)
-rag_model = copy.deepcopy(model)  # the same start, trained separately
+model = load_start_model(trained, train_parts=TRAINED_PARTS["refrag"])  # what is about to be trained, in fp32
 policies = load_run_policies(trained, retriever.name)  # notebook 04's: rl and question_rl
 index_store = load_chunk_store(run.require("index", "chunk_store.safetensors"), model, index, probe=0)  # its keys
 chunks = PassageChunks(model, index.passages, keys=index_store)
@@ -232,11 +229,10 @@ identity = model_identity(run.preset, "sft")
 if TRAINED_RUN:  # your own questions: the arms fine-tuned there, loaded back
     rag, refrag = finished_arm(trained, "rag"), finished_arm(trained, "refrag")
     rag_model, model = rag.model, refrag.model
-else:
-    rag = train_arm(rag_model, "rag", config, train_items, chunks, None, run.stage_dir("sft") / "rag", identity,
-                    progress=PROGRESS)
-    refrag = train_arm(model, "refrag", config, train_items, chunks, selector, run.stage_dir("sft") / "refrag",
-                       identity, progress=PROGRESS)
+else:  # one arm at a time on the device; `model` becomes the REFRAG arm, the RAG arm is a copy of its start
+    arms = train_arms(model, config, train_items, chunks, selector, run.stage_dir("sft"), identity, progress=PROGRESS)
+    rag, refrag = arms["rag"], arms["refrag"]
+    rag_model = rag.model
 for name, arm in (("rag", rag), ("refrag", refrag)):
     done, seconds = arm.summary["steps_done"], arm.summary["train_seconds"]
     print(f"{name:6s} {done} steps in {seconds:.0f} s ({seconds / done:.1f} s/step), answer NLL "
@@ -420,3 +416,9 @@ print("wrote", run.stage_dir("sft") / "metrics.json")
 # want a selector that also expands the neighbour; a weak equal-latency row wants a reader trained with
 # many passages; answers lost in compressed chunks want vectors that carry exact tokens (bigger encoder
 # and decoder: the GPU presets).
+
+
+# %%
+from refrag_lib.colab import flush_drive
+
+flush_drive()  # in Colab: this notebook's results written to Drive before the runtime goes; elsewhere nothing

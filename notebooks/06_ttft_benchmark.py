@@ -254,3 +254,9 @@ metrics = {**bench.environment(model), "sweep": sweep, "question": question, **r
 for path in bench.write_results(run, metrics):
     print("wrote", path)
 print("ran on:", metrics["device"])
+
+
+# %%
+from refrag_lib.colab import flush_drive
+
+flush_drive()  # in Colab: this notebook's results written to Drive before the runtime goes; elsewhere nothing

@@ -23,6 +23,14 @@ from .errors import CourseError
 WEIGHTS = "weights.safetensors"  # the trained parts after a finished stage (what later notebooks load)
 STATE_DIR = "checkpoint"  # the resumable state of an unfinished (or finished) run
 IDENTITY_KEYS = ("preset", "k", "encoder", "decoder")  # what must match to load or resume
+# Settings that say when state is written, not what is learnt: left out when a run's settings are stored or compared,
+# so a run saved on another schedule (or before SFT stopped writing resumable state) still loads and resumes.
+SCHEDULE_ONLY = ("save_every",)
+
+
+def recipe(settings: dict) -> dict:
+    """A run's stored settings without those of its save schedule (SCHEDULE_ONLY)."""
+    return {key: value for key, value in settings.items() if key not in SCHEDULE_ONLY}
 
 
 def model_identity(preset, stage: str) -> dict[str, str]:
@@ -154,10 +162,12 @@ STATE_FORMAT = 2  # optimizer moments keyed by parameter name (format 1 keyed th
 
 
 def save_state(folder: Path, model: nn.Module, parts: list[str], optimizer, scheduler, step: int,
-               metadata: dict[str, str], config: dict, write: bool = True) -> None:
+               metadata: dict[str, str], config: dict, scaler=None, write: bool = True) -> None:
     """Everything a resumed run needs, written to a temporary folder and swapped in (a crash mid-save
     leaves the previous checkpoint intact). Under several processes all of them call it (sharded weights
-    and optimizer moments are gathered) and only the main one writes (write=True)."""
+    and optimizer moments are gathered) and only the main one writes (write=True). `scaler`: fp16's loss
+    scaler (accelerator.scaler), whose scale a resumed run continues from instead of relearning it through
+    skipped steps."""
     from safetensors.torch import save_file
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
@@ -181,6 +191,7 @@ def save_state(folder: Path, model: nn.Module, parts: list[str], optimizer, sche
     (tmp / "state.json").write_text(json.dumps({
         "format": STATE_FORMAT, "step": step, "metadata": metadata, "config": config,
         "param_groups": optimizer_state["param_groups"], "scheduler": scheduler_state,
+        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
     }, indent=1))
     old = folder / (STATE_DIR + ".old")
     shutil.rmtree(old, ignore_errors=True)
@@ -191,7 +202,7 @@ def save_state(folder: Path, model: nn.Module, parts: list[str], optimizer, sche
 
 
 def load_state(folder: Path, model: nn.Module, parts: list[str], optimizer, scheduler, metadata: dict[str, str],
-               config: dict) -> int:
+               config: dict, scaler=None) -> int:
     """Restore a run saved by save_state into a plain or sharded model; returns the step to continue from."""
     from safetensors.torch import load_file
     from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
@@ -207,8 +218,9 @@ def load_state(folder: Path, model: nn.Module, parts: list[str], optimizer, sche
             "optimizer differently. Finish that run with the version that wrote it, or delete that folder to "
             "start the stage over."
         )
-    if state["config"] != config:
-        changed = sorted(k for k in {**config, **state["config"]} if config.get(k) != state["config"].get(k))
+    saved, config = recipe(state["config"]), recipe(config)
+    if saved != config:
+        changed = sorted(k for k in {**config, **saved} if config.get(k) != saved.get(k))
         raise CourseError(
             f"The checkpoint in {target} was written with other training settings ({', '.join(changed)}). "
             "Re-run with the same settings to resume, or delete that folder to start over."
@@ -225,6 +237,8 @@ def load_state(folder: Path, model: nn.Module, parts: list[str], optimizer, sche
                              {"state": per_param, "param_groups": state["param_groups"]},
                              options=_full_state_options(strict=False))  # parameters never reached have none
     scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(state["param_groups"])})
+    if scaler is not None and state.get("scaler"):  # states saved before the scaler was: it starts anew
+        scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(tensors["rng.torch"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])

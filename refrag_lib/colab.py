@@ -52,6 +52,18 @@ def repository_url(pyproject: Path = REPO_ROOT / "pyproject.toml") -> str:
     return match.group(1)
 
 
+def flush_drive() -> None:
+    """In Colab, write everything this runtime put on Google Drive back before the runtime is recycled: Drive's
+    mount buffers writes, and a runtime recycled right after a notebook wrote gigabytes can lose them. The mount
+    goes with it (the next notebook's runtime mounts Drive anew). Elsewhere, or with Drive not mounted: nothing."""
+    if "google.colab" not in sys.modules or not os.path.ismount(DRIVE_MOUNT):
+        return
+    from google.colab import drive
+
+    drive.flush_and_unmount()
+    print("Google Drive flushed: this notebook's results are saved for the next notebook.")
+
+
 def badge_line(notebook: str, repository: str) -> str:
     """The markdown badge that opens `notebooks/<notebook>.ipynb` of the repository's main branch in Colab."""
     path = repository.removeprefix("https://github.com/")

@@ -17,15 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import PRESETS, get_preset
+from .footprint import GB, GIB, largest_default_stage, model_cache_bytes, resident_bytes, run_bytes
 from .runs import runs_root
 
 # What the course imports, by distribution name (faiss ships as one of two).
 PACKAGES = ("torch", "transformers", "accelerate", "safetensors", ("faiss-gpu-cu12", "faiss-cpu"), "matplotlib",
             "ipywidgets", "scipy", "gguf")
-# Disk a preset needs, rounded up: model download or cache plus a full run's artifacts. The cpu figure is
-# measured (0.5 GB decoder cache, 2.9 GB for a run of notebooks 01-07); the GPU ones scale it by the
-# decoder's size (both SFT arms keep an fp32 copy of it, 4 bytes per parameter).
-DISK_NEEDED_GB = {"cpu": 4, "t4": 8, "a100": 25, "paper": 80}
+DRIVE_PREFIX = "/content/drive"  # Colab's mount of Google Drive, where deleted files stay in the trash
 INSTALL_HINT = "run `make venv` (or `pip install -r requirements.txt`)"
 
 
@@ -70,13 +68,29 @@ def device_check(preset) -> Check:
     return Check("device", ok, found, fix)
 
 
-def faiss_gpu_check() -> Check:
-    """Whether FAISS can search on the GPU (the course falls back to its CPU index when it cannot)."""
-    import faiss
+def gpu_memory_check(preset) -> Check:
+    """Whether the GPU holds the preset's most memory-hungry training stage (footprint.stage_memory's estimate)."""
+    import torch
 
-    gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
-    found = f"{gpus} GPU(s) visible to FAISS" if gpus else "CPU index (no GPU support or no GPU; fine for the course)"
-    return Check("faiss GPU", True, found)
+    stage, needed = largest_default_stage(preset)
+    if preset.device != "cuda" or not torch.cuda.is_available():
+        return Check("GPU memory", True, "not used (CPU preset or no GPU)")
+    total = torch.cuda.get_device_properties(0).total_memory
+    ok = total >= needed
+    found = f"{total / GIB:.0f} GiB; preset '{preset.name}' needs about {needed / GIB:.0f} GiB ({stage})"
+    smaller = "'t4'" if preset.name != "t4" else "'cpu'"
+    return Check("GPU memory", ok, found, "" if ok else f"this GPU is too small for preset '{preset.name}': use "
+                 f"PRESET={smaller} (or a GPU with more memory)")
+
+
+def faiss_gpu_check() -> Check:
+    """Where the course's index is searched: the CPU (exact, well under a millisecond a query), whatever faiss
+    could do on this GPU, which is said for information only."""
+    from .index import faiss_gpu_unavailable  # here, not at the top: index imports transformers
+
+    reason = faiss_gpu_unavailable()
+    found = f"CPU index ({reason}; nothing to do)" if reason else "CPU index (faiss could use this GPU; not needed)"
+    return Check("faiss", True, found)
 
 
 def model_checks(preset) -> list[Check]:
@@ -101,15 +115,25 @@ def model_checks(preset) -> list[Check]:
     return checks
 
 
+def disk_needed(preset, where: Path) -> int:
+    """Bytes a default run needs where it goes: on Google Drive every byte it writes (the trash keeps what is
+    deleted for 30 days), on a local disk the most it holds at once plus the models' cache."""
+    if str(where).startswith(DRIVE_PREFIX):
+        return run_bytes(preset)
+    return resident_bytes(preset) + model_cache_bytes(preset)
+
+
 def disk_check(preset, where: Path) -> Check:
-    """Free disk where the runs go, against what the preset needs."""
+    """Free disk where the runs go, against what the preset's run writes there (refrag_lib.footprint)."""
+    needed = disk_needed(preset, where)
     while not where.exists():
         where = where.parent
-    free = shutil.disk_usage(where).free / 2**30
-    needed = DISK_NEEDED_GB.get(preset.name, max(DISK_NEEDED_GB.values()))
+    free = shutil.disk_usage(where).free
     ok = free >= needed
-    return Check("disk", ok, f"{free:.1f} GiB free at {where} (preset '{preset.name}' needs about {needed} GiB)",
-                 "" if ok else "free some space, or set RUN_DIR (and REFRAG_CACHE_DIR) to a larger disk")
+    found = f"{free / GB:.1f} GB free at {where} (preset '{preset.name}' needs about {needed / GB:.1f} GB)"
+    fix = (f"free {(needed - free) / GB:.1f} GB there (on Google Drive: empty its trash too), or set RUN_DIR "
+           "(and REFRAG_CACHE_DIR) to a larger disk")
+    return Check("disk", ok, found, "" if ok else fix)
 
 
 def environment_checks(preset_name: str = "auto", run_root: Path | None = None) -> list[Check]:
@@ -119,7 +143,7 @@ def environment_checks(preset_name: str = "auto", run_root: Path | None = None) 
     if not all(c.ok for c in checks):
         return checks
     preset = get_preset(preset_name)
-    return [*checks, device_check(preset), faiss_gpu_check(), *model_checks(preset),
+    return [*checks, device_check(preset), gpu_memory_check(preset), faiss_gpu_check(), *model_checks(preset),
             disk_check(preset, run_root or runs_root())]
 
 

@@ -74,8 +74,10 @@ class Retriever:
 
 
 def load_retriever(preset) -> Retriever:
-    """The preset's retriever model (preset.retriever_model) on the preset's device."""
-    model, tokenizer = load_encoder(preset.retriever_model, preset.dtype, preset.device)
+    """The preset's retriever model (preset.retriever_model) on the preset's device, in fp32 whatever the preset's
+    precision: the course's passages differ by one or two codes, whose cosines fp16/bf16 rounding can reorder
+    (and the model is 22M parameters: fp32 costs nothing)."""
+    model, tokenizer = load_encoder(preset.retriever_model, "float32", preset.device)
     return Retriever(preset.retriever_model, model.eval(), tokenizer)
 
 
@@ -84,27 +86,44 @@ def load_retriever(preset) -> Retriever:
 # --------------------------------------------------------------------------------------------------
 
 
-def place_index(cpu_index, probe: np.ndarray, use_gpu: bool = True):
-    """(index to search, device label, GPU resources or None): a GPU copy where faiss can run on this GPU.
+# faiss-gpu-cu12's wheels carry GPU kernels for sm_70 and sm_80 only, and a kernel built for X.y runs on X.z (z >= y):
+# T4 (7.5), A100 (8.0), A10/L4 (8.6/8.9) have them; H100/H200 (9.0) and newer do not.
+FAISS_GPU_MAJORS = (7, 8)
 
-    faiss-gpu-cu12 wheels carry kernels for sm_70/sm_80 only, so on an H100/H200 the copy succeeds but
-    the first search fails with "no kernel image". One probe search inside try/except finds out; on
-    any failure the (exact, same results) CPU index is used.
-    """
+
+def faiss_gpu_unavailable() -> str:
+    """Why faiss cannot search on GPU 0 here ('' when it can), decided without launching a kernel: on a GPU its
+    wheels carry no kernels for, a faiss search does not raise, its CUDA check calls abort() and the Python
+    process (a Colab kernel) dies, so no try/except can fall back."""
     import faiss
 
-    if not use_gpu or not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() < 1:
+    if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() < 1 or not torch.cuda.is_available():
+        return "faiss has no GPU support here or sees no GPU"
+    major, minor = torch.cuda.get_device_capability(0)
+    if major not in FAISS_GPU_MAJORS:
+        return (f"faiss has no GPU kernels for {torch.cuda.get_device_name(0)} (sm_{major}{minor}; its wheels carry "
+                f"sm_70 and sm_80)")
+    return ""
+
+
+def place_index(cpu_index, use_gpu: bool = False):
+    """(index to search, device label, GPU resources or None).
+
+    The course's index (a few thousand vectors) is searched on the CPU: exact, well under a millisecond a query,
+    and no GPU memory (faiss's GPU resources reserve about 1.5 GB each). use_gpu=True, for a corpus of millions,
+    copies it to GPU 0 where faiss has kernels for that GPU, and otherwise says why not and keeps the CPU index.
+    """
+    if not use_gpu:
         return cpu_index, "faiss-cpu", None
-    try:
-        resources = faiss.StandardGpuResources()
-        gpu_index = faiss.index_cpu_to_gpu(resources, 0, cpu_index)
-        gpu_index.search(np.ascontiguousarray(probe[:1], dtype=np.float32), 1)
-    except Exception as err:  # faiss raises RuntimeError, SWIG wrappers sometimes other types
-        reason = (str(err).splitlines() or [type(err).__name__])[0][:120]
-        print(f"faiss GPU index unavailable here ({reason}); using the CPU index")
+    reason = faiss_gpu_unavailable()
+    if reason:
+        print(f"{reason}: the CPU index is used (exact, the same results)")
         return cpu_index, "faiss-cpu", None
-    name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "GPU 0"
-    return gpu_index, f"faiss-gpu ({name})", resources
+    import faiss
+
+    resources = faiss.StandardGpuResources()
+    gpu_index = faiss.index_cpu_to_gpu(resources, 0, cpu_index)
+    return gpu_index, f"faiss-gpu ({torch.cuda.get_device_name(0)})", resources
 
 
 @dataclass
@@ -148,7 +167,7 @@ class PassageIndex:
 
 
 def build_index(vectors: np.ndarray, passages: Sequence[Passage], retriever: str,
-                use_gpu: bool = True) -> PassageIndex:
+                use_gpu: bool = False) -> PassageIndex:
     """An exact inner-product index (IndexFlatIP) over unit passage vectors."""
     import faiss
 
@@ -159,7 +178,7 @@ def build_index(vectors: np.ndarray, passages: Sequence[Passage], retriever: str
         raise CourseError(f"expected one vector per passage ({len(passages)}), got shape {vectors.shape}.")
     cpu_index = faiss.IndexFlatIP(vectors.shape[1])
     cpu_index.add(vectors)
-    search_index, device, resources = place_index(cpu_index, vectors, use_gpu)
+    search_index, device, resources = place_index(cpu_index, use_gpu)
     return PassageIndex(cpu_index, list(passages), retriever, search_index, device, resources)
 
 
@@ -190,7 +209,7 @@ def save_index(index: PassageIndex, folder: str | Path) -> Path:
     return folder
 
 
-def load_index(folder: str | Path, retriever: str | None = None, use_gpu: bool = True) -> PassageIndex:
+def load_index(folder: str | Path, retriever: str | None = None, use_gpu: bool = False) -> PassageIndex:
     """The index save_index wrote; `retriever` (the preset's) must be the one it was built with."""
     import faiss
 
@@ -207,12 +226,11 @@ def load_index(folder: str | Path, retriever: str | None = None, use_gpu: bool =
     if cpu_index.ntotal != len(passages) or meta["n_passages"] != len(passages):
         raise CourseError(f"{folder}: the index holds {cpu_index.ntotal} vectors for {len(passages)} "
                           f"passages (meta.json: {meta['n_passages']}); the folder is inconsistent. {BUILD_HINT}.")
-    probe = cpu_index.reconstruct(0)[None, :]
-    search_index, device, resources = place_index(cpu_index, probe, use_gpu)
+    search_index, device, resources = place_index(cpu_index, use_gpu)
     return PassageIndex(cpu_index, passages, meta["retriever"], search_index, device, resources)
 
 
-def load_run_index(run, use_gpu: bool = True) -> PassageIndex:
+def load_run_index(run, use_gpu: bool = False) -> PassageIndex:
     """The index of a run folder (RUN_DIR/index), checked against the run's preset."""
     for name in (INDEX_FILE, PASSAGES_FILE, META_FILE):
         run.require("index", name)
@@ -306,7 +324,7 @@ def subset_with_gold(passages: Sequence[Passage], questions: Sequence[QAExample]
 
 def build_run_index(run, passages: Sequence[Passage], questions: Sequence[QAExample],
                     retriever: Retriever | None = None, model=None, batch_size: int = 32,
-                    chunk_batch_size: int = 256, progress: bool = True, use_gpu: bool = True) -> dict:
+                    chunk_batch_size: int = 256, progress: bool = True, use_gpu: bool = False) -> dict:
     """Embed, index, evaluate recall@1/5/10 and build the chunk store into RUN_DIR/index; returns the metrics.
 
     retriever/model default to the run preset's (pass them to reuse models already loaded).

@@ -21,7 +21,8 @@ def continue_cpt_mixed(run, steps: int, expand_fraction: float = 0.1, context_to
 
     Trains the same parts notebook 03 trained (the decoder too if it did) with the shared loop, every
     step on the full s/k chunks (no curriculum: the model already reads them), on the course's documents
-    or a learner's own file (`documents`). Resumable; a finished run is loaded instead of retrained.
+    or a learner's own file (`documents`). A short stage: no resumable state is written (an interrupted run starts
+    over); a finished run is loaded instead of retrained.
     Returns (model, TrainResult).
     """
 
@@ -30,8 +31,8 @@ def continue_cpt_mixed(run, steps: int, expand_fraction: float = 0.1, context_to
     cfg = TrainConfig(stage="cpt", steps=steps, context_tokens=context_tokens,
                       continuation_tokens=continuation_tokens, positions_per_step=positions_per_step,
                       curriculum=False, expand_fraction=expand_fraction,
-                      train_decoder="decoder" in parts, save_every=max(steps, 1))
-    model = load_trained(run, "cpt")
+                      train_decoder="decoder" in parts, save_every=0)
+    model = load_trained(run, "cpt", train_parts=cfg.trained_parts())
     train_docs, _ = tokenized_documents(model, documents)
     out_dir = run.stage_dir(MIXED_CPT_FOLDER)
     result = train(model, cfg, StageTask(model, cfg, train_docs), out_dir, model_identity(run.preset, "cpt"),

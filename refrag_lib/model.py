@@ -128,6 +128,9 @@ class RefragModel(nn.Module):
         token_norm = float(decoder.get_input_embeddings().weight.detach().float().norm(dim=1).mean())
         self.projector = Projector(encoder.config.hidden_size, decoder.config.hidden_size, token_norm)
         self.projector.to(device=decoder.device, dtype=decoder.dtype)
+        # The preset's precision, fixed at load: what the model serves, is scored and timed in, and what trained
+        # parts return to after training (refrag_lib.precision), whatever dtype a part has at the moment.
+        self.precision = decoder.dtype
         self.window = decoder_window(decoder.config)
         self.pad_id = decoder_tokenizer.pad_token_id
         self.eos_id = decoder_tokenizer.eos_token_id

@@ -15,8 +15,7 @@ from pathlib import Path
 
 from .answering import generate_answer, retrieve_question
 from .errors import CourseError
-from .policy import check_fraction
-from .ready_index import READY_FILE, READY_FOLDER, load_run_ready, weights_run
+from .ready_index import READY_FILE, READY_FOLDER, check_request, load_run_ready, weights_run
 from .runs import Run, open_run
 from .selectors import DEFAULT_SELECTOR, SELECTORS, make_selector
 from .trained import load_sft_model
@@ -67,7 +66,8 @@ class Playground:
         """Both answers for one question, with the TTFT of each and every chunk marked expanded or compressed."""
         if selector not in SELECTORS:
             raise CourseError(f"Unknown selector {selector!r}: choose one of {', '.join(SELECTORS)}.")
-        check_fraction(p)
+        if k in self.runs:  # refused before the models of k load (an unknown k is refused by _models)
+            check_request(open_run(self.run.preset.name, self.runs[k], k=k), question, top_k, p)
         ready, rag_model = self._models(k)
         chooser = make_selector(selector, ready.policies, ready.model, seed)
         retrieved = retrieve_question(ready, question, top_k)  # one retrieval: both readers see the same passages

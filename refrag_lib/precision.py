@@ -1,4 +1,10 @@
-"""The precision rules: the precision a model trains in, and everything that must match it.
+"""The precision rules: one precision per preset, the precision a model trains in, and everything that must match it.
+
+The preset decides (RefragModel.precision, fixed when the model is loaded), never a module's current dtype:
+training keeps the trained parts in fp32 (master weights; AdamW on fp16 weights loses small updates) under
+autocast in the preset's precision, and afterwards they return to the preset's dtype. So an arm trained in this
+runtime and one loaded from a pack or a resume are scored and timed alike, and a second training in the same
+process asks accelerate for the same mixed precision as the first (accelerate fixes it per process).
 
 An fp32 preset on a CPU whose cores multiply bf16 in hardware trains under bf16 autocast (fp32 weights and
 optimizer); its held-out scores, GRPO rewards and greedy answers run in the same precision. Serving
@@ -12,7 +18,8 @@ from collections.abc import Callable
 
 import torch
 
-from .model import RefragModel
+from .errors import CourseError
+from .model import RefragModel, Segments
 
 MIXED_PRECISION = {"float32": "no", "float16": "fp16", "bfloat16": "bf16"}
 CPU_BF16 = True  # the course's default for TrainConfig.cpu_bf16 and SFTConfig.cpu_bf16
@@ -32,13 +39,32 @@ def mixed_precision(model: RefragModel, cfg) -> str:
     everywhere."""
     if computes_in_cpu_bf16(model, cfg.cpu_bf16):
         return "bf16"
-    return MIXED_PRECISION[str(model.decoder.dtype).removeprefix("torch.")]
+    return MIXED_PRECISION[str(model.precision).removeprefix("torch.")]
 
 
 def computes_in_cpu_bf16(model: RefragModel, cpu_bf16: bool = CPU_BF16) -> bool:
     """The rule of mixed_precision: an fp32 model on a CPU with native bf16 maths computes under bf16 autocast."""
-    return (cpu_bf16 and model.device.type == "cpu" and model.decoder.dtype == torch.float32
+    return (cpu_bf16 and model.device.type == "cpu" and model.precision == torch.float32
             and native_cpu_bf16())
+
+
+def master_weights(model: RefragModel, parts) -> None:
+    """Put the parts about to be trained in fp32, before their weights are loaded: a stage that goes on from an
+    earlier one starts from its fp32 weights, not from a copy rounded to fp16/bf16 on the way."""
+    for part in parts:
+        getattr(model, part).float()
+
+
+def back_to_preset(model: RefragModel, parts=("encoder", "projector", "decoder")) -> None:
+    """Return trained parts to the preset's precision: what loading their weights file into a fresh model gives."""
+    for part in parts:
+        getattr(model, part).to(model.precision)
+
+
+def loss_scaler(model: RefragModel) -> torch.amp.GradScaler:
+    """A gradient scaler for training outside accelerate (notebook 02's free-vector fit): through an fp16 decoder
+    small gradients underflow to zero unless the loss is scaled up first. Disabled for bf16 and fp32."""
+    return torch.amp.GradScaler(model.device.type, enabled=model.precision == torch.float16)
 
 
 def cpu_bf16_autocast(model: RefragModel, cpu_bf16: bool = CPU_BF16) -> torch.autocast:
@@ -63,3 +89,17 @@ def in_training_precision(score: Callable) -> Callable:
             return score(model, *args, **kwargs)
 
     return scored
+
+
+@torch.inference_mode()
+def check_finite_logits(model: RefragModel, text: str = "Question: Which river flows through City_003?") -> None:
+    """Stop with the fix when the decoder's logits overflow in the preset's precision (fp16 reaches inf at 65,504,
+    a bound that models trained in bf16 can cross): every later number of the course would be nan."""
+    inputs = model.build_inputs([Segments(prefix=model.tokenize(text))])
+    logits, _ = model.prefill(inputs)
+    if not torch.isfinite(logits).all():
+        raise CourseError(
+            f"The decoder's logits in {str(model.precision).removeprefix('torch.')} are not finite (inf or nan): "
+            "this model overflows in that precision. Use a GPU with bf16 (L4, A100, H100: PRESET = 'a100'), "
+            "or PRESET = 'cpu'."
+        )

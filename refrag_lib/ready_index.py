@@ -21,10 +21,10 @@ from pathlib import Path
 from .answering import generate_answer
 from .chunk_store import CHUNK_STORE_FILE, ChunkStore, build_chunk_store, load_chunk_store, read_chunk_keys
 from .config import PRESETS
-from .errors import MissingArtifactError
-from .index import PassageIndex, Retriever, load_index, load_retriever, save_index
+from .errors import CourseError, MissingArtifactError
+from .index import META_FILE, PassageIndex, Retriever, load_index, load_retriever, save_index
 from .model import RefragModel
-from .policy import load_run_policies
+from .policy import check_fraction, load_run_policies
 from .runs import open_run
 from .selectors import SELECTORS
 from .trained import load_sft_model
@@ -78,7 +78,7 @@ def load_ready_index(folder: str | Path, model: RefragModel, retriever: Retrieve
         raise MissingArtifactError(f"{folder / READY_FILE} is missing: run notebooks/05_sft.ipynb first (it builds "
                                    "the REFRAG-ready index after fine-tuning).")
     settings = json.loads((folder / READY_FILE).read_text())
-    index = load_index(folder, retriever.name, use_gpu=model.device.type == "cuda")
+    index = load_index(folder, retriever.name)
     store = load_chunk_store(folder, model, index)
     return ReadyIndex(index, store, model, retriever, policies, float(settings["p"]), int(settings["top_k"]),
                       settings.get("selector", "rl"))  # ready.json from before it named one: built with rl
@@ -110,6 +110,21 @@ def weights_run(run):
     return open_run(run.preset.name, source, k=run.preset.k)
 
 
+def check_request(run, question: str, top_k: int | None = None, p: float | None = None) -> None:
+    """Refuse a request before any model loads (seconds here, minutes for a hub preset in Colab): an empty question,
+    p outside [0, 1], or a top-K the run's ready index cannot give (its size is read from its meta.json)."""
+    if not question.strip():
+        raise CourseError("The question is empty: type a question to answer.")
+    if p is not None:
+        check_fraction(p)
+    if top_k is not None:
+        meta = run.require("sft", f"{READY_FOLDER}/{META_FILE}")
+        n_passages = int(json.loads(meta.read_text())["n_passages"])
+        if not 1 <= top_k <= n_passages:
+            raise CourseError(f"top-K must lie between 1 and the {n_passages} passages of the ready index, "
+                              f"got {top_k}.")
+
+
 def load_run_ready(run) -> ReadyIndex:
     """The ready index of a run with the SFT REFRAG model, the retriever and the trained policies."""
     folder = run.root / "sft" / READY_FOLDER
@@ -133,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
     run = open_run(args.preset, args.run_dir)
+    check_request(run, args.question, args.top_k, args.p)
     ready = load_run_ready(run)
     result = generate_answer(ready, args.question, args.top_k, args.p, args.max_new_tokens, selector=args.selector)
     print(json.dumps(result, indent=1) if args.json else format_answer(result))

@@ -14,6 +14,7 @@ rather than to guess when retrieval missed.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -28,7 +29,7 @@ from .errors import CourseError
 from .losses import TokenStats, suffix_token_stats
 from .model import RefragModel
 from .policy import check_fraction
-from .precision import CPU_BF16
+from .precision import CPU_BF16, back_to_preset
 from .qa import QAItem, build_prompt, training_example, with_gold_at_random
 from .selectors import DEFAULT_SELECTOR, SELECTORS, Selector, selector_input
 from .train import TrainResult, train
@@ -55,7 +56,10 @@ class SFTConfig:
     grad_accum: int = 1
     weight_decay: float = 0.0
     cpu_bf16: bool = CPU_BF16  # bf16 autocast on a CPU with native bf16 maths (refrag_lib.precision.mixed_precision)
-    save_every: int = 50  # steps between resumable checkpoints (a Colab disconnect loses at most these)
+    # Steps between resumable states; 0: none, an arm's weights are written once it has finished. An arm is short
+    # (minutes on a GPU) while its state is four times the decoder's size: on Drive, 14 states of the t4 preset
+    # would write 61 GB. An interrupted arm starts over; a finished one is loaded.
+    save_every: int = 0
 
     @property
     def peak_lr(self) -> float:
@@ -131,10 +135,33 @@ def train_arm(model: RefragModel, arm: str, cfg: SFTConfig, items: Sequence[QAIt
               selector: Selector | None, out_dir: Path, identity: dict[str, str], resume: bool = True,
               progress: bool = True) -> TrainResult:
     """SFT one arm in place with the shared loop: AdamW, warm-up + cosine, clipping, accelerate, metrics.jsonl,
-    resume after an interruption. Weights (the trained parts) go to out_dir/weights.safetensors; the resumable
-    state is dropped once the arm has finished (it would triple the disk an arm needs)."""
+    resume after an interruption when cfg.save_every > 0. Weights (the trained parts, in the preset's precision: no
+    later stage trains them) go to out_dir/weights.safetensors; a resumable state is dropped once the arm has
+    finished (it would triple the disk an arm needs)."""
     task = SFTTask(model, arm, cfg, items, chunks, selector)
-    return train(model, cfg, task, Path(out_dir), identity, resume=resume, progress=progress, keep_state=False)
+    return train(model, cfg, task, Path(out_dir), identity, resume=resume, progress=progress, keep_state=False,
+                 weights_in_preset_precision=True)
+
+
+def train_arms(start: RefragModel, cfg: SFTConfig, items: Sequence[QAItem], chunks: PassageChunks, selector: Selector,
+               sft_dir: Path, identity: dict[str, str], progress: bool = True) -> dict[str, TrainResult]:
+    """Both arms from one start, trained in place one after the other: {"rag": ..., "refrag": ...}. `start` becomes
+    the REFRAG arm; the RAG arm is a copy. The arm not training waits on the CPU: beside AdamW's state, two copies
+    of the a100 preset's 1.7B decoder do not fit a 40 GB A100. Afterwards both are on the device in the preset's
+    precision, as when they are loaded from their weights (trained.load_sft_model)."""
+    device = start.device
+    start.to("cpu")
+    models = {"rag": copy.deepcopy(start), "refrag": start}
+    results = {}
+    for arm, model in models.items():
+        model.to(device)
+        results[arm] = train_arm(model, arm, cfg, items, chunks, selector if arm == "refrag" else None,
+                                 Path(sft_dir) / arm, identity, progress=progress)
+        model.to("cpu")
+    for model in models.values():
+        back_to_preset(model)  # the parts an arm did not train as well (they were loaded in fp32 to be trained)
+        model.to(device)
+    return results
 
 
 def finished_arm(run, arm: str) -> TrainResult:

@@ -39,6 +39,7 @@ from .checkpoint import (
     model_identity,
     part_tensors,
     read_metadata,
+    recipe,
     save_state,
     write_weights,
 )
@@ -48,7 +49,7 @@ from .data import default_data_dir, load_documents
 from .errors import CourseError, MissingArtifactError
 from .losses import TokenStats, next_paragraph_loss, reconstruction_loss
 from .model import POOLINGS, RefragModel, load_refrag
-from .precision import CPU_BF16, mixed_precision
+from .precision import CPU_BF16, back_to_preset, master_weights, mixed_precision
 from .runs import open_run
 from .trained import STAGES
 
@@ -93,15 +94,15 @@ class TrainConfig:
     pooling: str = "mean"  # a chunk's vector: the mean of its encoder states, or the first ([CLS]) state
     cpu_bf16: bool = CPU_BF16  # fp32 preset on a CPU with native bf16 maths: bf16 autocast (see mixed_precision)
     seed: int = 0
-    save_every: int = 50
+    save_every: int = 50  # steps between resumable states (0: none, weights at the end only)
 
     def __post_init__(self):
         if self.stage not in STAGES:
             raise CourseError(f"stage must be one of {STAGES}, got {self.stage!r}.")
         if (self.steps < 1 or self.grad_accum < 1 or self.positions_per_step < 1 or self.encoder_lr_scale <= 0
-                or self.decoder_lr_scale <= 0):
+                or self.decoder_lr_scale <= 0 or self.save_every < 0):
             raise CourseError("steps, grad_accum, positions_per_step, encoder_lr_scale and decoder_lr_scale must be "
-                              "positive.")
+                              "positive, save_every at least 0.")
         if not 0.0 <= self.one_chunk_share < 1.0:
             raise CourseError(f"one_chunk_share must lie in [0, 1), got {self.one_chunk_share}.")
         if self.pooling not in POOLINGS:
@@ -134,6 +135,16 @@ def default_config(stage: str, steps: int = 80, **changes) -> TrainConfig:
     course = {"lr": COURSE_LR[stage], "encoder_lr_scale": COURSE_ENCODER_LR_SCALE[stage],
               "warmup_fraction": COURSE_WARMUP[stage], **cpt, **recon}
     return TrainConfig(stage=stage, steps=steps, **{**course, **changes})
+
+
+STATES_PER_LONG_RUN = 3  # resumable states a run of notebooks 02-03 writes: at each quarter; the last goes at the end
+
+
+def long_run_save_every(steps: int, train_decoder: bool = False) -> int:
+    """save_every of a run of notebooks 02-03: a resumable state at each quarter, so a dead kernel loses at most a
+    quarter of the run; none when the decoder trains, whose state (12 bytes a decoder parameter: 4.3 GB for the t4
+    preset) would not fit a learner's Drive four times over."""
+    return 0 if train_decoder else max(1, steps // (STATES_PER_LONG_RUN + 1))
 
 
 # ---- data -------------------------------------------------------------------------------------------
@@ -227,8 +238,7 @@ def _freeze_for(model: RefragModel, parts: list[str]) -> list[nn.Parameter]:
         module.train(trained)
         for p in module.parameters():
             p.requires_grad_(trained)
-        if trained:
-            module.float()  # master weights in fp32; autocast runs the maths in the preset's precision
+    master_weights(model, parts)  # fp32 master weights; autocast runs the maths in the preset's precision
     return [p for name in parts for p in getattr(model, name).parameters()]
 
 
@@ -266,6 +276,7 @@ def train(
     progress: bool = True,
     trackers: list[str] | None = None,
     keep_state: bool = True,
+    weights_in_preset_precision: bool = False,
 ) -> TrainResult:
     """Train `model` in place on `task` for cfg.steps steps, checkpointing to out_dir; resumes a checkpoint there.
 
@@ -273,7 +284,11 @@ def train(
     save_every, seed: a TrainConfig or an sft.SFTConfig); task says what is trained on what (StageTask,
     sft.SFTTask). max_new_steps stops the run early (state saved), e.g. to spread training over Colab
     sessions. keep_state=False removes the resumable state once the run has finished and its weights are
-    written (it holds the optimizer moments: three times the size of the weights).
+    written (it holds the optimizer moments: three times the size of the weights). cfg.save_every = 0 writes
+    no resumable state at all (the short SFT arms: an interrupted arm starts over). The trained parts train in
+    fp32 and return to the preset's precision at the end (refrag_lib.precision). weights_in_preset_precision:
+    write the finished weights in that precision too (half the bytes of fp32 for a GPU preset), for a stage whose
+    weights are only read afterwards, never trained on: what is evaluated is the same either way.
     """
     from accelerate import Accelerator, DistributedDataParallelKwargs
     from accelerate.utils import DistributedType
@@ -282,10 +297,14 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     guard_folder(out_dir, identity)
     settings = stored_settings(cfg)
+    if max_new_steps is not None and not cfg.save_every:
+        raise CourseError("max_new_steps stops a run to resume it later, which needs a resumable state: set "
+                          "save_every > 0 (save_every = 0 writes none).")
     done_before = finished_history(out_dir, cfg.steps, settings) if resume else None
     if done_before is not None:  # a stage that finished here (an SFT arm, a teacher's pack): load, do not retrain
         load_weights(out_dir / WEIGHTS, model, identity, stage=task.name)
         print(f"loaded the finished {task.name} run from {out_dir / WEIGHTS} ({cfg.steps} steps); nothing to train")
+        back_to_preset(model, task.parts)
         for module in (model.encoder, model.projector, model.decoder):
             module.eval()
         return TrainResult(model, done_before, {**summarise(done_before, cfg, task.parts, True), "loaded": True,
@@ -300,10 +319,11 @@ def train(
     if accelerator.distributed_type == DistributedType.FSDP and not accelerator.is_fsdp2:
         raise CourseError("Sharded training needs FSDP2: set fsdp_version: 2 (see configs/accelerate/fsdp.yaml).")
     parts = task.parts
-    # On the CPU, AdamW's fused kernel: the same update in 0.07 s a step for the 158M parameters SFT trains,
-    # against 0.66 s for torch's default loop there. On CUDA torch's default (foreach) stays.
+    # AdamW's fused kernel. On the CPU: the same update in 0.07 s a step for the 158M parameters SFT trains,
+    # against 0.66 s for torch's default loop. On CUDA: no parameter-sized temporaries (torch's default, foreach,
+    # allocates one per step: 6.8 GB for the a100 preset's decoder, which would not leave a 40 GB A100 room).
     optimizer = torch.optim.AdamW(_param_groups(model, parts, cfg), lr=cfg.peak_lr, weight_decay=cfg.weight_decay,
-                                  fused=model.device.type == "cpu" or None)
+                                  fused=model.device.type in ("cpu", "cuda") or None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.steps, cfg.warmup_fraction))
     objective, prepared_optimizer = accelerator.prepare(task.objective, optimizer)
     params = [p for group in optimizer.param_groups for p in group["params"]]  # FSDP2 swaps in sharded ones
@@ -313,7 +333,7 @@ def train(
     start_step = 0
     log_path = out_dir / "metrics.jsonl"
     if resume and (out_dir / STATE_DIR).exists():
-        start_step = load_state(out_dir, model, parts, optimizer, scheduler, metadata, config)
+        start_step = load_state(out_dir, model, parts, optimizer, scheduler, metadata, config, accelerator.scaler)
         accelerator.print(f"resumed from {out_dir / STATE_DIR} at step {start_step}/{cfg.steps}")
     history = _read_history(log_path, start_step) if start_step else []
     if accelerator.is_main_process:
@@ -347,7 +367,9 @@ def train(
         prepared_optimizer.zero_grad(set_to_none=True)
         elapsed += time.perf_counter() - tick
         totals = accelerator.reduce(_totals(stats, accelerator.device), reduction="sum")  # all processes
-        row = _row(step, about, totals.tolist(), grad_norm, scheduler.get_last_lr()[-1], elapsed)
+        # fp16: the loss scaler skips a step whose gradients overflowed (and lowers its scale); its norm is inf
+        row = _row(step, about, totals.tolist(), grad_norm, scheduler.get_last_lr()[-1], elapsed,
+                   accelerator.optimizer_step_was_skipped)
         history.append(row)
         if accelerator.is_main_process:
             with log_path.open("a") as f:
@@ -357,9 +379,9 @@ def train(
         bar.set_postfix(loss=f"{row['loss']:.3f}", **about)
         done = step + 1
         dropped_anyway = done == cfg.steps and not keep_state  # no resumable state to write for a finished run
-        if (done % cfg.save_every == 0 or done == end_step) and not dropped_anyway:
+        if cfg.save_every and (done % cfg.save_every == 0 or done == end_step) and not dropped_anyway:
             # every process takes part (FSDP gathers shards)
-            save_state(out_dir, model, parts, optimizer, scheduler, done, metadata, config,
+            save_state(out_dir, model, parts, optimizer, scheduler, done, metadata, config, accelerator.scaler,
                        write=accelerator.is_main_process)
             accelerator.wait_for_everyone()
     bar.close()
@@ -367,6 +389,8 @@ def train(
         accelerator.end_training()
     finished = bool(history) and history[-1]["step"] == cfg.steps - 1
     if finished:
+        if weights_in_preset_precision:
+            back_to_preset(model, parts)
         weights = part_tensors(model, parts)  # every process: gathers the shards under FSDP
         if accelerator.is_main_process:
             write_weights(out_dir / WEIGHTS, weights, parts,
@@ -374,6 +398,7 @@ def train(
             if not keep_state:
                 shutil.rmtree(out_dir / STATE_DIR, ignore_errors=True)
         accelerator.wait_for_everyone()
+    back_to_preset(model, parts)
     for module in (model.encoder, model.projector, model.decoder):
         module.eval()
     return TrainResult(model, history, {**summarise(history, cfg, parts, finished),
@@ -386,9 +411,9 @@ LATER_FIELDS = {"decoder_lr_scale": 1.0}
 
 
 def stored_settings(cfg) -> dict:
-    """A config as the weights' metadata and the checkpoint store it (JSON types, LATER_FIELDS at their default
-    left out)."""
-    settings = json.loads(json.dumps(asdict(cfg)))
+    """A config as the weights' metadata and the checkpoint store it: the recipe (JSON types, LATER_FIELDS at
+    their default and the save schedule left out)."""
+    settings = recipe(json.loads(json.dumps(asdict(cfg))))
     return {key: value for key, value in settings.items() if LATER_FIELDS.get(key, object()) != value}
 
 
@@ -401,6 +426,7 @@ def finished_history(out_dir: Path, steps: int, settings: dict) -> list[dict] | 
         return None
     metadata = read_metadata(weights)
     saved = json.loads(metadata.get("config", "null"))
+    saved = None if saved is None else recipe(saved)
     if saved is not None and saved != settings:
         changed = sorted(k for k in {**saved, **settings} if saved.get(k) != settings.get(k))
         raise CourseError(
@@ -420,11 +446,11 @@ def _totals(stats: list[TokenStats], device) -> torch.Tensor:
                         dtype=torch.float64, device=device)
 
 
-def _row(step, about: dict, totals: list[float], grad_norm, lr, elapsed) -> dict:
+def _row(step, about: dict, totals: list[float], grad_norm, lr, elapsed, skipped: bool) -> dict:
     tokens, nll, correct, examples = totals
     return {"step": step, "loss": nll / tokens, "token_accuracy": correct / tokens, **about,
             "examples": int(examples), "target_tokens": int(tokens),
-            "grad_norm": float(grad_norm), "lr": lr, "seconds": round(elapsed, 3)}
+            "grad_norm": float(grad_norm), "lr": lr, "seconds": round(elapsed, 3), "skipped": bool(skipped)}
 
 
 def _read_history(path: Path, upto: int) -> list[dict]:
@@ -447,11 +473,13 @@ def summarise(history: list[dict], cfg, parts: list[str], finished: bool) -> dic
     window = max(1, len(history) // 5)
     seconds = history[-1]["seconds"]
     examples = sum(row["examples"] for row in history)
+    applied = [row["grad_norm"] for row in history if not row.get("skipped", False)]  # rows logged before: none
     return {
         "steps_done": len(history), "finished": finished, "train_seconds": seconds,
         "samples_per_second": examples / seconds if seconds else 0.0,
-        # before clipping: a spike here is the first sign of an unstable run
-        "max_grad_norm": max(row["grad_norm"] for row in history),
+        # before clipping, of the steps applied: a spike here is the first sign of an unstable run
+        "max_grad_norm": max(applied, default=float("nan")),
+        "skipped_steps": len(history) - len(applied),  # fp16 steps the loss scaler skipped (gradients overflowed)
         "first_loss": float(np.mean([r["loss"] for r in history[:window]])),
         "last_loss": float(np.mean([r["loss"] for r in history[-window:]])),
         "trained_parts": parts, "config": asdict(cfg),
@@ -487,6 +515,7 @@ def prepare_model(run, cfg: TrainConfig, init_from_recon: bool = True) -> Refrag
     model.pooling = cfg.pooling
     if not cfg.projector_norm:
         model.projector.token_norm = 0.0
+    master_weights(model, cfg.trained_parts())  # stage 1's fp32 weights go on in fp32, not rounded on the way
     if recon_weights is not None:
         load_weights(recon_weights, model, model_identity(run.preset, "recon"), stage="recon")
     return model
@@ -496,12 +525,14 @@ def train_stage(
     run, cfg: TrainConfig, folder: str = "", init_from_recon: bool = True, documents: str | Path | None = None,
     resume: bool = True, max_new_steps: int | None = None, progress: bool = True, trackers: list[str] | None = None,
 ) -> TrainResult:
-    """Train one stage of a run; weights and metrics.jsonl go to RUN_DIR/<folder or stage>/."""
+    """Train one stage of a run; weights and metrics.jsonl go to RUN_DIR/<folder or stage>/. The resumable state
+    goes once the stage has finished: the later notebooks read the weights, and on Drive a kept state would hold
+    three times their size."""
     model = prepare_model(run, cfg, init_from_recon)
     train_docs, _ = tokenized_documents(model, documents)
     out_dir = run.stage_dir(folder or cfg.stage)
     result = train(model, cfg, StageTask(model, cfg, train_docs), out_dir, model_identity(run.preset, cfg.stage),
-                   resume=resume, max_new_steps=max_new_steps, progress=progress, trackers=trackers)
+                   resume=resume, max_new_steps=max_new_steps, progress=progress, trackers=trackers, keep_state=False)
     result.summary["init_from_recon"] = init_from_recon if cfg.stage == "cpt" else None
     return result
 

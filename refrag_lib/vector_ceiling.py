@@ -21,7 +21,7 @@ from .evaluate import probe_windows
 from .intervals import mean_interval, paired_difference
 from .losses import reconstruction_example, suffix_token_stats
 from .model import RefragModel
-from .precision import CPU_BF16, cpu_bf16_autocast, in_training_precision
+from .precision import CPU_BF16, cpu_bf16_autocast, in_training_precision, loss_scaler
 
 
 def fit_free_vectors(model: RefragModel, windows: Sequence[Sequence[int]], steps: int,
@@ -45,6 +45,7 @@ def fit_free_vectors(model: RefragModel, windows: Sequence[Sequence[int]], steps
         raw = model.projector(model.encode_chunks(windows).to(model.projector.net[0].weight.dtype)).float()
     raw.requires_grad_(True)
     optimizer = torch.optim.Adam([raw], lr=lr)
+    scaler = loss_scaler(model)  # through an fp16 decoder the vectors' small gradients would underflow unscaled
     frozen = [p for p in model.parameters() if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
@@ -59,8 +60,9 @@ def fit_free_vectors(model: RefragModel, windows: Sequence[Sequence[int]], steps
             if step == steps:
                 break
             optimizer.zero_grad()
-            stats.loss.backward()
-            optimizer.step()
+            scaler.scale(stats.loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
     finally:
         for p in frozen:
             p.requires_grad_(True)

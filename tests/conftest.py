@@ -59,6 +59,17 @@ def tiny_refrag(k: int = 4, seed: int = 0, device: str = TEST_DEVICE, dtype=torc
 
 
 @pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one process-wide state whose mixed precision cannot change once set: start anew, and leave
+    none behind for the tests after."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.fixture
 def tiny():
     return tiny_refrag()
 

@@ -39,9 +39,9 @@ def test_gated_model_needs_a_token_and_gpu_preset_needs_a_gpu(monkeypatch):
 
 
 def test_too_little_disk_is_reported_with_a_fix(monkeypatch, tmp_path):
-    monkeypatch.setitem(envcheck.DISK_NEEDED_GB, "cpu", 10**9)
+    monkeypatch.setattr(envcheck, "disk_needed", lambda preset, where: 10**18)
     check = envcheck.disk_check(get_preset("cpu"), tmp_path / "not" / "yet" / "made")
-    assert not check.ok and "RUN_DIR" in check.fix and str(tmp_path) in check.found
+    assert not check.ok and "RUN_DIR" in check.fix and str(tmp_path) in check.found and "free " in check.fix
     report = envcheck.format_checks([check])
     assert report.startswith("FIX") and "To fix:" in report
 

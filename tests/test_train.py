@@ -71,7 +71,7 @@ def test_an_fp32_preset_trains_under_bf16_autocast_only_on_a_cpu_with_native_bf1
     assert mixed_precision(tiny_refrag(k=4, dtype=torch.float16), config()) == "fp16"  # a GPU preset's own
 
 
-def test_bf16_autocast_training_learns_and_keeps_fp32_weights(tmp_path, monkeypatch):
+def test_bf16_autocast_training_learns_and_keeps_fp32_weights(tmp_path, monkeypatch, fresh_accelerate_state):
     monkeypatch.setattr(precision, "native_cpu_bf16", lambda: True)
     model = tiny_refrag(k=4)
     cfg = config(steps=30, curriculum=False)
