@@ -88,3 +88,16 @@ def test_peak_memory_is_measured_on_cuda():
                                 warmup=1, decode_tokens=2)
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     assert row["peak_mem_bytes"] >= weights and row["ttft_ms_median"] > 0
+
+
+def test_adamw_runs_fused_on_cuda(tmp_path, monkeypatch, fresh_accelerate_state):
+    """torch's default AdamW (foreach) allocates a parameter-sized temporary a step: 6.8 GB for the a100 preset."""
+    fused, adamw = [], torch.optim.AdamW
+    monkeypatch.setattr(torch.optim, "AdamW", lambda *args, **kwargs: fused.append(kwargs.get("fused")) or
+                        adamw(*args, **kwargs))
+    model = tiny_refrag(device="cuda", dtype=torch.bfloat16)
+    docs = [model.tokenize(" ".join(TINY_TEXT[i:] + TINY_TEXT[:i]) * 2) for i in range(3)]
+    cfg = TrainConfig(stage="recon", steps=2, context_tokens=16, positions_per_step=48, lr=3e-3, save_every=0)
+    identity = {"preset": "tiny", "k": "4", "encoder": "tiny-bert", "decoder": "tiny-llama"}
+    train(model, cfg, StageTask(model, cfg, docs), tmp_path, identity, progress=False)
+    assert fused == [True]
