@@ -22,7 +22,10 @@ PY_VERSION_OF = $(1) -c 'import sys; print("%d.%d" % sys.version_info[:2])'
 TORCH_WHEELS ?= /opt/wheels
 LATEST_VENV ?= .venv-latest
 OLDEST_VENV ?= .venv-oldest
-UNIT_TESTS := -m "not real_models and not notebooks" tests
+# The Colab selection of tests, what a learner's runtime can run: make unit, test-oldest, gpu-check and colab-rehearsal
+# run it (refrag_lib.colab_rehearsal reads this line). The browser tests need Chromium and selenium, never in Colab;
+# tests/test_colab_selection.py (make test) collects the selection with only the packages Colab has.
+UNIT_TESTS := -m "not real_models and not notebooks" --ignore=tests/test_playground_browser.py tests
 MODEL_TESTS := -m "not notebooks" tests
 
 # glibc's allocator for every command below (and the notebook kernels they start): keep freed memory in

@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -46,7 +47,7 @@ KERNEL_AND_TEST_TOOLS = ("ipykernel", "ipywidgets", "notebook", "pytest", "jupyt
 TORCH_CUDA_STACK = re.compile(r"^(nvidia-|cuda-|triton$)")
 KERNEL_NAME = "colab-rehearsal"
 KERNEL_LAUNCH = "import google.colab; from ipykernel.kernelapp import launch_new_instance; launch_new_instance()"
-UNIT_TESTS = ["-m", "not real_models and not notebooks", "--ignore=tests/test_playground_browser.py", "tests"]
+MAKEFILE = repo_root() / "Makefile"
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,16 @@ def refresh_manifest(freeze: Path, python: str, source: str, out: Path = MANIFES
 def pypi_version(version: str) -> str:
     """Colab's version as PyPI has it: builds for a CUDA carry a local label (2.11.0+cu128) PyPI lacks."""
     return version.split("+")[0]
+
+
+def colab_selection(makefile: Path = MAKEFILE) -> list[str]:
+    """pytest's arguments for the tests a learner's runtime runs: the Makefile's UNIT_TESTS, the one definition
+    that `make unit`, `make test-oldest`, `make gpu-check` and the rehearsal share."""
+    match = re.search(r"^UNIT_TESTS := (.+)$", makefile.read_text(), re.MULTILINE)
+    if match is None:
+        raise CourseError(f"{makefile} has no line 'UNIT_TESTS := <pytest arguments>': the Colab selection of tests "
+                          "is defined there.")
+    return shlex.split(match[1])
 
 
 def find_python(version: str) -> str:
@@ -288,7 +299,8 @@ def unit_tests(work: Path, base: Path) -> dict:
     env = _clean_env(HOME=str(work / "home"))
     subprocess.run([python, "-c", install], check=True, env=env)
     tick = time.perf_counter()
-    done = subprocess.run([python, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", *UNIT_TESTS], cwd=CLONE_DIR,
+    selection = colab_selection(Path(CLONE_DIR) / "Makefile")
+    done = subprocess.run([python, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", *selection], cwd=CLONE_DIR,
                           capture_output=True, text=True, env=env)
     (work / "unit-tests.log").write_text(done.stdout + done.stderr)
     lines = done.stdout.strip().splitlines() or ["(no output)"]

@@ -1,4 +1,5 @@
-"""The Colab rehearsal's parts that need no runtime: the manifest, its refresh, and the report."""
+"""The Colab rehearsal's parts that need no runtime: the manifest, its refresh, the report, and the Colab selection
+of tests."""
 
 import json
 
@@ -63,3 +64,16 @@ def test_report_names_every_replaced_package_and_failure():
     assert "  FAILED tests/test_x.py::test_y" in rehearsal.report(manifest, results, units, refused)
     clean = rehearsal.report(manifest, results[:1], None)
     assert "Colab packages replaced: none" in clean
+
+
+def test_the_colab_selection_is_the_makefiles_unit_tests(tmp_path):
+    makefile = rehearsal.MAKEFILE.read_text()
+    for target in ("unit", "test-oldest", "gpu-check"):
+        assert "$(UNIT_TESTS)" in makefile.split(f"\n{target}: ")[1].split("\n\n")[0], target
+    selection = rehearsal.colab_selection()
+    assert selection[:2] == ["-m", "not real_models and not notebooks"] and selection[-1] == "tests"
+    assert "--ignore=tests/test_playground_browser.py" in selection  # Chromium and selenium: never in Colab
+    bad = tmp_path / "Makefile"
+    bad.write_text("UNIT := tests\n")
+    with pytest.raises(CourseError, match="UNIT_TESTS"):
+        rehearsal.colab_selection(bad)
