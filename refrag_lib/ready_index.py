@@ -121,7 +121,7 @@ def check_request(run, question: str, top_k: int | None = None, p: float | None 
         meta = run.require("sft", f"{READY_FOLDER}/{META_FILE}")
         n_passages = int(json.loads(meta.read_text())["n_passages"])
         if not 1 <= top_k <= n_passages:
-            raise CourseError(f"top-K must lie between 1 and the {n_passages} passages of the ready index, "
+            raise CourseError(f"top-K must be between 1 and the {n_passages} passages of the ready index, "
                               f"got {top_k}.")
 
 

@@ -276,7 +276,9 @@ def ready_run(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("question, top_k, p, message", [
-    ("   ", None, None, "empty"), ("Which river?", None, 1.5, r"\[0, 1\]"), ("Which river?", 21, None, "20 passages"),
+    ("   ", None, None, "empty"),
+    ("Which river?", None, 1.5, r"\[0, 1\]"),
+    ("Which river?", 21, None, "top-K must be between 1 and the 20 passages"),  # the playground's wording too
 ])
 def test_generate_refuses_a_bad_request_before_loading_models(ready_run, question, top_k, p, message):
     argv = ["--question", question, "--run-dir", str(ready_run.root)]
