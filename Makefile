@@ -23,7 +23,7 @@ TORCH_WHEELS ?= /opt/wheels
 LATEST_VENV ?= .venv-latest
 OLDEST_VENV ?= .venv-oldest
 # The Colab selection of tests, what a learner's runtime can run: make unit, test-oldest, gpu-check and colab-rehearsal
-# run it (refrag_lib.colab_rehearsal reads this line). The browser tests need Chromium and selenium, never in Colab;
+# run it (refrag_lib.course.colab_rehearsal reads this line). The browser tests need Chromium and selenium, never in Colab;
 # tests/test_colab_selection.py (make test) collects the selection with only the packages Colab has.
 UNIT_TESTS := -m "not real_models and not notebooks" --ignore=tests/test_playground_browser.py tests
 MODEL_TESTS := -m "not notebooks" tests
@@ -138,7 +138,7 @@ playground: venv
 	$(PY) -m refrag_lib playground --preset $(PRESET) --run-dir $(RUN_DIR) --port $(PORT)
 
 # A teacher's pack of RUN_DIR: one archive of the results later notebooks read, with a manifest of hashes
-# (refrag_lib/pack.py); attendees add it to a run folder with `python -m refrag_lib unpack PACK --run-dir DIR`.
+# (refrag_lib/course/pack.py); attendees add it to a run folder with `python -m refrag_lib unpack PACK --run-dir DIR`.
 pack: venv
 	$(PY) -m refrag_lib pack --run-dir $(RUN_DIR)
 
@@ -176,7 +176,7 @@ colab: venv
 
 # Colab's runtime (colab/pip-freeze.gpu.txt) recreated here on its Python, then every committed notebook
 # in a fresh copy of it with the SMOKE parameters, setup cell first; prints what the setup replaced and
-# added (refrag_lib/colab_rehearsal.py). The first run downloads Colab's torch (several GB).
+# added (refrag_lib/course/colab_rehearsal.py). The first run downloads Colab's torch (several GB).
 colab-rehearsal: venv
 	$(PY) -m refrag_lib colab-rehearsal
 

@@ -39,7 +39,7 @@ if "google.colab" in sys.modules:
     if not os.path.isdir("/content/refrag-course"):
         subprocess.run(["git", "clone", "-q", "--depth", "1", repository, "/content/refrag-course"], check=True)
     sys.path.insert(0, "/content/refrag-course")
-    from refrag_lib.colab import prepare_colab
+    from refrag_lib.course.colab import prepare_colab
 
     prepare_colab(keep_on_drive=KEEP_ON_DRIVE)
 
@@ -59,7 +59,7 @@ PACK = ""  # a teacher's pack (local or Drive path, or https URL): verified, add
 # %%
 from pathlib import Path
 
-from refrag_lib.envcheck import environment_checks, format_checks
+from refrag_lib.course.envcheck import environment_checks, format_checks
 from refrag_lib.errors import CourseError
 
 checks = environment_checks(PRESET, Path(RUN_DIR) if RUN_DIR else None)
@@ -70,13 +70,13 @@ if not all(check.ok for check in checks):
 # %% [markdown]
 # ## What a run will write, and the GPU memory it needs
 #
-# Computed from the models' parameter counts and the course's save schedule (`refrag_lib.footprint`), for the
+# Computed from the models' parameter counts and the course's save schedule (`refrag_lib.course.footprint`), for the
 # preset above; the checks above already compared them with your disk and GPU. In Colab the run folder is on Google
 # Drive, whose trash keeps a deleted file (and its quota) for 30 days: what counts there is every byte written.
 
 # %%
 from refrag_lib.config import get_preset
-from refrag_lib.footprint import format_footprint
+from refrag_lib.course.footprint import format_footprint
 
 print(format_footprint(get_preset(PRESET)))
 
@@ -92,7 +92,7 @@ print(format_footprint(get_preset(PRESET)))
 # SMOKE. Nothing is written.
 
 # %%
-from refrag_lib.pack import check_before_workshop
+from refrag_lib.course.pack import check_before_workshop
 
 print(check_before_workshop(PACK, PRESET, SMOKE))
 
@@ -107,8 +107,8 @@ print(check_before_workshop(PACK, PRESET, SMOKE))
 # %%
 import time
 
+from refrag_lib.course.notebooks import start
 from refrag_lib.model import load_refrag
-from refrag_lib.notebooks import start
 
 run = start(PRESET, RUN_DIR, SMOKE)
 tick = time.perf_counter()

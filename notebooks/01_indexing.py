@@ -40,7 +40,7 @@ if "google.colab" in sys.modules:
     if not os.path.isdir("/content/refrag-course"):
         subprocess.run(["git", "clone", "-q", "--depth", "1", repository, "/content/refrag-course"], check=True)
     sys.path.insert(0, "/content/refrag-course")
-    from refrag_lib.colab import prepare_colab
+    from refrag_lib.course.colab import prepare_colab
 
     prepare_colab(keep_on_drive=KEEP_ON_DRIVE)
 
@@ -57,7 +57,7 @@ ATTENTION_QUESTIONS = 16  # retrieved contexts whose attention across passages i
 PROGRESS = True
 
 # %%
-from refrag_lib.notebooks import start
+from refrag_lib.course.notebooks import start
 
 run = start(PRESET, RUN_DIR, SMOKE, pack=PACK)
 
@@ -65,6 +65,7 @@ import numpy as np
 
 from refrag_lib.block_attention import cross_passage_summary, passage_attention
 from refrag_lib.chunk_store import load_chunk_store
+from refrag_lib.course.index_plots import plot_block_attention, plot_recall
 from refrag_lib.data import default_data_dir, load_passages, load_qa
 from refrag_lib.index import (
     build_run_index,
@@ -76,7 +77,6 @@ from refrag_lib.index import (
     retrieve,
     subset_with_gold,
 )
-from refrag_lib.index_plots import plot_block_attention, plot_recall
 from refrag_lib.model import load_refrag
 
 all_passages = load_passages(PASSAGES or default_data_dir() / "corpus.jsonl")
@@ -279,6 +279,6 @@ print("written:", sorted(p.name for p in (run.root / "index").iterdir()))
 
 
 # %%
-from refrag_lib.colab import flush_drive
+from refrag_lib.course.colab import flush_drive
 
 flush_drive()  # in Colab: this notebook's results written to Drive before the runtime goes; elsewhere nothing

@@ -43,7 +43,7 @@ if "google.colab" in sys.modules:
     if not os.path.isdir("/content/refrag-course"):
         subprocess.run(["git", "clone", "-q", "--depth", "1", repository, "/content/refrag-course"], check=True)
     sys.path.insert(0, "/content/refrag-course")
-    from refrag_lib.colab import prepare_colab
+    from refrag_lib.course.colab import prepare_colab
 
     prepare_colab(keep_on_drive=KEEP_ON_DRIVE)
 
@@ -74,12 +74,13 @@ PROGRESS = True
 DOCUMENTS = ""  # your own long texts to train on (.jsonl with "text", or .txt, one per line); empty: the course's
 
 # %%
-from refrag_lib.notebooks import start
+from refrag_lib.course.notebooks import start
 
 run = start(PRESET, RUN_DIR, SMOKE, k=K or None, pack=PACK)
 
 import matplotlib.pyplot as plt
 
+from refrag_lib.course.train_plots import plot_by_chunks, plot_ceiling, plot_loss_curves, plot_vector_gain
 from refrag_lib.curriculum import Curriculum, plot_curriculum
 from refrag_lib.evaluate import (
     between_models,
@@ -93,7 +94,7 @@ from refrag_lib.evaluate import (
 from refrag_lib.intervals import excludes_zero, format_interval
 from refrag_lib.losses import reconstruction_example, shifted_labels
 from refrag_lib.model import load_refrag
-from refrag_lib.train import (
+from refrag_lib.stages import (
     COURSE_ENCODER_LR_SCALE,
     COURSE_LR,
     COURSE_ONE_CHUNK_SHARE,
@@ -103,8 +104,7 @@ from refrag_lib.train import (
     tokenized_documents,
     train_stage,
 )
-from refrag_lib.train_plots import plot_by_chunks, plot_ceiling, plot_loss_curves, plot_vector_gain
-from refrag_lib.vector_ceiling import free_vector_ceiling
+from refrag_lib.studies.vector_ceiling import free_vector_ceiling
 
 budget = run.preset.budget  # what this device trains in about 10 minutes (cpu: measured; GPUs: see sized_from)
 steps = 10 if SMOKE else STEPS or budget.recon_steps
@@ -163,7 +163,7 @@ for slot, (is_vec, target) in enumerate(zip(inputs.is_vector[0].tolist(), labels
 # `reveal("reconstruction_labels")`: the reference solution, folded.
 
 # %%
-from refrag_lib.exercises import exercise, reveal
+from refrag_lib.course.exercises import exercise, reveal
 
 my_labels = None  # leave None to use the reference, or define it below
 # def my_labels(inputs):
@@ -351,7 +351,7 @@ for row in decoded_reconstructions(result.model, held_out, [c for c in (1, 4, 16
 #
 # Is the gain limited by the decoder or by the encoder? Take the encoder out: for each of the first
 # `CEILING_WINDOWS` one-chunk windows, fit one free vector by gradient descent so that the frozen decoder
-# reconstructs that window, and score it like any other (`refrag_lib.vector_ceiling`). No encoder could do
+# reconstructs that window, and score it like any other (`refrag_lib.studies.vector_ceiling`). No encoder could do
 # better for that window; the gap to the trained encoder is what a longer stage 1 has to learn.
 
 # %%
@@ -413,7 +413,7 @@ for n in map(str, counts):
 # if it also beats the seed-to-seed spread (the "seed 1" row).
 
 # %%
-from refrag_lib.levers import ablation_row, ablation_rows, format_levers, read_levers
+from refrag_lib.studies.levers import ablation_row, ablation_rows, format_levers, read_levers
 
 levers = read_levers(run, "recon")
 if levers:
@@ -492,6 +492,6 @@ for n, row in curriculum_gain.items():
 
 
 # %%
-from refrag_lib.colab import flush_drive
+from refrag_lib.course.colab import flush_drive
 
 flush_drive()  # in Colab: this notebook's results written to Drive before the runtime goes; elsewhere nothing

@@ -58,7 +58,7 @@ if "google.colab" in sys.modules:
     if not os.path.isdir("/content/refrag-course"):
         subprocess.run(["git", "clone", "-q", "--depth", "1", repository, "/content/refrag-course"], check=True)
     sys.path.insert(0, "/content/refrag-course")
-    from refrag_lib.colab import prepare_colab
+    from refrag_lib.course.colab import prepare_colab
 
     prepare_colab(keep_on_drive=KEEP_ON_DRIVE)
 
@@ -83,17 +83,17 @@ PROGRESS = True
 DOCUMENTS = ""  # your own long texts to train on (.jsonl with "text", or .txt, one per line); empty: the course's
 
 # %%
-from refrag_lib.notebooks import start
+from refrag_lib.course.notebooks import start
 
 run = start(PRESET, RUN_DIR, SMOKE, k=K or None, pack=PACK)
 
 import matplotlib.pyplot as plt
 
+from refrag_lib.course.train_plots import plot_log_ppl_bars, plot_loss_curves
 from refrag_lib.evaluate import cpt_arms, cpt_windows, paired_cpt
 from refrag_lib.intervals import format_interval
 from refrag_lib.model import load_refrag
-from refrag_lib.train import COURSE_LR, TrainConfig, long_run_save_every, tokenized_documents, train_stage
-from refrag_lib.train_plots import plot_log_ppl_bars, plot_loss_curves
+from refrag_lib.stages import COURSE_LR, TrainConfig, long_run_save_every, tokenized_documents, train_stage
 from refrag_lib.trained import load_trained
 
 budget = run.preset.budget
@@ -138,7 +138,7 @@ print(f"reconstruction run: {recon['steps_done']} steps, held-out log-ppl by chu
 # %%
 import numpy as np
 
-from refrag_lib.exercises import exercise, reveal
+from refrag_lib.course.exercises import exercise, reveal
 from refrag_lib.losses import next_paragraph_example
 
 my_expansion = None  # leave None to use the reference, or define it below
@@ -291,7 +291,7 @@ print(f"largest gradient norm before clipping: {result.summary['max_grad_norm']:
 # marks one whose 95% interval excludes 0. The "seed 1" row is the spread a lever has to beat.
 
 # %%
-from refrag_lib.levers import ablation_rows, format_levers, read_levers
+from refrag_lib.studies.levers import ablation_rows, format_levers, read_levers
 
 levers = read_levers(run, "cpt")
 if levers:
@@ -310,10 +310,10 @@ else:
 # the course leaves them to you; this cell shows their tables once they exist.
 
 # %%
-from refrag_lib.fair_cpt import FAIR_TABLE
-from refrag_lib.fair_cpt import format_table as format_fair
-from refrag_lib.recovery_levers import RECOVERY_TABLE
-from refrag_lib.recovery_levers import format_table as format_recovery
+from refrag_lib.studies.fair_cpt import FAIR_TABLE
+from refrag_lib.studies.fair_cpt import format_table as format_fair
+from refrag_lib.studies.recovery_levers import RECOVERY_TABLE
+from refrag_lib.studies.recovery_levers import format_table as format_recovery
 
 fair, recovery = run.read_study(FAIR_TABLE), run.read_study(RECOVERY_TABLE)
 for table, show in ((fair, format_fair), (recovery, format_recovery)):
@@ -349,6 +349,6 @@ print("wrote", path)
 
 
 # %%
-from refrag_lib.colab import flush_drive
+from refrag_lib.course.colab import flush_drive
 
 flush_drive()  # in Colab: this notebook's results written to Drive before the runtime goes; elsewhere nothing

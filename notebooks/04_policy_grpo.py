@@ -46,7 +46,7 @@ if "google.colab" in sys.modules:
     if not os.path.isdir("/content/refrag-course"):
         subprocess.run(["git", "clone", "-q", "--depth", "1", repository, "/content/refrag-course"], check=True)
     sys.path.insert(0, "/content/refrag-course")
-    from refrag_lib.colab import prepare_colab
+    from refrag_lib.course.colab import prepare_colab
 
     prepare_colab(keep_on_drive=KEEP_ON_DRIVE)
 
@@ -83,7 +83,7 @@ EVAL_QUESTIONS = 0  # held-out questions for the selector table; 0: the preset's
 SEED = 0
 
 # %%
-from refrag_lib.notebooks import start
+from refrag_lib.course.notebooks import start
 
 run = start(PRESET, RUN_DIR, SMOKE, seed=SEED, pack=PACK)
 
@@ -93,6 +93,13 @@ import matplotlib.pyplot as plt
 from IPython.display import HTML, display
 
 from refrag_lib.checkpoint import model_identity
+from refrag_lib.course.policy_plots import (
+    highlight_html,
+    plot_figure3,
+    plot_reward_curves,
+    plot_selection_frequency,
+    selection_frequency,
+)
 from refrag_lib.errors import CourseError
 from refrag_lib.evaluate import cpt_windows
 from refrag_lib.figure3 import FIGURE3_FRACTIONS, compare_at, figure3, policy_metrics
@@ -108,15 +115,8 @@ from refrag_lib.policy import (
     save_policy,
     selection_log_prob,
 )
-from refrag_lib.policy_plots import (
-    highlight_html,
-    plot_figure3,
-    plot_reward_curves,
-    plot_selection_frequency,
-    selection_frequency,
-)
 from refrag_lib.selectors import PerplexitySelector, PolicySelector, RandomSelector, score_examples
-from refrag_lib.train import tokenized_documents
+from refrag_lib.stages import tokenized_documents
 
 mixed_steps, mixed_positions = (1, 64) if SMOKE else (MIXED_CPT_STEPS, MIXED_POSITIONS)
 grpo_steps, batch_size = (2, 1) if SMOKE else (GRPO_STEPS or run.preset.budget.grpo_steps, BATCH_SIZE)
@@ -164,7 +164,7 @@ for p in FIGURE3_FRACTIONS:
 # %%
 import torch
 
-from refrag_lib.exercises import exercise, reveal
+from refrag_lib.course.exercises import exercise, reveal
 
 my_advantage = None  # leave None to use the reference, or define it below
 # def my_advantage(rewards):
@@ -327,11 +327,11 @@ display(HTML(highlight_html(model, example, masks)))
 import numpy as np
 
 from refrag_lib.chunk_store import PassageChunks, load_chunk_store
+from refrag_lib.course.policy_plots import plot_answer_table
 from refrag_lib.data import default_data_dir, load_qa
 from refrag_lib.index import load_retriever, load_run_index
 from refrag_lib.intervals import format_interval
 from refrag_lib.policy import QuestionPolicy, question_policy_identity
-from refrag_lib.policy_plots import plot_answer_table
 from refrag_lib.qa import answerable, retrieve_items
 from refrag_lib.question_grpo import (
     answer_examples,
@@ -472,6 +472,6 @@ print("wrote", run.stage_dir("policy") / "metrics.json")
 
 
 # %%
-from refrag_lib.colab import flush_drive
+from refrag_lib.course.colab import flush_drive
 
 flush_drive()  # in Colab: this notebook's results written to Drive before the runtime goes; elsewhere nothing

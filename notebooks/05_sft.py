@@ -51,7 +51,7 @@ if "google.colab" in sys.modules:
     if not os.path.isdir("/content/refrag-course"):
         subprocess.run(["git", "clone", "-q", "--depth", "1", repository, "/content/refrag-course"], check=True)
     sys.path.insert(0, "/content/refrag-course")
-    from refrag_lib.colab import prepare_colab
+    from refrag_lib.course.colab import prepare_colab
 
     prepare_colab(keep_on_drive=KEEP_ON_DRIVE)
 
@@ -85,7 +85,7 @@ QUESTIONS = ""  # your own held-out questions (.jsonl; gold_passage_id optional)
 TRAINED_RUN = ""  # a run folder whose notebook 05 fine-tuned both arms: evaluate those here, train nothing
 
 # %%
-from refrag_lib.notebooks import start
+from refrag_lib.course.notebooks import start
 
 run = start(PRESET, RUN_DIR, SMOKE, seed=SEED, pack=PACK)
 
@@ -96,6 +96,7 @@ from refrag_lib.answering import generate_answer
 from refrag_lib.checkpoint import model_identity
 from refrag_lib.chunk_store import PassageChunks, load_chunk_store
 from refrag_lib.config import WORKSHOP_SIZE
+from refrag_lib.course.sft_plots import examples_html, plot_em_ttft, plot_selector_grid, plot_sft_losses
 from refrag_lib.data import default_data_dir, load_qa
 from refrag_lib.index import load_retriever, load_run_index
 from refrag_lib.intervals import format_interval
@@ -114,7 +115,6 @@ from refrag_lib.ready_index import READY_FOLDER, build_ready_index, format_answe
 from refrag_lib.runs import open_run
 from refrag_lib.selectors import make_selector, selector_input
 from refrag_lib.sft import TRAINED_PARTS, SFTConfig, finished_arm, train_arms
-from refrag_lib.sft_plots import examples_html, plot_em_ttft, plot_selector_grid, plot_sft_losses
 from refrag_lib.trained import load_start_model
 
 if WORKSHOP and not SMOKE:  # the workshop size takes the place of these parameters
@@ -165,7 +165,7 @@ print(f"{len(eval_items)} evaluation questions, index of {len(index)} passages")
 # `refrag_lib.qa.token_f1`; `reveal("token_f1")` shows it, folded.
 
 # %%
-from refrag_lib.exercises import exercise, reveal
+from refrag_lib.course.exercises import exercise, reveal
 
 my_f1 = None  # leave None to use the reference, or define it below
 # def my_f1(prediction, answers):
@@ -419,6 +419,6 @@ print("wrote", run.stage_dir("sft") / "metrics.json")
 
 
 # %%
-from refrag_lib.colab import flush_drive
+from refrag_lib.course.colab import flush_drive
 
 flush_drive()  # in Colab: this notebook's results written to Drive before the runtime goes; elsewhere nothing

@@ -40,7 +40,7 @@ if "google.colab" in sys.modules:
     if not os.path.isdir("/content/refrag-course"):
         subprocess.run(["git", "clone", "-q", "--depth", "1", repository, "/content/refrag-course"], check=True)
     sys.path.insert(0, "/content/refrag-course")
-    from refrag_lib.colab import prepare_colab
+    from refrag_lib.course.colab import prepare_colab
 
     prepare_colab(keep_on_drive=KEEP_ON_DRIVE)
 
@@ -59,11 +59,12 @@ DECODE_TOKENS = 16  # o: tokens decoded with the KV cache for TTIT
 # %%
 import torch
 
-from refrag_lib import analytic, bench, bench_plots
+from refrag_lib import analytic, bench, timing
 from refrag_lib.config import WORKSHOP_SIZE
+from refrag_lib.course import bench_plots
+from refrag_lib.course.notebooks import start
 from refrag_lib.data import default_data_dir, load_passages, load_qa
 from refrag_lib.model import load_refrag
-from refrag_lib.notebooks import start
 
 run = start(PRESET, RUN_DIR, SMOKE, pack=PACK)
 if THREADS:
@@ -138,13 +139,13 @@ _ = bench_plots.plot_analytic_bounds(shape, sweep["k_values"], probe.question_to
 # %% [markdown]
 # ### Your turn: the TTFT timer
 #
-# Every TTFT below comes from `bench.ttft_once(model, segments, expand, vectors, encode)`. Write it as
+# Every TTFT below comes from `timing.ttft_once(model, segments, expand, vectors, encode)`. Write it as
 # `my_ttft_once` with the same arguments. Start the clock when the inputs are ready; when `encode` is True
 # (REFRAG without cache) first encode the compressed chunks,
 # `model.encode_chunks(model.compressed_chunks([segments], [expand]))`, and note how long that took; then
 # `inputs = model.build_inputs([segments], [expand], chunk_vectors=vectors)`, `logits, cache = model.prefill(inputs)`,
-# the argmax of the logits, and stop the clock. Read every clock with `bench.clock(model.device)`, or synchronise
-# CUDA yourself before `time.perf_counter()`. Return `bench.Prefilled(token, cache, inputs, total_s, encoder_s)`.
+# the argmax of the logits, and stop the clock. Read every clock with `timing.clock(model.device)`, or synchronise
+# CUDA yourself before `time.perf_counter()`. Return `timing.Prefilled(token, cache, inputs, total_s, encoder_s)`.
 #
 # The checker runs your timer on a simulated GPU whose steps take known times, so it catches a missing
 # synchronisation, a clock started too late, and a timed region that holds the encoder (with cache) or the whole
@@ -152,13 +153,13 @@ _ = bench_plots.plot_analytic_bounds(shape, sweep["k_values"], probe.question_to
 # median of the repeats). `None` uses the reference; `reveal("ttft_timer")` shows it, folded.
 
 # %%
-from refrag_lib.exercises import exercise, reveal
+from refrag_lib.course.exercises import exercise, reveal
 
 my_ttft_once = None  # leave None to use the reference, or define it below
 # def my_ttft_once(model, segments, expand, vectors, encode):
-#     start = bench.clock(model.device)
+#     start = timing.clock(model.device)
 #     ...
-#     return bench.Prefilled(token, cache, inputs, total_s, encoder_s)
+#     return timing.Prefilled(token, cache, inputs, total_s, encoder_s)
 
 timer = exercise("ttft_timer", my_ttft_once)
 work = bench.build_workload(model, passages, question, s=sweep["s_values"][0])
@@ -168,7 +169,7 @@ with torch.inference_mode():
     vectors = model.encode_chunks(segments.chunks)  # precomputed, as they would sit next to the index
     seconds = [timer(model, segments, expand, vectors, encode=False).total_s
                for _ in range(sweep["warmup"] + sweep["repeats"])]
-median_ms, iqr_ms = bench.quartiles_ms(seconds[sweep["warmup"]:])
+median_ms, iqr_ms = timing.quartiles_ms(seconds[sweep["warmup"]:])
 print(f"your timer, REFRAG-{run.preset.k} with cache at s={work.s}: {median_ms:.1f} +- {iqr_ms:.1f} ms")
 
 # %%
@@ -257,6 +258,6 @@ print("ran on:", metrics["device"])
 
 
 # %%
-from refrag_lib.colab import flush_drive
+from refrag_lib.course.colab import flush_drive
 
 flush_drive()  # in Colab: this notebook's results written to Drive before the runtime goes; elsewhere nothing

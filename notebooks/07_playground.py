@@ -48,7 +48,7 @@ if "google.colab" in sys.modules:
     if not os.path.isdir("/content/refrag-course"):
         subprocess.run(["git", "clone", "-q", "--depth", "1", repository, "/content/refrag-course"], check=True)
     sys.path.insert(0, "/content/refrag-course")
-    from refrag_lib.colab import prepare_colab
+    from refrag_lib.course.colab import prepare_colab
 
     prepare_colab(keep_on_drive=KEEP_ON_DRIVE)
 
@@ -67,9 +67,9 @@ QUESTIONS = ""  # the questions file the first example comes from (.jsonl); empt
 # %%
 from IPython.display import HTML, display
 
+from refrag_lib.course.notebooks import start
+from refrag_lib.course.playground import Playground, controls, render_html
 from refrag_lib.data import default_data_dir, load_qa
-from refrag_lib.notebooks import start
-from refrag_lib.playground import Playground, controls, render_html
 
 run = start(PRESET, RUN_DIR, SMOKE, pack=PACK)
 playground = Playground(run)

@@ -16,29 +16,29 @@ from .errors import CourseError
 
 DEBUG_VARIABLE = "REFRAG_DEBUG"
 
-# command -> ("module:function" taking the remaining arguments, one-line help)
+# command -> ("module:function" under refrag_lib, taking the remaining arguments; one-line help)
 COMMANDS = {
-    "check": ("refrag_lib.envcheck:main", "is this machine ready for the course? (versions, device, models, disk)"),
-    "course": ("refrag_lib.cli:course", "run the notebooks headless under papermill"),
-    "notebooks": ("refrag_lib.cli:notebooks", "rebuild or check notebooks/*.ipynb from their .py sources"),
-    "load-time": ("refrag_lib.cli:load_time", "time a cold and a warm load of the preset's decoder"),
-    "data": ("refrag_lib.data:main", "regenerate the synthetic data set in data/"),
-    "index": ("refrag_lib.index:main", "build the retrieval index and chunk store for a run"),
-    "train": ("refrag_lib.train:main", "train a stage (recon | cpt) with the shared accelerate loop"),
-    "levers": ("refrag_lib.levers:main", "stages 1-2: training levers on the same compute and held-out windows"),
-    "fair-cpt": ("refrag_lib.fair_cpt:main", "context recovered: decoder frozen, and trained with fair baselines"),
-    "recovery-levers": ("refrag_lib.recovery_levers:main", "what moves context recovered: one table of recipes"),
-    "loss-speed": ("refrag_lib.loss_speed:main", "samples/s of the batched reconstruction loss vs a per-chunk loop"),
-    "bench": ("refrag_lib.bench:main", "TTFT/TTIT/memory benchmark of REFRAG against ordinary RAG"),
-    "regress": ("refrag_lib.regress:main", "compare a run's metrics with a committed baseline"),
-    "results-table": ("refrag_lib.results_table:main", "the README's results table, from a finished run's metrics"),
-    "generate": ("refrag_lib.ready_index:main", "answer a question from a REFRAG-ready index"),
-    "sft-curve": ("refrag_lib.sft_curve:main", "SFT learning curve: held-out EM against steps for both arms"),
-    "own-data": ("refrag_lib.own_data:main", "your own corpus and questions through notebooks 01, 05 and 07"),
-    "pack": ("refrag_lib.pack:main", "a teacher's pack: one verified archive of a finished run's results"),
-    "unpack": ("refrag_lib.pack:unpack_main", "verify a teacher's pack, then add it to a run folder"),
-    "colab-rehearsal": ("refrag_lib.colab_rehearsal:main", "every notebook as in Colab, each in a fresh runtime"),
-    "playground": ("refrag_lib.playground_page:main", "serve notebook 07 as a page on 127.0.0.1 (Voilà)"),
+    "check": ("course.envcheck:main", "is this machine ready for the course? (versions, device, models, disk)"),
+    "course": ("course.cli:course", "run the notebooks headless under papermill"),
+    "notebooks": ("course.cli:notebooks", "rebuild or check notebooks/*.ipynb from their .py sources"),
+    "load-time": ("course.cli:load_time", "time a cold and a warm load of the preset's decoder"),
+    "data": ("course.synthetic_corpus:main", "regenerate the synthetic data set in data/"),
+    "index": ("index:main", "build the retrieval index and chunk store for a run"),
+    "train": ("course.cli:train", "train a stage (recon | cpt) with the shared accelerate loop"),
+    "levers": ("studies.levers:main", "stages 1-2: training levers on the same compute and held-out windows"),
+    "fair-cpt": ("studies.fair_cpt:main", "context recovered: decoder frozen, and trained with fair baselines"),
+    "recovery-levers": ("studies.recovery_levers:main", "what moves context recovered: one table of recipes"),
+    "loss-speed": ("studies.loss_speed:main", "samples/s of the batched reconstruction loss vs a per-chunk loop"),
+    "bench": ("bench:main", "TTFT/TTIT/memory benchmark of REFRAG against ordinary RAG"),
+    "regress": ("course.regress:main", "compare a run's metrics with a committed baseline"),
+    "results-table": ("course.results_table:main", "the README's results table, from a finished run's metrics"),
+    "generate": ("ready_index:main", "answer a question from a REFRAG-ready index"),
+    "sft-curve": ("studies.sft_curve:main", "SFT learning curve: held-out EM against steps for both arms"),
+    "own-data": ("course.own_data:main", "your own corpus and questions through notebooks 01, 05 and 07"),
+    "pack": ("course.pack:main", "a teacher's pack: one verified archive of a finished run's results"),
+    "unpack": ("course.pack:unpack_main", "verify a teacher's pack, then add it to a run folder"),
+    "colab-rehearsal": ("course.colab_rehearsal:main", "every notebook as in Colab, each in a fresh runtime"),
+    "playground": ("course.playground_page:main", "serve notebook 07 as a page on 127.0.0.1 (Voilà)"),
 }
 
 
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module, function = COMMANDS[argv[0]][0].split(":")
     try:
-        return getattr(importlib.import_module(module), function)(argv[1:]) or 0
+        return getattr(importlib.import_module(f"refrag_lib.{module}"), function)(argv[1:]) or 0
     except CourseError as err:
         if debug:
             raise

@@ -20,7 +20,8 @@ from .intervals import mean_interval, paired_difference
 from .losses import reconstruction_example, suffix_token_stats
 from .model import RefragModel, Segments, chunk_ids
 from .precision import in_training_precision
-from .train import TrainResult, train_stage, windows
+from .stages import train_stage, windows
+from .train import TrainResult
 
 
 def chunk_counts(max_chunks: int) -> list[int]:

@@ -34,7 +34,7 @@ from .policy import (
     to_mask,
 )
 from .selectors import RandomSelector, ScoredExample, score_examples
-from .train import windows
+from .stages import windows
 
 
 # ---- GRPO maths --------------------------------------------------------------------------------------

@@ -9,13 +9,13 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .colab import colab_secret
 from .config import Preset
 from .errors import ModelUnavailableError
 
@@ -162,3 +162,15 @@ def load_decoder(name: str, dtype: str = "float32", device: str = "cpu"):
 def decoder_window(config) -> int:
     """The longest input (in positions) the decoder was trained for."""
     return int(getattr(config, "max_position_embeddings", 0) or 2048)
+
+
+def colab_secret(name: str) -> str | None:
+    """A Colab secret (the key icon in Colab's sidebar), or None outside Colab or when it is not granted."""
+    if "google.colab" not in sys.modules:
+        return None
+    from google.colab import userdata
+
+    try:
+        return userdata.get(name)
+    except (userdata.SecretNotFoundError, userdata.NotebookAccessError):
+        return None

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from .checkpoint import WEIGHTS, model_identity, read_metadata
 from .policy import check_fraction
-from .train import StageTask, TrainConfig, tokenized_documents, train
+from .stages import StageTask, TrainConfig, tokenized_documents
+from .train import train
 from .trained import MIXED_CPT_FOLDER, load_trained
 
 

@@ -122,6 +122,72 @@ class ChunkPolicy(nn.Module):
         return {"c": c, "valid": valid}
 
 
+def pad_rows(rows: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-chunk vectors of several inputs padded to [B, L_max, dim], with the valid mask [B, L_max]."""
+    longest = max(len(v) for v in rows)
+    c = torch.zeros(len(rows), longest, rows[0].shape[-1])
+    valid = torch.zeros(len(rows), longest, dtype=torch.bool)
+    for row, vectors in enumerate(rows):
+        c[row, : len(vectors)] = vectors.float().cpu()
+        valid[row, : len(vectors)] = True
+    return c, valid
+
+
+# ---- Plackett-Luce sampling and log-probabilities ---------------------------------------------------
+def sample_ordered(logits: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """n chunk indices per row, drawn in order without replacement (Gumbel-top-k == Plackett-Luce)."""
+    _check_n(logits, n)
+    uniform = torch.rand(logits.shape, generator=generator, device=logits.device).clamp(1e-20, 1.0)
+    gumbel = -torch.log(-torch.log(uniform))
+    return torch.topk(logits.detach() + gumbel, n, dim=-1).indices
+
+
+def greedy(logits: torch.Tensor, n: int) -> torch.Tensor:
+    """The n highest-logit chunks of each row (the policy at inference)."""
+    _check_n(logits, n)
+    return torch.topk(logits, n, dim=-1).indices
+
+
+def _check_n(logits: torch.Tensor, n: int) -> None:
+    available = int(torch.isfinite(logits).sum(dim=-1).min()) if logits.numel() else 0
+    if not 0 <= n <= available:
+        raise CourseError(f"Cannot pick {n} chunks without replacement from rows with {available} chunks.")
+
+
+def step_log_probs(logits: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """log P(i_t | i_1..i_{t-1}) for each step t of ordered selections: [B, L], [B, n] -> [B, n].
+
+    Step t is a softmax over the chunks not chosen before t; the sum over t is the Plackett-Luce
+    log-probability of the whole ordered selection.
+    """
+    b, n = order.shape
+    chosen_before = torch.zeros(b, n, logits.shape[1], dtype=torch.bool, device=logits.device)
+    if n > 1:
+        onehot = torch.zeros(b, n, logits.shape[1], dtype=torch.bool, device=logits.device)
+        onehot.scatter_(2, order.unsqueeze(-1), True)
+        chosen_before[:, 1:] = onehot.cumsum(dim=1)[:, :-1].bool()
+    masked = logits.unsqueeze(1).expand(b, n, -1).masked_fill(chosen_before, -math.inf)
+    return logits.gather(1, order) - torch.logsumexp(masked, dim=-1)
+
+
+def selection_log_prob(logits: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """The Plackett-Luce log-probability of each row's ordered selection: [B]."""
+    return step_log_probs(logits, order).sum(dim=-1)
+
+
+def to_mask(order: torch.Tensor | Sequence[Sequence[int]], n_chunks: Sequence[int]) -> list[list[bool]]:
+    """Indices of expanded chunks -> one bool per chunk (the expansion mask build_inputs takes)."""
+    rows = order.tolist() if isinstance(order, torch.Tensor) else order
+    masks = []
+    for picks, length in zip(rows, n_chunks):
+        mask = [False] * length
+        for i in picks:
+            mask[i] = True
+        masks.append(mask)
+    return masks
+
+
+# ---- the course's own policy, beyond the paper: it reads the question too ---------------------------
 class QuestionPolicy(nn.Module):
     """(question, chunks) -> one logit per chunk, from the retriever's vectors (stored next to the index).
 
@@ -197,71 +263,6 @@ class QuestionPolicy(nn.Module):
             ranks[row, : ex.n_chunks] = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
         return {"keys": keys, "question": question, "places": places, "ranks": ranks, "valid": valid,
                 "overlap": overlap}
-
-
-def pad_rows(rows: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-chunk vectors of several inputs padded to [B, L_max, dim], with the valid mask [B, L_max]."""
-    longest = max(len(v) for v in rows)
-    c = torch.zeros(len(rows), longest, rows[0].shape[-1])
-    valid = torch.zeros(len(rows), longest, dtype=torch.bool)
-    for row, vectors in enumerate(rows):
-        c[row, : len(vectors)] = vectors.float().cpu()
-        valid[row, : len(vectors)] = True
-    return c, valid
-
-
-# ---- Plackett-Luce sampling and log-probabilities ---------------------------------------------------
-def sample_ordered(logits: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """n chunk indices per row, drawn in order without replacement (Gumbel-top-k == Plackett-Luce)."""
-    _check_n(logits, n)
-    uniform = torch.rand(logits.shape, generator=generator, device=logits.device).clamp(1e-20, 1.0)
-    gumbel = -torch.log(-torch.log(uniform))
-    return torch.topk(logits.detach() + gumbel, n, dim=-1).indices
-
-
-def greedy(logits: torch.Tensor, n: int) -> torch.Tensor:
-    """The n highest-logit chunks of each row (the policy at inference)."""
-    _check_n(logits, n)
-    return torch.topk(logits, n, dim=-1).indices
-
-
-def _check_n(logits: torch.Tensor, n: int) -> None:
-    available = int(torch.isfinite(logits).sum(dim=-1).min()) if logits.numel() else 0
-    if not 0 <= n <= available:
-        raise CourseError(f"Cannot pick {n} chunks without replacement from rows with {available} chunks.")
-
-
-def step_log_probs(logits: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    """log P(i_t | i_1..i_{t-1}) for each step t of ordered selections: [B, L], [B, n] -> [B, n].
-
-    Step t is a softmax over the chunks not chosen before t; the sum over t is the Plackett-Luce
-    log-probability of the whole ordered selection.
-    """
-    b, n = order.shape
-    chosen_before = torch.zeros(b, n, logits.shape[1], dtype=torch.bool, device=logits.device)
-    if n > 1:
-        onehot = torch.zeros(b, n, logits.shape[1], dtype=torch.bool, device=logits.device)
-        onehot.scatter_(2, order.unsqueeze(-1), True)
-        chosen_before[:, 1:] = onehot.cumsum(dim=1)[:, :-1].bool()
-    masked = logits.unsqueeze(1).expand(b, n, -1).masked_fill(chosen_before, -math.inf)
-    return logits.gather(1, order) - torch.logsumexp(masked, dim=-1)
-
-
-def selection_log_prob(logits: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    """The Plackett-Luce log-probability of each row's ordered selection: [B]."""
-    return step_log_probs(logits, order).sum(dim=-1)
-
-
-def to_mask(order: torch.Tensor | Sequence[Sequence[int]], n_chunks: Sequence[int]) -> list[list[bool]]:
-    """Indices of expanded chunks -> one bool per chunk (the expansion mask build_inputs takes)."""
-    rows = order.tolist() if isinstance(order, torch.Tensor) else order
-    masks = []
-    for picks, length in zip(rows, n_chunks):
-        mask = [False] * length
-        for i in picks:
-            mask[i] = True
-        masks.append(mask)
-    return masks
 
 
 # ---- saving and loading: tied to the preset, k and encoder (and retriever) it was trained for -------------

@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .colab import colab_missing_artifact_advice
 from .config import RUN_ROOT_VARIABLE, Preset, get_preset
 from .errors import MissingArtifactError
+
+DRIVE_MOUNT = "/content/drive"
+# Where runs go in Colab (the setup cell's KEEP_ON_DRIVE): every notebook has a runtime of its own, and only Drive
+# carries one notebook's results to the next.
+DRIVE_RUNS = f"{DRIVE_MOUNT}/MyDrive/refrag-course/runs"
 
 # Which notebook writes each stage's artifacts.
 STAGE_NOTEBOOKS = {
@@ -89,3 +94,19 @@ def runs_root() -> Path:
 def repo_root() -> Path:
     """The course checkout (the folder that holds refrag_lib/)."""
     return Path(__file__).resolve().parent.parent
+
+
+def in_colab() -> bool:
+    """True inside a Colab runtime (its kernel imports google.colab before any cell runs)."""
+    return "google.colab" in sys.modules
+
+
+def colab_missing_artifact_advice(run_root: Path, notebook: str, preset: str) -> str:
+    """What to do in Colab when an earlier notebook's artifact is missing ('' outside Colab)."""
+    if not in_colab():
+        return ""
+    if not Path(run_root).resolve().is_relative_to(Path(DRIVE_MOUNT).resolve()):
+        return (f"In Colab each notebook runs in its own runtime and only Google Drive carries results: set "
+                f"KEEP_ON_DRIVE = True in the setup cell of {notebook} and of this notebook, and run {notebook} first.")
+    return (f"This runtime reads runs from Google Drive: open notebooks/{notebook}.ipynb in Colab, run it with "
+            f"KEEP_ON_DRIVE = True and PRESET '{preset}', then run this notebook again.")

@@ -2,7 +2,7 @@
 
 Reading weights back needs the model, the checkpoint format and the run folder, never the training loop:
 the playground, `python -m refrag_lib generate` and the ready index load through here without importing
-refrag_lib.train.
+refrag_lib.train or refrag_lib.stages.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from .errors import CourseError
 from .model import RefragModel, load_refrag
 from .precision import master_weights
 
-STAGES = ("recon", "cpt")  # the stages of refrag_lib.train, each in RUN_DIR/<stage>/
+STAGES = ("recon", "cpt")  # the stages of refrag_lib.stages, each in RUN_DIR/<stage>/
 MIXED_CPT_FOLDER = "policy/cpt_mixed"  # notebook 04's mixed-input CPT: the policy's weights, and SFT's start
 
 

@@ -1,13 +1,13 @@
 """A pytest plugin, `-p colab_lacks` (tests/ on PYTHONPATH, entry-point plugins off): the modules a learner's Colab
-runtime lacks (refrag_lib.colab_rehearsal.modules_colab_lacks) become unimportable before the first conftest is read,
-so a test file that imports one fails to collect here as it would in Colab (tests/test_colab_selection.py)."""
+runtime lacks (refrag_lib.course.colab_rehearsal.modules_colab_lacks) become unimportable before the first conftest
+is read, so a test file that imports one fails to collect here as it would in Colab (tests/test_colab_selection.py)."""
 
 import sys
 from importlib.abc import MetaPathFinder
 
 import pytest
 
-from refrag_lib.colab_rehearsal import modules_colab_lacks
+from refrag_lib.course.colab_rehearsal import modules_colab_lacks
 
 
 class Lacking(MetaPathFinder):

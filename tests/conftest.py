@@ -114,7 +114,7 @@ class NotebookRunner:
         """Execute every notebook up to `stem` not yet run; return the executed notebook as JSON."""
         import json
 
-        from refrag_lib.notebooks import notebook_paths, run_notebook
+        from refrag_lib.course.notebooks import notebook_paths, run_notebook
 
         for path in notebook_paths():
             if path.stem not in self.done:

@@ -14,8 +14,9 @@ import torch
 from conftest import tiny_refrag
 from safetensors.torch import save_file
 
-from refrag_lib import train as train_module
-from refrag_lib.train import StageTask, TrainConfig, train
+from refrag_lib import stages
+from refrag_lib.stages import StageTask, TrainConfig
+from refrag_lib.train import train
 
 IDENTITY = {"preset": "tiny", "k": "4", "encoder": "tiny-bert", "decoder": "tiny-llama"}
 
@@ -49,14 +50,14 @@ def main(out: Path, grad_accum: int, stage: str, max_new_steps: int | None) -> N
     generator = torch.Generator().manual_seed(1)
     docs = [torch.randint(3, len(model.decoder_tokenizer), (120,), generator=generator).tolist() for _ in range(8)]
     seen = []
-    draw = train_module.step_examples
+    draw = stages.step_examples
 
     def recording(*args, **kwargs):
         examples = draw(*args, **kwargs)
         seen.append(examples)
         return examples
 
-    train_module.step_examples = recording
+    stages.step_examples = recording
     cfg = TrainConfig(stage=stage, steps=4, context_tokens=16, continuation_tokens=8, positions_per_step=40,
                       grad_accum=grad_accum, lr=3e-3, curriculum=False, save_every=100, train_decoder=stage == "cpt")
     train(model, cfg, StageTask(model, cfg, docs), out / "ckpt", IDENTITY, progress=False, max_new_steps=max_new_steps)

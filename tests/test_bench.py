@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import TINY_TEXT
 
-from refrag_lib import analytic, bench
+from refrag_lib import analytic, bench, timing
 from refrag_lib.errors import CourseError
 from refrag_lib.runs import open_run
 
@@ -52,7 +52,7 @@ def test_timed_region_is_one_prefill_and_first_token_is_its_argmax(tiny, monkeyp
     expand = bench.expansion_mask(len(segments.chunks), 0.25)
     calls = count_decoder_calls(tiny, monkeypatch)
     with torch.inference_mode():
-        run = bench.ttft_once(tiny, segments, expand, None, encode=True)
+        run = timing.ttft_once(tiny, segments, expand, None, encode=True)
         assert calls == [int(run.inputs.attention_mask.sum())]  # one call, the whole input: prefill only
         logits, _ = tiny.prefill(tiny.build_inputs([segments], [expand]))
     assert int(run.token[0]) == int(logits.argmax(-1)[0])
@@ -90,7 +90,7 @@ def test_kv_bytes_formula_matches_the_cache_tensors(tiny):
     work = bench.build_workload(tiny, PASSAGES, QUESTION, s=50)
     segments = work.refrag_segments(4)
     with torch.inference_mode():
-        run = bench.ttft_once(tiny, segments, [False] * len(segments.chunks), None, encode=True)
+        run = timing.ttft_once(tiny, segments, [False] * len(segments.chunks), None, encode=True)
     positions = int(run.inputs.attention_mask.sum())
     shape = analytic.DecoderShape.from_config(tiny.decoder.config)
     assert bench.cache_bytes(run.cache) == analytic.kv_cache_bytes(shape, positions, 4)

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from refrag_lib import colab
-from refrag_lib.colab_rehearsal import read_manifest
+from refrag_lib import runs
+from refrag_lib.course import colab, colab_cells
+from refrag_lib.course.colab_rehearsal import read_manifest
+from refrag_lib.course.notebooks import NOTEBOOK_DIR
 from refrag_lib.errors import CourseError, MissingArtifactError
-from refrag_lib.notebooks import NOTEBOOK_DIR
 from refrag_lib.runs import RUN_ROOT_VARIABLE, open_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,28 +37,29 @@ SMOKE = False
 
 
 def test_repository_url_comes_from_pyproject(tmp_path):
-    assert colab.repository_url().startswith("https://github.com/")
+    assert colab_cells.repository_url().startswith("https://github.com/")
     pyproject = tmp_path / "pyproject.toml"
     pyproject.write_text('[project.urls]\nRepository = "https://github.com/someone/fork/"\n')
-    assert colab.repository_url(pyproject) == "https://github.com/someone/fork"
+    assert colab_cells.repository_url(pyproject) == "https://github.com/someone/fork"
     pyproject.write_text("[project]\nname = 'x'\n")
     with pytest.raises(ValueError, match=r"\[project.urls\]"):
-        colab.repository_url(pyproject)
+        colab_cells.repository_url(pyproject)
 
 
 def test_cells_are_added_once_and_follow_the_repository():
-    first = colab.with_colab_cells(SOURCE, "09_title", "https://github.com/a/b")
+    first = colab_cells.with_colab_cells(SOURCE, "09_title", "https://github.com/a/b")
     assert "colab.research.google.com/github/a/b/blob/main/notebooks/09_title.ipynb" in first
     assert first.index("Open In Colab") < first.index("# Setup.") < first.index("import numpy")
-    assert colab.with_colab_cells(first, "09_title", "https://github.com/a/b") == first  # idempotent
-    moved = colab.with_colab_cells(first, "09_title", "https://github.com/c/d")
+    assert colab_cells.with_colab_cells(first, "09_title", "https://github.com/a/b") == first  # idempotent
+    moved = colab_cells.with_colab_cells(first, "09_title", "https://github.com/c/d")
     assert "github/c/d/blob" in moved and '"https://github.com/c/d"' in moved
     assert "a/b" not in moved and moved.count("Open In Colab") == 1 and moved.count("# Setup.") == 1
-    assert first.count(colab.GPU_RUNTIME_HEADER) == 1 and first.index("#   accelerator: GPU") < first.index("# ---\n\n")
+    assert first.count(colab_cells.GPU_RUNTIME_HEADER) == 1
+    assert first.index("#   accelerator: GPU") < first.index("# ---\n\n")
 
 
 def test_committed_notebooks_are_current():
-    assert colab.update_notebooks(NOTEBOOK_DIR, check=True) == []
+    assert colab_cells.update_notebooks(NOTEBOOK_DIR, check=True) == []
 
 
 @pytest.mark.parametrize("gpu, preset, offline", [(None, "cpu", True), ("Tesla T4", "t4", False)])
@@ -139,8 +141,9 @@ def in_colab(monkeypatch, tmp_path):
     module = importlib.import_module("google.colab")
     monkeypatch.setenv("COLAB_STANDIN_DRIVE", str(tmp_path / "drive"))
     monkeypatch.setenv("COLAB_STANDIN_SECRETS", str(tmp_path / "secrets.json"))
-    monkeypatch.setattr(colab, "DRIVE_MOUNT", str(tmp_path / "content" / "drive"))
-    monkeypatch.setattr(colab, "DRIVE_RUNS", str(tmp_path / "content" / "drive" / "MyDrive" / "runs"))
+    for module in (colab, runs):  # runs knows where Drive is; colab mounts it
+        monkeypatch.setattr(module, "DRIVE_MOUNT", str(tmp_path / "content" / "drive"))
+        monkeypatch.setattr(module, "DRIVE_RUNS", str(tmp_path / "content" / "drive" / "MyDrive" / "runs"))
     monkeypatch.delenv(RUN_ROOT_VARIABLE, raising=False)
     yield module
     for name in [n for n in sys.modules if n == "google.colab" or n.startswith("google.colab.")]:
@@ -148,7 +151,7 @@ def in_colab(monkeypatch, tmp_path):
 
 
 def test_runs_go_to_drive_in_colab(in_colab, monkeypatch):
-    assert colab.in_colab()
+    assert runs.in_colab()
     assert colab.keep_runs_on_drive() == colab.DRIVE_RUNS
     assert open_run("cpu").root == (Path(colab.DRIVE_RUNS) / "cpu").resolve()
     assert colab.keep_runs_on_drive() == colab.DRIVE_RUNS  # mounting again is fine
@@ -206,7 +209,7 @@ def test_runtime_requirements_leave_out_the_tools_that_test_and_build():
     assert {"papermill", "nbval", "ipykernel", "pytest", "voila", "jupyterlab"} <= tools
     assert not runtime & tools
     # notebook 00 checks only what a notebook needs: every package it looks for is a runtime requirement
-    from refrag_lib.envcheck import PACKAGES
+    from refrag_lib.course.envcheck import PACKAGES
 
     for entry in PACKAGES:
         assert set((entry,) if isinstance(entry, str) else entry) & runtime, entry

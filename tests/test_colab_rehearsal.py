@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from refrag_lib import colab_rehearsal as rehearsal
+from refrag_lib.course import colab_rehearsal as rehearsal
 from refrag_lib.errors import CourseError
 
 

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 
-from refrag_lib.colab_rehearsal import colab_selection
+from refrag_lib.course.colab_rehearsal import colab_selection
 from refrag_lib.runs import repo_root
 
 TESTS = repo_root() / "tests"

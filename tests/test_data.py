@@ -1,4 +1,5 @@
-"""Tests for refrag_lib.data: the seeded synthetic data set and the loaders users feed their files through."""
+"""Tests for the seeded synthetic data set (refrag_lib.course.synthetic_corpus) and the loaders users feed their files
+through (refrag_lib.data)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from refrag_lib import data
-from refrag_lib.data import (
-    FILE_NAMES,
-    Passage,
-    QAExample,
-    default_data_dir,
-    load_documents,
-    load_passages,
-    load_qa,
-    write_dataset,
-)
+from refrag_lib.course import synthetic_corpus
+from refrag_lib.course.synthetic_corpus import FILE_NAMES, write_dataset
+from refrag_lib.data import Passage, QAExample, default_data_dir, load_documents, load_passages, load_qa
 
 SMALL = {"n_passages": 60, "n_documents": 4, "n_qa_train": 40, "n_qa_eval": 10,
          "doc_min_words": 200, "doc_max_words": 300}
@@ -73,7 +66,7 @@ def test_more_documents_do_not_change_the_corpus_or_questions(tmp_path):
 def test_cli_main_writes_the_requested_counts(tmp_path, capsys):
     argv = ["--out", str(tmp_path), "--seed", "1", "--passages", "50", "--documents", "3",
             "--qa-train", "20", "--qa-eval", "5", "--doc-min-words", "100", "--doc-max-words", "150"]
-    assert data.main(argv) == 0
+    assert synthetic_corpus.main(argv) == 0
     assert len(load_passages(tmp_path / "corpus.txt")) == 50
     assert len(load_documents(tmp_path / "documents.jsonl")) == 3
     assert len(load_qa(tmp_path / "qa_train.jsonl")) == 20
@@ -98,7 +91,7 @@ def test_shipped_counts_sizes_and_formats(corpus, qa):
     assert len(corpus) == 2000 and len(qa_train) == 1500 and len(qa_eval) == 300
     assert len(load_documents(SHIPPED / "documents.jsonl")) == 300
     assert sum((SHIPPED / name).stat().st_size for name in FILE_NAMES) < 6_000_000
-    assert Counter(p.type for p in corpus.values()) == {t: 400 for t in data.TYPES}
+    assert Counter(p.type for p in corpus.values()) == {t: 400 for t in synthetic_corpus.TYPES}
     for p in corpus.values():
         name = p.title.split()[-1]
         assert p.text.startswith(f"TITLE: {p.title}. ") and name in p.text[len(p.title) + 9:]
@@ -133,7 +126,7 @@ def test_questions_use_several_templates_per_type(qa):
     skeletons = Counter()
     for q in qa[0]:
         skeletons[(q.type, ID.sub("X", q.question))] += 1
-    for kind in data.TYPES:
+    for kind in synthetic_corpus.TYPES:
         assert sum(1 for t, _ in skeletons if t == kind) >= 8, kind
 
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from refrag_lib import envcheck
 from refrag_lib.config import get_preset
+from refrag_lib.course import envcheck
 
 
 def test_this_machine_passes_for_the_cpu_preset(tmp_path):
@@ -48,7 +48,7 @@ def test_too_little_disk_is_reported_with_a_fix(monkeypatch, tmp_path):
 
 @pytest.mark.notebooks
 def test_setup_notebook_runs_clean(notebooks):
-    from refrag_lib.notebooks import notebook_errors
+    from refrag_lib.course.notebooks import notebook_errors
 
     executed = notebooks.run("00_setup")
     assert notebook_errors(executed) == []

@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from refrag_lib.bench import Prefilled, clock
+from refrag_lib.course.exercises import EXERCISES, ExerciseError, exercise, reference_source, reveal
+from refrag_lib.course.notebooks import NOTEBOOK_DIR
 from refrag_lib.errors import CourseError
-from refrag_lib.exercises import EXERCISES, ExerciseError, exercise, reference_source, reveal
 from refrag_lib.losses import IGNORE
-from refrag_lib.notebooks import NOTEBOOK_DIR
+from refrag_lib.timing import Prefilled, clock
 
 
 @pytest.mark.parametrize("name", list(EXERCISES))

@@ -7,8 +7,9 @@ import torch
 from conftest import tiny_refrag
 
 from refrag_lib.arms import FULL_CONTEXT, LAST_TOKENS, NO_CONTEXT, REFRAG
-from refrag_lib.fair_cpt import BaselineTask, decoder_trained_config, protocol_row
-from refrag_lib.train import StageTask, train
+from refrag_lib.stages import StageTask
+from refrag_lib.studies.fair_cpt import BaselineTask, decoder_trained_config, protocol_row
+from refrag_lib.train import train
 
 
 def test_a_baseline_trains_its_decoder_on_the_windows_cpt_sees(tmp_path):

@@ -11,10 +11,11 @@ import torch
 from conftest import TINY_TEXT, tiny_refrag
 from safetensors.torch import load_file
 
-from refrag_lib import bench
+from refrag_lib import bench, timing
 from refrag_lib import index as ix
 from refrag_lib.checkpoint import WEIGHTS
-from refrag_lib.train import StageTask, TrainConfig, train
+from refrag_lib.stages import StageTask, TrainConfig
+from refrag_lib.train import train
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA GPU: run `make gpu-check` on a machine with one"
@@ -28,7 +29,7 @@ def test_clock_waits_for_queued_kernels(monkeypatch):
     calls = []
     synchronize = torch.cuda.synchronize
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: (calls.append(device), synchronize(device)))
-    bench.clock(torch.device("cuda"))
+    timing.clock(torch.device("cuda"))
     assert len(calls) == 1
 
 
@@ -40,7 +41,7 @@ def test_half_precision_prefill_agrees_with_float32(dtype):
     expand = bench.expansion_mask(len(segments.chunks), 0.25)
     with torch.inference_mode():
         ref, _ = full.prefill(full.build_inputs([segments], [expand]))
-        run = bench.ttft_once(half, segments, expand, None, encode=True)
+        run = timing.ttft_once(half, segments, expand, None, encode=True)
         logits, _ = half.prefill(half.build_inputs([segments], [expand]))
     assert logits.dtype == dtype and torch.isfinite(logits).all()
     torch.testing.assert_close(logits.float(), ref, atol=0.05, rtol=0.05)

@@ -11,13 +11,15 @@ import pytest
 import torch
 from conftest import TINY_TEXT, tiny_refrag
 
-from refrag_lib import envcheck, footprint, precision, ready_index
 from refrag_lib import index as ix
+from refrag_lib import precision, ready_index
 from refrag_lib import train as train_module
 from refrag_lib.checkpoint import STATE_DIR, WEIGHTS, load_state, load_weights, save_state
 from refrag_lib.config import get_preset
+from refrag_lib.course import envcheck, footprint
 from refrag_lib.errors import CourseError
-from refrag_lib.train import StageTask, TrainConfig, long_run_save_every, summarise, train
+from refrag_lib.stages import StageTask, TrainConfig, long_run_save_every
+from refrag_lib.train import summarise, train
 
 IDENTITY = {"preset": "tiny", "k": "4", "encoder": "tiny-bert", "decoder": "tiny-llama"}
 PARTS = ("encoder", "projector", "decoder")
@@ -152,7 +154,7 @@ def test_the_loss_scalers_state_resumes(tmp_path):
 
 
 def test_the_free_vector_fit_scales_its_loss_for_an_fp16_decoder(monkeypatch):
-    from refrag_lib import vector_ceiling
+    from refrag_lib.studies import vector_ceiling
 
     assert precision.loss_scaler(tiny_refrag(k=4, dtype=torch.float16)).is_enabled()
     assert not precision.loss_scaler(tiny_refrag(k=4, dtype=torch.bfloat16)).is_enabled()

@@ -18,7 +18,7 @@ from conftest import tiny_qa
 from refrag_lib.answering import generate_answer
 from refrag_lib.chunk_store import build_chunk_store
 from refrag_lib.ready_index import build_ready_index, load_ready_index
-import refrag_lib.playground
+import refrag_lib.course.playground
 out = sys.argv[2]
 model, passages, retriever, index, _ = tiny_qa(k=4, top_k=2)
 keys = build_chunk_store(model, index.passages, progress=False, retriever=retriever)
@@ -44,5 +44,5 @@ def test_answering_a_question_loads_no_training_or_benchmark_module(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     loaded = set(result["modules"])
-    assert result["ttft_ms"] > 0 and {"refrag_lib.answering", "refrag_lib.playground"} <= loaded
+    assert result["ttft_ms"] > 0 and {"refrag_lib.answering", "refrag_lib.course.playground"} <= loaded
     assert loaded & forbidden_for_serving() == set()

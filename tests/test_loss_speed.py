@@ -3,8 +3,8 @@
 import torch
 from test_losses import token_lists
 
-from refrag_lib.loss_speed import compare, per_chunk_loop_loss
 from refrag_lib.losses import reconstruction_loss
+from refrag_lib.studies.loss_speed import compare, per_chunk_loop_loss
 
 
 def test_per_chunk_loop_matches_the_batched_loss(tiny):

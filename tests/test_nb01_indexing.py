@@ -2,7 +2,7 @@
 
 import pytest
 
-from refrag_lib.notebooks import notebook_errors
+from refrag_lib.course.notebooks import notebook_errors
 
 pytestmark = pytest.mark.notebooks
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from refrag_lib.notebooks import notebook_errors
+from refrag_lib.course.notebooks import notebook_errors
 
 pytestmark = pytest.mark.notebooks
 

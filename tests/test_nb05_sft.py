@@ -6,7 +6,7 @@ import math
 import pytest
 
 from refrag_lib.arms import QA_ROWS
-from refrag_lib.notebooks import notebook_errors
+from refrag_lib.course.notebooks import notebook_errors
 
 pytestmark = pytest.mark.notebooks
 

@@ -3,7 +3,7 @@ benchmark would miss (REFRAG not faster, KV cache not smaller, analytic model no
 
 import pytest
 
-from refrag_lib.notebooks import notebook_errors
+from refrag_lib.course.notebooks import notebook_errors
 
 pytestmark = pytest.mark.notebooks
 

@@ -2,9 +2,9 @@
 
 import pytest
 
+from refrag_lib.course.notebooks import notebook_errors
+from refrag_lib.course.playground import Playground
 from refrag_lib.errors import CourseError
-from refrag_lib.notebooks import notebook_errors
-from refrag_lib.playground import Playground
 from refrag_lib.runs import open_run
 
 pytestmark = pytest.mark.notebooks

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from refrag_lib.notebooks import notebook_paths
-from refrag_lib.regress import compare, gather, load_baseline
+from refrag_lib.course.notebooks import notebook_paths
+from refrag_lib.course.regress import compare, gather, load_baseline
 
 pytestmark = pytest.mark.notebooks
 BASELINE = Path(__file__).parent / "baselines" / "cpu-smoke.json"

@@ -5,7 +5,7 @@ import jupytext
 import nbformat
 import pytest
 
-from refrag_lib.notebooks import NOTEBOOK_DIR
+from refrag_lib.course.notebooks import NOTEBOOK_DIR
 
 # papermill runs the notebooks headless in make course and make test; Colab's runtime has none, so this skips there
 PythonTranslator = pytest.importorskip(

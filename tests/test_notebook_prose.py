@@ -3,7 +3,7 @@ printed by the run, never typed into the prose (the history of what was tried li
 
 import pytest
 
-from refrag_lib.notebooks import MAX_MARKDOWN_WORDS, NOTEBOOK_DIR, markdown_words, typed_run_figures
+from refrag_lib.course.notebooks import MAX_MARKDOWN_WORDS, NOTEBOOK_DIR, markdown_words, typed_run_figures
 
 SOURCES = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.py"))
 

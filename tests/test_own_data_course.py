@@ -9,10 +9,10 @@ import pytest
 from own_corpus import write
 
 from refrag_lib.__main__ import main
+from refrag_lib.course.notebooks import notebook_errors
+from refrag_lib.course.own_data import check_inputs, run_own_data
 from refrag_lib.errors import CourseError, DataFormatError
 from refrag_lib.index import ANSWER_IN_PASSAGE, GOLD_PASSAGE
-from refrag_lib.notebooks import notebook_errors
-from refrag_lib.own_data import check_inputs, run_own_data
 from refrag_lib.runs import open_run
 
 pytestmark = pytest.mark.notebooks

@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from refrag_lib import pack
-from refrag_lib.pack import PackError, make_pack, unpack
+from refrag_lib.course import pack
+from refrag_lib.course.pack import PackError, make_pack, unpack
 
 
 def finished_run(root, preset="cpu", k=16):

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from refrag_lib.notebooks import NOTEBOOK_DIR, notebook_errors, run_notebook
-from refrag_lib.pack import make_pack
+from refrag_lib.course.notebooks import NOTEBOOK_DIR, notebook_errors, run_notebook
+from refrag_lib.course.pack import make_pack
 
 pytestmark = pytest.mark.notebooks
 

@@ -2,7 +2,7 @@
 
 import json
 
-from refrag_lib.playground import Playground, controls, render_html, trained_runs
+from refrag_lib.course.playground import Playground, controls, render_html, trained_runs
 from refrag_lib.runs import open_run
 
 
@@ -83,8 +83,8 @@ def test_the_page_needs_a_finished_run_and_listens_on_this_machine_only(tmp_path
 
     import pytest
 
+    from refrag_lib.course.playground_page import prepare_page, voila_command
     from refrag_lib.errors import CourseError
-    from refrag_lib.playground_page import prepare_page, voila_command
 
     with pytest.raises(CourseError, match="has not finished notebooks/05_sft.ipynb.*make course"):
         prepare_page(open_run("cpu", tmp_path / "empty"))

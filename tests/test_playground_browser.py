@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from refrag_lib.playground_page import HOST, prepare_page, voila_command, wait_for_port
+from refrag_lib.course.playground_page import HOST, prepare_page, voila_command, wait_for_port
 from refrag_lib.runs import open_run
 
 pytestmark = [pytest.mark.browser, pytest.mark.notebooks]

@@ -2,7 +2,7 @@
 changes its intervals support."""
 
 from refrag_lib.config import CPU_BUDGET, T4_BUDGET
-from refrag_lib.recovery_levers import RECIPES, format_table, stage_steps
+from refrag_lib.studies.recovery_levers import RECIPES, format_table, stage_steps
 
 
 def test_a_recipe_moves_steps_between_the_stages_and_keeps_their_sum():
@@ -37,8 +37,8 @@ def test_the_table_marks_a_change_its_interval_supports():
 
 
 def test_a_study_table_is_optional_in_a_run(tmp_path):
-    from refrag_lib.recovery_levers import RECOVERY_TABLE
     from refrag_lib.runs import open_run
+    from refrag_lib.studies.recovery_levers import RECOVERY_TABLE
 
     run = open_run("cpu", tmp_path)
     assert run.read_study(RECOVERY_TABLE) is None and not (tmp_path / "cpt").exists()  # reading creates nothing

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
+from refrag_lib.course.regress import Check, compare, flatten, gather, load_baseline, main, refresh_baseline
 from refrag_lib.errors import CourseError, MissingArtifactError
-from refrag_lib.regress import Check, compare, flatten, gather, load_baseline, main, refresh_baseline
 
 
 def write_run(root, recall=0.6, ppl=2.0):

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
+from refrag_lib.course.results_table import END, START, read_run, render, write_between_markers
 from refrag_lib.errors import CourseError, MissingArtifactError
-from refrag_lib.results_table import END, START, read_run, render, write_between_markers
 
 
 def interval(mean, low, high):

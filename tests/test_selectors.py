@@ -8,12 +8,12 @@ import torch
 from conftest import TINY_TEXT, tiny_refrag
 
 from refrag_lib.chunk_store import build_chunk_store, load_chunk_store, read_chunk_keys
+from refrag_lib.course.notebooks import NOTEBOOK_DIR
+from refrag_lib.course.playground import Playground
 from refrag_lib.data import Passage
 from refrag_lib.errors import CourseError
 from refrag_lib.index import Retriever
 from refrag_lib.model import Segments
-from refrag_lib.notebooks import NOTEBOOK_DIR
-from refrag_lib.playground import Playground
 from refrag_lib.policy import ChunkPolicy, PolicyConfig, QuestionPolicy
 from refrag_lib.selectors import DEFAULT_SELECTOR, SELECTORS, PolicySelector, ScoredExample, make_selector
 from refrag_lib.sft import SFTConfig

@@ -19,7 +19,7 @@ from refrag_lib.qa_eval import evaluate_all, grid_table, metrics_table, paired_d
 from refrag_lib.ready_index import build_ready_index, load_ready_index
 from refrag_lib.selectors import PolicySelector, make_selector
 from refrag_lib.sft import SFTConfig, SFTTask, train_arm, training_batch
-from refrag_lib.sft_curve import passages_store
+from refrag_lib.studies.sft_curve import passages_store
 from refrag_lib.train import train
 
 IDENTITY = {"preset": "tiny", "k": "4", "encoder": "tiny-bert", "decoder": "tiny-llama"}

@@ -8,22 +8,15 @@ import torch
 from conftest import TINY_TEXT, tiny_refrag
 from safetensors.torch import load_file
 
-from refrag_lib import precision
-from refrag_lib import train as train_module
+from refrag_lib import precision, stages
 from refrag_lib.checkpoint import STATE_DIR, WEIGHTS, load_weights, read_metadata
 from refrag_lib.config import get_preset
+from refrag_lib.course.cli import train as train_command
 from refrag_lib.errors import CourseError, MissingArtifactError
 from refrag_lib.precision import mixed_precision
 from refrag_lib.runs import open_run
-from refrag_lib.train import (
-    StageTask,
-    TrainConfig,
-    main,
-    prepare_model,
-    split_documents,
-    train,
-    warmup_cosine,
-)
+from refrag_lib.stages import StageTask, TrainConfig, prepare_model, split_documents
+from refrag_lib.train import train, warmup_cosine
 
 IDENTITY = {"preset": "tiny", "k": "4", "encoder": "tiny-bert", "decoder": "tiny-llama"}
 
@@ -207,7 +200,7 @@ def test_cpt_without_reconstruction_weights_needs_to_be_asked_for(tmp_path):
     with pytest.raises(MissingArtifactError, match="no-recon-init"):
         prepare_model(run, TrainConfig(stage="cpt", steps=1))
     with pytest.raises(MissingArtifactError, match="02_reconstruction"):
-        main(["--stage", "cpt", "--steps", "1", "--run-dir", str(tmp_path)])
+        train_command(["--stage", "cpt", "--steps", "1", "--run-dir", str(tmp_path)])
 
 
 def test_config_and_schedule_checks():
@@ -286,8 +279,8 @@ def test_vectors_against_floor_scores_the_same_windows_both_ways():
 def test_train_and_probe_gives_a_curve_and_the_weights_of_one_uninterrupted_run(tmp_path, monkeypatch):
     from refrag_lib.evaluate import floor_scores, train_and_probe
 
-    monkeypatch.setattr(train_module, "prepare_model", lambda run, cfg, init_from_recon=True: tiny_refrag(k=4))
-    monkeypatch.setattr(train_module, "tokenized_documents", lambda model, path=None: (docs(model), docs(model)))
+    monkeypatch.setattr(stages, "prepare_model", lambda run, cfg, init_from_recon=True: tiny_refrag(k=4))
+    monkeypatch.setattr(stages, "tokenized_documents", lambda model, path=None: (docs(model), docs(model)))
     run = open_run("cpu", tmp_path, k=4)
     cfg = config(steps=6, curriculum=False)
     held = docs(tiny_refrag(k=4))
@@ -295,7 +288,7 @@ def test_train_and_probe_gives_a_curve_and_the_weights_of_one_uninterrupted_run(
     probed, curve = train_and_probe(run, cfg, held, floor, points=3, resume=False, progress=False)
     assert [point["step"] for point in curve] == [2, 4, 6] and probed.summary["finished"]
     assert set(curve[-1]["by_chunks"]["1"]) >= {"log_ppl_gain", "first_chunk_exact"}
-    whole = train_module.train_stage(run, cfg, folder="whole", resume=False, progress=False)
+    whole = stages.train_stage(run, cfg, folder="whole", resume=False, progress=False)
     for name, tensor in whole.model.named_parameters():
         torch.testing.assert_close(dict(probed.model.named_parameters())[name], tensor, atol=1e-6, rtol=0)
     with pytest.raises(CourseError, match="points must be"):
@@ -304,15 +297,15 @@ def test_train_and_probe_gives_a_curve_and_the_weights_of_one_uninterrupted_run(
 
 def test_levers_share_the_compute_and_the_windows(tmp_path, monkeypatch):
     from refrag_lib.evaluate import cpt_arms, cpt_windows, floor_scores, vectors_against_floor
-    from refrag_lib.levers import Lever, equal_compute_steps, format_levers, merge_rows, run_levers
+    from refrag_lib.studies.levers import Lever, equal_compute_steps, format_levers, merge_rows, run_levers
 
     inits = []
     def prepare(run, cfg, init_from_recon=True):
         inits.append(init_from_recon)
         return tiny_refrag(k=run.preset.k)
 
-    monkeypatch.setattr(train_module, "prepare_model", prepare)
-    monkeypatch.setattr(train_module, "tokenized_documents", lambda model, path=None: (docs(model), docs(model)))
+    monkeypatch.setattr(stages, "prepare_model", prepare)
+    monkeypatch.setattr(stages, "tokenized_documents", lambda model, path=None: (docs(model), docs(model)))
     run = open_run("cpu", tmp_path, k=4)
     held = docs(tiny_refrag(k=4))
     floors = {k: floor_scores(tiny_refrag(k=k), held, [1, 2], n_windows=4, batch_size=4) for k in (2, 4)}
@@ -351,7 +344,7 @@ def test_levers_share_the_compute_and_the_windows(tmp_path, monkeypatch):
 
 def test_the_seed_fixes_the_projector_and_the_dropout(tmp_path):
     """Two runs with one seed end with the same weights, whatever the process drew before."""
-    from refrag_lib.train import default_config
+    from refrag_lib.stages import default_config
 
     ends = []
     for noise in (123, 456):

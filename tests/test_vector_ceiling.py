@@ -7,7 +7,7 @@ from conftest import TINY_TEXT, tiny_refrag
 from refrag_lib.errors import CourseError
 from refrag_lib.evaluate import floor_scores
 from refrag_lib.losses import reconstruction_example, suffix_token_stats
-from refrag_lib.vector_ceiling import fit_free_vectors, free_vector_ceiling
+from refrag_lib.studies.vector_ceiling import fit_free_vectors, free_vector_ceiling
 
 
 def held_out(model):

@@ -16,12 +16,12 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .errors import CourseError
-from .evaluate import probe_windows
-from .intervals import mean_interval, paired_difference
-from .losses import reconstruction_example, suffix_token_stats
-from .model import RefragModel
-from .precision import CPU_BF16, cpu_bf16_autocast, in_training_precision, loss_scaler
+from ..errors import CourseError
+from ..evaluate import probe_windows
+from ..intervals import mean_interval, paired_difference
+from ..losses import reconstruction_example, suffix_token_stats
+from ..model import RefragModel
+from ..precision import CPU_BF16, cpu_bf16_autocast, in_training_precision, loss_scaler
 
 
 def fit_free_vectors(model: RefragModel, windows: Sequence[Sequence[int]], steps: int,

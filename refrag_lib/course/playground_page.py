@@ -15,11 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-from .config import PRESETS
-from .errors import CourseError
+from ..config import PRESETS
+from ..errors import CourseError
+from ..runs import Run, open_run
 from .notebooks import NOTEBOOK_DIR
 from .playground import trained_runs
-from .runs import Run, open_run
 
 PAGE_FOLDER = "playground"  # under RUN_DIR
 PLAYGROUND_NOTEBOOK = "07_playground.ipynb"

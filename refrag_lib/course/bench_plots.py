@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 
-from .analytic import DecoderShape, speedup_curve
+from ..analytic import DecoderShape, speedup_curve
 
 
 def _rows(rows, arm, k=None, p=None):

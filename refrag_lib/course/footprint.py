@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import OFFLINE_DECODER, OFFLINE_ENCODER, Preset
-from .train import STATES_PER_LONG_RUN
+from ..config import OFFLINE_DECODER, OFFLINE_ENCODER, Preset
+from ..stages import STATES_PER_LONG_RUN
 
 GB = 10**9  # disks and Drive count in decimal gigabytes
 GIB = 2**30  # GPU memory as torch and nvidia-smi report it
@@ -59,7 +59,7 @@ CUDA_CONTEXT_BYTES = int(1.0 * GIB)  # CUDA context, cuBLAS workspaces and the a
 
 def model_size(name: str) -> ModelSize:
     if name not in MODEL_SIZES:
-        raise KeyError(f"no size known for {name!r}: add it to refrag_lib.footprint.MODEL_SIZES.")
+        raise KeyError(f"no size known for {name!r}: add it to refrag_lib.course.footprint.MODEL_SIZES.")
     return MODEL_SIZES[name]
 
 

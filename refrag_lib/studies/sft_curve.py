@@ -18,20 +18,20 @@ import re
 import time
 from dataclasses import replace
 
-from .checkpoint import model_identity
-from .chunk_store import PassageChunks, build_chunk_store, load_chunk_store
-from .data import default_data_dir, load_qa
-from .errors import CourseError
-from .index import load_retriever, load_run_index
-from .policy import load_run_policies
-from .qa import answerable, retrieve_items
-from .qa_eval import Setting, evaluate_setting
-from .ready_index import READY_FOLDER
-from .runs import open_run
-from .selectors import DEFAULT_SELECTOR, make_selector
-from .sft import COURSE_SFT_LR, SFTConfig, SFTTask
-from .train import train
-from .trained import load_start_model
+from ..checkpoint import model_identity
+from ..chunk_store import PassageChunks, build_chunk_store, load_chunk_store
+from ..data import default_data_dir, load_qa
+from ..errors import CourseError
+from ..index import load_retriever, load_run_index
+from ..policy import load_run_policies
+from ..qa import answerable, retrieve_items
+from ..qa_eval import Setting, evaluate_setting
+from ..ready_index import READY_FOLDER
+from ..runs import open_run
+from ..selectors import DEFAULT_SELECTOR, make_selector
+from ..sft import COURSE_SFT_LR, SFTConfig, SFTTask
+from ..train import train
+from ..trained import load_start_model
 
 
 def passages_store(model, index, index_store, items, top_k: int):

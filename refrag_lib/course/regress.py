@@ -13,7 +13,7 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CourseError, MissingArtifactError
+from ..errors import CourseError, MissingArtifactError
 
 STAGES = ("index", "recon", "cpt", "policy", "sft", "bench")
 

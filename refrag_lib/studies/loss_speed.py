@@ -20,11 +20,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import PRESETS, get_preset
-from .losses import reconstruction_loss
-from .model import RefragModel, chunk_ids, load_refrag
-from .precision import native_cpu_bf16
-from .train import _freeze_for, tokenized_documents, windows
+from ..config import PRESETS, get_preset
+from ..losses import reconstruction_loss
+from ..model import RefragModel, chunk_ids, load_refrag
+from ..precision import native_cpu_bf16
+from ..stages import tokenized_documents, windows
+from ..train import _freeze_for
 
 
 def per_chunk_loop_loss(model: RefragModel, tokens: Sequence[int]) -> tuple[torch.Tensor, int]:

@@ -12,8 +12,8 @@ import re
 import time
 from pathlib import Path
 
+from ..runs import open_run, repo_root
 from .pack import summary, unpack
-from .runs import open_run, repo_root
 
 NOTEBOOK_DIR = repo_root() / "notebooks"
 MAX_MARKDOWN_WORDS = 1500  # a notebook is a lesson: what it does, why, what this run shows, your turn

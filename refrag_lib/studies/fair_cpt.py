@@ -23,16 +23,17 @@ from dataclasses import asdict
 import numpy as np
 from torch import nn
 
-from .arms import FULL_CONTEXT, LAST_TOKENS, NO_CONTEXT, REFRAG
-from .checkpoint import model_identity
-from .config import PRESETS
-from .evaluate import ARM_INPUTS, context_nll, cpt_windows
-from .intervals import format_interval, paired_difference, recovered_interval
-from .losses import TokenStats, suffix_token_stats
-from .model import RefragModel, load_refrag
-from .runs import open_run
-from .train import PAPER_LR, StageTask, TrainConfig, default_config, tokenized_documents, train, train_stage
-from .trained import load_trained
+from ..arms import FULL_CONTEXT, LAST_TOKENS, NO_CONTEXT, REFRAG
+from ..checkpoint import model_identity
+from ..config import PRESETS
+from ..evaluate import ARM_INPUTS, context_nll, cpt_windows
+from ..intervals import format_interval, paired_difference, recovered_interval
+from ..losses import TokenStats, suffix_token_stats
+from ..model import RefragModel, load_refrag
+from ..runs import open_run
+from ..stages import PAPER_LR, StageTask, TrainConfig, default_config, tokenized_documents, train_stage
+from ..train import train
+from ..trained import load_trained
 
 BASELINES = (NO_CONTEXT, LAST_TOKENS, FULL_CONTEXT)
 

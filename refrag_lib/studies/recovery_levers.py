@@ -17,15 +17,15 @@ import argparse
 import re
 from dataclasses import dataclass, replace
 
-from .arms import FULL_CONTEXT, LAST_TOKENS, NO_CONTEXT, REFRAG
-from .config import PRESETS
-from .evaluate import context_nll, floor_scores, vectors_against_floor
+from ..arms import FULL_CONTEXT, LAST_TOKENS, NO_CONTEXT, REFRAG
+from ..config import PRESETS
+from ..evaluate import context_nll, floor_scores, vectors_against_floor
+from ..intervals import excludes_zero, format_interval, mean_interval, paired_difference
+from ..model import load_refrag
+from ..runs import open_run
+from ..stages import COURSE_LR, PAPER_LR, default_config, train_stage
+from ..trained import load_trained
 from .fair_cpt import BASELINES, decoder_trained_config, held_out_pairs, protocol_row, train_baseline
-from .intervals import excludes_zero, format_interval, mean_interval, paired_difference
-from .model import load_refrag
-from .runs import open_run
-from .train import COURSE_LR, PAPER_LR, default_config, train_stage
-from .trained import load_trained
 
 
 @dataclass(frozen=True)

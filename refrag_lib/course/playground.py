@@ -13,12 +13,12 @@ import json
 import logging
 from pathlib import Path
 
-from .answering import generate_answer, retrieve_question
-from .errors import CourseError
-from .ready_index import READY_FILE, READY_FOLDER, check_request, load_run_ready, weights_run
-from .runs import Run, open_run
-from .selectors import DEFAULT_SELECTOR, SELECTORS, make_selector
-from .trained import load_sft_model
+from ..answering import generate_answer, retrieve_question
+from ..errors import CourseError
+from ..ready_index import READY_FILE, READY_FOLDER, check_request, load_run_ready, weights_run
+from ..runs import Run, open_run
+from ..selectors import DEFAULT_SELECTOR, SELECTORS, make_selector
+from ..trained import load_sft_model
 
 log = logging.getLogger(__name__)
 

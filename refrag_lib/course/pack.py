@@ -27,11 +27,11 @@ import tempfile
 from contextlib import nullcontext
 from pathlib import Path, PurePosixPath
 
-from . import __version__
-from .checkpoint import WEIGHTS
-from .config import get_preset
-from .errors import CourseError
-from .runs import repo_root
+from .. import __version__
+from ..checkpoint import WEIGHTS
+from ..config import get_preset
+from ..errors import CourseError
+from ..runs import repo_root
 
 MANIFEST = "manifest.json"
 FORMAT = 1

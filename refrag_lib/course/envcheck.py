@@ -16,9 +16,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import PRESETS, get_preset
+from ..config import PRESETS, get_preset
+from ..runs import runs_root
 from .footprint import GB, GIB, largest_default_stage, model_cache_bytes, resident_bytes, run_bytes
-from .runs import runs_root
 
 # What the course imports, by distribution name (faiss ships as one of two).
 PACKAGES = ("torch", "transformers", "accelerate", "safetensors", ("faiss-gpu-cu12", "faiss-cpu"), "matplotlib",
@@ -86,7 +86,7 @@ def gpu_memory_check(preset) -> Check:
 def faiss_gpu_check() -> Check:
     """Where the course's index is searched: the CPU (exact, well under a millisecond a query), whatever faiss
     could do on this GPU, which is said for information only."""
-    from .index import faiss_gpu_unavailable  # here, not at the top: index imports transformers
+    from ..index import faiss_gpu_unavailable  # here, not at the top: index imports transformers
 
     reason = faiss_gpu_unavailable()
     found = f"CPU index ({reason}; nothing to do)" if reason else "CPU index (faiss could use this GPU; not needed)"
@@ -95,7 +95,7 @@ def faiss_gpu_check() -> Check:
 
 def model_checks(preset) -> list[Check]:
     """Offline models: is their package installed? Hub models: will they download (token for gated ones)?"""
-    from .hub import OFFLINE_MODELS, hub_token  # here, not at the top: hub imports transformers, which a check reports
+    from ..hub import OFFLINE_MODELS, hub_token  # here, not at the top: hub imports transformers, which a check reports
 
     roles = [("encoder", preset.encoder), ("retriever", preset.retriever), ("decoder", preset.decoder)]
     checks = []
@@ -124,7 +124,7 @@ def disk_needed(preset, where: Path) -> int:
 
 
 def disk_check(preset, where: Path) -> Check:
-    """Free disk where the runs go, against what the preset's run writes there (refrag_lib.footprint)."""
+    """Free disk where the runs go, against what the preset's run writes there (refrag_lib.course.footprint)."""
     needed = disk_needed(preset, where)
     while not where.exists():
         where = where.parent

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .policy import effective_compression
-from .selectors import ScoredExample, Selector
+from ..policy import effective_compression
+from ..selectors import ScoredExample, Selector
 
 STYLE = {  # selector -> (label, colour, marker)
     "rl": ("RL policy (GRPO)", "tab:red", "o"),

@@ -26,12 +26,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .bench import Prefilled, clock, ttft_once
-from .errors import CourseError
-from .grpo import group_advantages
-from .losses import IGNORE, random_expansion, shifted_labels
-from .model import DecoderInputs, Projector, RefragModel, Segments
-from .qa import _f1, normalize_answer, token_f1
+from ..errors import CourseError
+from ..grpo import group_advantages
+from ..losses import IGNORE, random_expansion, shifted_labels
+from ..model import DecoderInputs, Projector, RefragModel, Segments
+from ..qa import _f1, normalize_answer, token_f1
+from ..timing import Prefilled, clock, ttft_once
 
 
 class ExerciseError(CourseError):
@@ -329,7 +329,7 @@ def _timer_hint(total: float, expected: float, encode: bool) -> str | None:
     if extra > 0:
         return "the timed region holds only (the encoder, without cache) -> build_inputs -> prefill -> argmax."
     if total < ASSEMBLY_S - SLACK_S:
-        return ("GPU work runs asynchronously: synchronise (torch.cuda.synchronize, or refrag_lib.bench.clock) "
+        return ("GPU work runs asynchronously: synchronise (torch.cuda.synchronize, or refrag_lib.timing.clock) "
                 "before every clock read, or the clock stops before the prefill has run.")
     if abs(extra + ASSEMBLY_S) <= SLACK_S:
         return ("start the clock before build_inputs: assembling the input (embedding lookup, projector) is part "
@@ -341,7 +341,7 @@ def _timer_hint(total: float, expected: float, encode: bool) -> str | None:
 
 
 def check_ttft_timer(fn: Callable) -> None:
-    """fn(model, segments, expand, vectors, encode) -> bench.Prefilled, as bench.ttft_once, checked on a
+    """fn(model, segments, expand, vectors, encode) -> timing.Prefilled, as timing.ttft_once, checked on a
     simulated GPU whose prefill, assembly and encoder take known times."""
     name = "ttft_timer"
     segments = Segments(prefix=[1, 2], chunks=[[3, 4], [5, 6], [7, 8]], suffix=[9])
@@ -360,7 +360,7 @@ def check_ttft_timer(fn: Callable) -> None:
         missing = [a for a in ("token", "cache", "inputs", "total_s", "encoder_s") if not hasattr(run, a)]
         if missing:
             raise ExerciseError(f"{name}: on {arm} the result has no {', '.join(missing)}: {_show(run)}.\n"
-                                "  hint: return refrag_lib.bench.Prefilled(token, cache, inputs, total_s, encoder_s).")
+                                "  hint: return refrag_lib.timing.Prefilled(token, cache, inputs, total_s, encoder_s).")
         expected = (ENCODE_S if encode else 0.0) + ASSEMBLY_S + PREFILL_S
         hint = _timer_hint(float(run.total_s), expected, encode)
         if hint:

@@ -34,10 +34,11 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
-from .colab import CLONE_DIR, OFFLINE_DECODER, canonical_name, changed_packages, repository_url
-from .errors import CourseError
+from ..errors import CourseError
+from ..runs import repo_root
+from .colab import CLONE_DIR, OFFLINE_DECODER, canonical_name, changed_packages
+from .colab_cells import repository_url
 from .notebooks import notebook_errors
-from .runs import repo_root
 
 MANIFEST = repo_root() / "colab" / "pip-freeze.gpu.txt"
 STANDIN = repo_root() / "colab" / "standin"
@@ -163,8 +164,9 @@ def _clean_env(**extra: str) -> dict:
 def versions_of(python: Path) -> dict[str, str]:
     """Installed distributions of another interpreter (the course's own listing, run there; the checkout is on
     sys.path only for the import, so that its own egg-info is not listed)."""
-    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); from refrag_lib.colab import installed_versions; "
-            "sys.path.pop(0); print(json.dumps(installed_versions()))")
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); "
+            "from refrag_lib.course.colab import installed_versions; sys.path.pop(0); "
+            "print(json.dumps(installed_versions()))")
     done = subprocess.run([str(python), "-I", "-c", code, str(repo_root())], capture_output=True, text=True, check=True,
                           env=_clean_env())
     return json.loads(done.stdout)
@@ -331,7 +333,7 @@ def unit_tests(work: Path, base: Path) -> dict:
     runtime = fresh_runtime(work, base)
     python = str(runtime / "bin" / "python")
     subprocess.run(["git", "clone", "-q", "--depth", "1", f"file://{repo_root()}", CLONE_DIR], check=True)
-    install = (f"import sys; sys.path.insert(0, {CLONE_DIR!r}); from refrag_lib.colab import install_course, "
+    install = (f"import sys; sys.path.insert(0, {CLONE_DIR!r}); from refrag_lib.course.colab import install_course, "
                f"install_offline_decoder; install_course({CLONE_DIR!r}); install_offline_decoder()")
     env = _clean_env(HOME=str(work / "home"))
     subprocess.run([python, "-c", install], check=True, env=env)

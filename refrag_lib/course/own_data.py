@@ -15,12 +15,12 @@ import argparse
 import json
 from pathlib import Path
 
-from .config import PRESETS
-from .data import load_passages, load_qa
-from .errors import CourseError
-from .index import ANSWER_IN_PASSAGE, relevant_rows
+from ..config import PRESETS
+from ..data import load_passages, load_qa
+from ..errors import CourseError
+from ..index import ANSWER_IN_PASSAGE, relevant_rows
+from ..runs import Run, open_run
 from .notebooks import NOTEBOOK_DIR, run_notebook
-from .runs import Run, open_run
 
 READING_NOTEBOOKS = ("01_indexing", "05_sft", "07_playground")
 TRAINED_FILES = ("sft/metrics.json", "sft/rag/weights.safetensors", "sft/refrag/weights.safetensors")

@@ -16,8 +16,8 @@ import json
 import re
 from dataclasses import dataclass, replace
 
-from .errors import CourseError
-from .evaluate import (
+from ..errors import CourseError
+from ..evaluate import (
     between_models,
     chunk_counts,
     cpt_arms,
@@ -26,10 +26,10 @@ from .evaluate import (
     paired_cpt,
     vectors_against_floor,
 )
-from .intervals import excludes_zero, format_interval
-from .model import load_refrag
-from .runs import open_run
-from .train import TrainConfig, default_config, tokenized_documents, train_stage
+from ..intervals import excludes_zero, format_interval
+from ..model import load_refrag
+from ..runs import open_run
+from ..stages import TrainConfig, default_config, tokenized_documents, train_stage
 
 
 @dataclass(frozen=True)
