@@ -85,7 +85,7 @@ print(format_footprint(get_preset(PRESET)))
 #
 # Training notebooks 02-05 takes the better part of an hour on a laptop CPU. In a workshop the teacher
 # hands out a pack instead: one file with a finished run's trained weights, index and metrics (`make pack`,
-# README "Teaching this course"). Put its path (a Google Drive path in Colab, or an https address) in `PACK`
+# docs/teaching.md). Put its path (a Google Drive path in Colab, or an https address) in `PACK`
 # above, here and in every later notebook: each then loads the stages the pack holds instead of training
 # them. This cell checks the pack now, before the workshop starts: that it can be reached, that every file
 # in it is whole (its sha256 matches the pack's manifest), and that it was made for this preset, k and

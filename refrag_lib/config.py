@@ -20,7 +20,7 @@ OFFLINE_DECODER = "offline:SmolLM2-135M-Instruct"
 @dataclass(frozen=True)
 class WorkshopSize:
     """The evaluation of notebooks 05 and 06 with WORKSHOP = True: sized so that, from a teacher's pack,
-    05, 06 and 07 together fit a workshop slot (README, "Teaching this course", has their measured times on
+    05, 06 and 07 together fit a workshop slot (docs/teaching.md, "A teacher's pack", has their measured times on
     a 2-core CPU). Fewer questions mean wider intervals: the notebooks print them."""
 
     eval_questions: int = 60  # notebook 05: held-out questions per row (the default cpu size: 150)
