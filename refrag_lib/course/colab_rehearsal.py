@@ -129,10 +129,11 @@ def modules_colab_lacks(manifest_path: Path = MANIFEST) -> set[str]:
     one is neither in Colab's manifest nor added by the setup cell (the tools of `make test`, say)."""
     manifest = read_manifest(manifest_path)
     providers = metadata.packages_distributions()
-    if __package__ not in providers:
-        raise CourseError(f"{__package__} is not installed as a distribution here (`make venv` installs it): the "
+    package = __package__.split(".")[0]  # refrag_lib, the course's top-level package
+    if package not in providers:
+        raise CourseError(f"{package} is not installed as a distribution here (`make venv` installs it): the "
                           "setup cell's additions are read from its metadata.")
-    has = set(manifest.pins) | manifest.from_urls | setup_cell_distributions(providers[__package__][0])
+    has = set(manifest.pins) | manifest.from_urls | setup_cell_distributions(providers[package][0])
     return {module for module, dists in providers.items() if not any(canonical_name(d) in has for d in dists)}
 
 

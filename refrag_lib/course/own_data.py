@@ -51,7 +51,7 @@ def check_trained(trained: Run) -> dict:
 def run_own_data(passages_path: str | Path, qa_path: str | Path, trained: Run, own: Run, smoke: bool = False,
                  eval_questions: int = 0) -> dict:
     """Notebooks 01, 05 and 07 on the learner's files in `own`, with the readers of `trained`; returns the
-    figures the note and the README ask for (recall@1/5/10 and what a hit meant, EM of both readers)."""
+    figures the note and docs/own-data.md ask for (recall@1/5/10 and what a hit meant, EM of both readers)."""
     if own.root == trained.root:
         raise CourseError(f"the run folder for your data must not be the course run {trained.root}: its index "
                           "and results would be replaced. Choose another (OWN_RUN=runs/cpu-own).")
