@@ -19,7 +19,8 @@
 # Run this notebook first. It looks at Python and the packages the course uses, the device, the
 # models of the preset you chose, and the free disk, and prints the fix for anything missing. Then it
 # loads the models once and lets the decoder say a few words, so that the first real notebook does not
-# fail half-way on something we could have known in a minute.
+# fail half-way on something we could have known in a minute. Last, it times on this machine what REFRAG
+# is for: how much sooner the first token comes when the decoder reads one vector per chunk.
 #
 # Nothing is trained and nothing is written except the one-off model cache (the offline decoder is
 # shipped quantised and de-quantised once, about 30 seconds, into `~/.cache/refrag-course`).
@@ -129,3 +130,30 @@ from refrag_lib.precision import check_finite_logits
 
 check_finite_logits(model)  # stops with the fix if the decoder overflows in the preset's precision (fp16)
 print(f"the decoder's logits are finite in {str(model.precision).removeprefix('torch.')}")
+
+# %% [markdown]
+# ## The payoff, measured before any training
+#
+# Why the rest of the course is worth it. Ordinary RAG puts every retrieved token into the decoder: s
+# positions. REFRAG cuts the same context into chunks of k tokens and gives the decoder one projected vector
+# per chunk: s/k positions. The prefill before the first token costs work in every position for every layer
+# (and attention grows with the square of the positions), so the first token can come between k and k²
+# times sooner; the paper's cost model (`refrag_lib.analytic`) gives the ratio for this decoder's own shape.
+#
+# The cell times both on this machine, the chunk vectors computed beforehand as REFRAG does at indexing time
+# (arm `refrag_cache`; `refrag_nocache` runs the encoder inside the timed region). The projector is still
+# untrained: what the vectors mean does not change how long the decoder takes to read them. Columns: `pos`
+# decoder positions, `TTFT ms` median ± interquartile range, `speedup` measured against RAG, `analytic` the
+# cost model's ratio for the same positions, `meas/an` how much of it this machine realised. Notebook 06
+# runs the full benchmark (longer contexts, several k and p, memory, decoding speed).
+
+# %%
+from refrag_lib.bench import format_table, run_sweep
+from refrag_lib.data import default_data_dir, load_passages
+
+passages = [p.text for p in load_passages(default_data_dir() / "corpus.jsonl")]
+context_tokens = 512 if SMOKE else 2048  # s: the retrieved context, in decoder tokens
+first_look = run_sweep(model, passages, "Which river flows through City_003?", s_values=[context_tokens],
+                       k_values=[model.k], p_values=[0.0], repeats=1 if SMOKE else 3, decode_tokens=1,
+                       progress=False)
+print(format_table(first_look["rows"]))

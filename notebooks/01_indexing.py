@@ -205,8 +205,8 @@ fig = plot_recall(recall, len(index))
 # newline), so its chunks and vectors do not depend on which other passages were retrieved with it.
 # That is why they can be computed once, here, and cached next to the index: at question time the
 # decoder gets them without running the encoder ("with cache" in the paper's time-to-first-token).
-# They depend on the encoder's weights, so notebooks 02-03 recompute the store after training the
-# encoder; `load_chunk_store` refuses a store made by other weights, another k or other models.
+# They depend on the encoder's weights: notebook 05 computes them again with its fine-tuned encoder (the
+# REFRAG-ready index), and `load_chunk_store` refuses a store made by other weights, another k or other models.
 #
 # The gold passage from above, as the decoder's tokenizer cuts it:
 

@@ -191,6 +191,8 @@ ablation_config = TrainConfig(stage="cpt", steps=ablation_steps, context_tokens=
                               save_every=long_run_save_every(ablation_steps, TRAIN_DECODER))
 ablation = train_stage(run, ablation_config, folder="cpt/no_recon_init", init_from_recon=False,
                        resume=RESUME, progress=PROGRESS, documents=DOCUMENTS or None)
+print(f"largest gradient norm before clipping: from reconstruction {result.summary['max_grad_norm']:.1f}, "
+      f"from scratch {ablation.summary['max_grad_norm']:.1f}")
 
 # %%
 plot_loss_curves({"CPT from reconstruction": result.history, "CPT from scratch": ablation.history},

@@ -20,6 +20,9 @@ from ..runs import Run, open_run
 from ..selectors import DEFAULT_SELECTOR, SELECTORS, make_selector
 from ..trained import load_sft_model
 
+# A chunk's background, with dark text on it: readable in a light and a dark notebook theme alike.
+EXPANDED, COMPRESSED = "#c8f0c8", "#e4e4e4"
+
 log = logging.getLogger(__name__)
 
 
@@ -112,11 +115,12 @@ def render_html(result: dict) -> str:
            "</tr>" + rows + "</table>",
            f"<p>REFRAG's first token came {speedup:.1f}x sooner; it expanded {len(refrag['expanded_chunks'])} of "
            f"{refrag['n_chunks']} chunks ({SELECTORS[result['selector']]}). "
-           "<span style='background:#c8f0c8'>expanded</span> chunks are read as tokens, "
-           "<span style='background:#e4e4e4'>compressed</span> ones as one vector each.</p>"]
+           f"<span style='background:{EXPANDED};color:#111'>expanded</span> chunks are read as tokens, "
+           f"<span style='background:{COMPRESSED};color:#111'>compressed</span> ones as one vector each.</p>"]
     for rank, passage in enumerate(refrag["passages"], start=1):
         spans = "".join(
-            f"<span style='background:{'#c8f0c8' if c['expanded'] else '#e4e4e4'};border-right:1px solid #999'>"
+            f"<span style='background:{EXPANDED if c['expanded'] else COMPRESSED};color:#111;"
+            "border-right:1px solid #999'>"
             f"{html.escape(c['text'])}</span>" for c in passage["chunks"])
         out.append(f"<p><b>{rank}. {html.escape(passage['id'])}</b> ({passage['score']:.2f}) {spans}</p>")
     return "\n".join(out)

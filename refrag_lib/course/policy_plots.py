@@ -121,15 +121,19 @@ def plot_selection_frequency(frequencies: dict[str, np.ndarray], p: float, ax=No
 
 def highlight_html(model, example: ScoredExample, masks: dict[str, Sequence[bool]]) -> str:
     """The context with each selector's expanded chunks highlighted, then the continuation to predict."""
+    from matplotlib.colors import to_hex
+
     tok = model.decoder_tokenizer
     parts = []
     for name, mask in masks.items():
-        label, colour, _ = STYLE.get(name, (name, "orange", ""))
+        label, colour, _ = STYLE.get(name, (name, "tab:orange", ""))
+        background = to_hex(colour)  # CSS knows no matplotlib names ("tab:red"): a browser would drop them
         spans = []
         for chunk, expanded, score in zip(example.segments.chunks, mask, example.chunk_nll.tolist()):
             text = html.escape(tok.decode(chunk))
             title = f"chunk NLL {score:.2f}"
-            style = f"background:{colour};color:white" if expanded else "color:#555"
+            # text colour set wherever the background is, and none forced elsewhere: readable in light and dark themes
+            style = f"background:{background};color:#fff" if expanded else "opacity:0.65"
             spans.append(f'<span title="{title}" style="{style};border-right:1px solid #bbb">{text}</span>')
         parts.append(f"<p><b>{html.escape(label)}</b> ({sum(mask)} of {len(mask)} chunks expanded):<br>"
                      + "".join(spans) + "</p>")

@@ -90,7 +90,7 @@ def examples_html(rows: Sequence[dict]) -> str:
         cells = [html.escape(row["question"]), html.escape(row["gold"])]
         for arm in ("rag", "refrag"):
             color = "#d4f7d4" if exact_match(row[arm], answers) else "#f7d4d4"
-            cells.append(f'<span style="background:{color}">{html.escape(row[arm]) or "&empty;"}</span>')
+            cells.append(f'<span style="background:{color};color:#111">{html.escape(row[arm]) or "&empty;"}</span>')
         cells.append("<br>".join(f"<code>{html.escape(c.strip())}</code>" for c in row["expanded_chunks"]) or "none")
         body.append("<tr>" + "".join(f'<td style="text-align:left">{c}</td>' for c in cells) + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
