@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 
 from .config import Preset
 from .errors import ModelUnavailableError
+from .runs import in_colab
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -166,7 +166,7 @@ def decoder_window(config) -> int:
 
 def colab_secret(name: str) -> str | None:
     """A Colab secret (the key icon in Colab's sidebar), or None outside Colab or when it is not granted."""
-    if "google.colab" not in sys.modules:
+    if not in_colab():
         return None
     from google.colab import userdata
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ..config import RUN_ROOT_VARIABLE, auto_preset_name, gpu_name
 from ..errors import CourseError
-from ..runs import DRIVE_MOUNT, DRIVE_RUNS
+from ..runs import DRIVE_MOUNT, DRIVE_RUNS, in_colab
 
 CLONE_DIR = "/content/refrag-course"  # where Colab notebooks keep their copy of the course
 # The offline decoder's package (installed without its dependencies, like the Makefile's SMOLLM2).
@@ -36,7 +36,7 @@ def flush_drive() -> None:
     """In Colab, write everything this runtime put on Google Drive back before the runtime is recycled: Drive's
     mount buffers writes, and a runtime recycled right after a notebook wrote gigabytes can lose them. The mount
     goes with it (the next notebook's runtime mounts Drive anew). Elsewhere, or with Drive not mounted: nothing."""
-    if "google.colab" not in sys.modules or not os.path.ismount(DRIVE_MOUNT):
+    if not in_colab() or not os.path.ismount(DRIVE_MOUNT):
         return
     from google.colab import drive
 
