@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -68,19 +68,24 @@ class DecoderInputs:
         return self.attention_mask.sum(dim=1)
 
 
+def projector_net(encoder_dim: int, decoder_dim: int) -> nn.Module:
+    """phi's MLP: 2 layers, hidden width = the decoder's hidden size, a GELU between (two Linear layers in a row
+    would collapse into one linear map). Checkpoints name its weights net.0.* and net.2.*."""
+    return nn.Sequential(nn.Linear(encoder_dim, decoder_dim), nn.GELU(), nn.Linear(decoder_dim, decoder_dim))
+
+
 class Projector(nn.Module):
-    """phi: encoder space -> decoder token-embedding space; 2 layers, hidden = decoder hidden size.
+    """phi: encoder space -> decoder token-embedding space, through the MLP that `net` builds (projector_net).
 
     token_norm > 0 rescales every output to that length (RefragModel passes the decoder's mean
     token-embedding norm): the MLP learns the direction, and a large early step cannot hand the frozen
     decoder a vector far longer than any token it was trained on, which made reconstruction diverge.
     """
 
-    def __init__(self, encoder_dim: int, decoder_dim: int, token_norm: float = 0.0):
+    def __init__(self, encoder_dim: int, decoder_dim: int, token_norm: float = 0.0,
+                 net: Callable[[int, int], nn.Module] = projector_net):
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(encoder_dim, decoder_dim), nn.GELU(), nn.Linear(decoder_dim, decoder_dim)
-        )
+        self.net = net(encoder_dim, decoder_dim)
         self.token_norm = token_norm
 
     def forward(self, c: torch.Tensor) -> torch.Tensor:
@@ -110,6 +115,28 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
 POOLINGS = ("mean", "first")
 
 
+def splice_vectors(token_embeds: torch.Tensor, is_vector: torch.Tensor, projected: torch.Tensor) -> torch.Tensor:
+    """The decoder input: the projected chunk vectors, in row-major order, in the slots where is_vector is True;
+    every other slot keeps its token embedding. Out of place and in the embeddings' dtype, so the loss's gradient
+    reaches the projector and the encoder through it."""
+    return token_embeds.masked_scatter(is_vector.unsqueeze(-1), projected.to(token_embeds.dtype))
+
+
+@dataclass(frozen=True)
+class Parts:
+    """A learner's own pieces of the model (notebook 02's exercises), handed to the model a training run builds;
+    None: the package's own. Functions, not settings: TrainConfig, which checkpoints store, holds none of them.
+
+    pool(hidden [n, t, h], mask [n, t]) -> [n, h] replaces the pooling RefragModel.pooling names;
+    projector_net(encoder_dim, decoder_dim) -> the projector's MLP, whose state-dict keys must be projector_net's so
+    that saved weights load into either; splice(token_embeds, is_vector, projected) -> the decoder input.
+    """
+
+    pool: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    projector_net: Callable[[int, int], nn.Module] | None = None
+    splice: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+
+
 def expand_all(batch: Sequence[Segments], value: bool) -> list[list[bool]]:
     """An expansion mask with every chunk expanded (True: ordinary RAG) or compressed (False)."""
     return [[value] * len(ex.chunks) for ex in batch]
@@ -118,15 +145,18 @@ def expand_all(batch: Sequence[Segments], value: bool) -> list[list[bool]]:
 class RefragModel(nn.Module):
     """Encoder + projector + decoder, with batched input assembly, prefill and KV-cached decoding."""
 
-    def __init__(self, encoder, decoder, encoder_tokenizer, decoder_tokenizer, k: int):
+    def __init__(self, encoder, decoder, encoder_tokenizer, decoder_tokenizer, k: int, parts: Parts | None = None):
         super().__init__()
         self.k = check_k(k)
+        self.parts = parts or Parts()
         self.encoder = encoder
         self.decoder = decoder
         self.encoder_tokenizer = encoder_tokenizer
         self.decoder_tokenizer = decoder_tokenizer
         token_norm = float(decoder.get_input_embeddings().weight.detach().float().norm(dim=1).mean())
-        self.projector = Projector(encoder.config.hidden_size, decoder.config.hidden_size, token_norm)
+        # built where the default MLP always was: a learner's MLP with its layers starts from the same weights
+        self.projector = Projector(encoder.config.hidden_size, decoder.config.hidden_size, token_norm,
+                                   self.parts.projector_net or projector_net)
         self.projector.to(device=decoder.device, dtype=decoder.dtype)
         # The preset's precision, fixed at load: what the model serves, is scored and timed in, and what trained
         # parts return to after training (refrag_lib.precision), whatever dtype a part has at the moment.
@@ -140,7 +170,8 @@ class RefragModel(nn.Module):
         # decoder's pretraining: the first position is the attention sink, which later tokens attend to
         # but read little from, so a chunk vector placed there is hard to learn to read.
         self.start_before_chunks = True
-        self.pooling = "mean"  # how encode_chunks turns a chunk's encoder states into its vector (see `pool`)
+        # how encode_chunks turns a chunk's encoder states into its vector (see `pool`), unless parts.pool is given
+        self.pooling = "mean"
 
     @property
     def device(self) -> torch.device:
@@ -169,6 +200,8 @@ class RefragModel(nn.Module):
         enc = self.encoder_tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
         enc = {name: t.to(self.encoder.device) for name, t in enc.items()}
         hidden = self.encoder(**enc).last_hidden_state
+        if self.parts.pool is not None:
+            return self.parts.pool(hidden, enc["attention_mask"])
         return pool(hidden, enc["attention_mask"], self.pooling)
 
     def compressed_chunks(self, batch: Sequence[Segments], expand: Sequence[Sequence[bool]]) -> list[list[int]]:
@@ -197,7 +230,8 @@ class RefragModel(nn.Module):
         if projected is None:
             if chunk_vectors is None:
                 chunk_vectors = self.encode_chunks(self.compressed_chunks(batch, expand))
-            projected = self.projector(chunk_vectors.to(device=self.device, dtype=self.projector.net[0].weight.dtype))
+            dtype = next(self.projector.parameters()).dtype
+            projected = self.projector(chunk_vectors.to(device=self.device, dtype=dtype))
         layouts = [self._layout(ex, mask) for ex, mask in zip(batch, expand)]
         return self._pad_and_embed(layouts, projected, padding_side)
 
@@ -253,7 +287,7 @@ class RefragModel(nn.Module):
             t.to(self.device) for t in (token_ids, is_vector, is_suffix, attention)
         )
         embeds = self.decoder.get_input_embeddings()(token_ids)
-        embeds = embeds.masked_scatter(is_vector.unsqueeze(-1), projected.to(embeds.dtype))
+        embeds = (self.parts.splice or splice_vectors)(embeds, is_vector, projected)
         positions = (attention.cumsum(dim=1) - 1).clamp(min=0)
         return DecoderInputs(embeds, attention, positions, token_ids, is_vector, is_suffix)
 
@@ -338,10 +372,10 @@ def _pick(logits: torch.Tensor, do_sample: bool, temperature: float, generator) 
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
-def load_refrag(preset, device: str | None = None) -> RefragModel:
-    """The preset's encoder and decoder with a fresh (untrained) projector."""
+def load_refrag(preset, device: str | None = None, parts: Parts | None = None) -> RefragModel:
+    """The preset's encoder and decoder with a fresh (untrained) projector; parts: a learner's own (see Parts)."""
     check_access(preset)
     device = device or preset.device
     encoder, encoder_tokenizer = load_encoder(preset.encoder, preset.dtype, device)
     decoder, decoder_tokenizer = load_decoder(preset.decoder, preset.dtype, device)
-    return RefragModel(encoder, decoder, encoder_tokenizer, decoder_tokenizer, k=preset.k)
+    return RefragModel(encoder, decoder, encoder_tokenizer, decoder_tokenizer, k=preset.k, parts=parts)

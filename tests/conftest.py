@@ -7,7 +7,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from refrag_lib.model import RefragModel
+from refrag_lib.model import Parts, RefragModel
 
 TINY_TEXT = [
     "TITLE: Atlas Entry - City_017. City_017 lies on River_033 and exports Material_009.",
@@ -34,10 +34,12 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
 
 
-def tiny_refrag(k: int = 4, seed: int = 0, device: str = TEST_DEVICE, dtype=torch.float32) -> RefragModel:
+def tiny_refrag(k: int = 4, seed: int = 0, device: str = TEST_DEVICE, dtype=torch.float32,
+                parts: Parts | None = None) -> RefragModel:
     """A REFRAG model built from tiny random configs (hidden 32, 2 layers), transformers-test style.
 
-    dtype is the decoder's (the preset's dtype); encoder and projector stay float32 as in training.
+    dtype is the decoder's (the preset's dtype); encoder and projector stay float32 as in training. parts: a
+    learner's own pieces (model.Parts).
     """
     torch.manual_seed(seed)
     tok = tiny_tokenizer()
@@ -55,7 +57,19 @@ def tiny_refrag(k: int = 4, seed: int = 0, device: str = TEST_DEVICE, dtype=torc
             num_attention_heads=2, max_position_embeddings=256, pad_token_id=tok.pad_token_id,
         )
     ).eval()
-    return RefragModel(encoder.to(device), decoder.to(device, dtype), tok, tok, k=k)
+    return RefragModel(encoder.to(device), decoder.to(device, dtype), tok, tok, k=k, parts=parts)
+
+
+class Spy:
+    """A learner's function stand-in: calls the wrapped one and records, per call, whether autograd was on (a
+    training step) or off (an evaluation), to prove that training runs the function it was handed."""
+
+    def __init__(self, fn):
+        self.fn, self.grad_modes = fn, []
+
+    def __call__(self, *args, **kwargs):
+        self.grad_modes.append(torch.is_grad_enabled())
+        return self.fn(*args, **kwargs)
 
 
 @pytest.fixture

@@ -2,10 +2,23 @@
 
 import pytest
 import torch
-from conftest import TINY_TEXT
+from conftest import TINY_TEXT, Spy, tiny_refrag
+from torch import nn
 
+from refrag_lib.checkpoint import load_weights, save_weights
 from refrag_lib.errors import CourseError
-from refrag_lib.model import Projector, Segments, cache_keyword, chunk_ids, expand_all, pool
+from refrag_lib.model import (
+    Parts,
+    Projector,
+    Segments,
+    cache_keyword,
+    chunk_ids,
+    expand_all,
+    mean_pool,
+    pool,
+    projector_net,
+    splice_vectors,
+)
 
 
 def rag_batch(model, n=2):
@@ -86,6 +99,29 @@ def test_pooling_takes_the_mean_of_real_tokens_or_the_first_state(tiny):
     first = tiny.encode_chunks(chunks)
     tiny.pooling = "mean"
     assert first.shape == tiny.encode_chunks(chunks).shape and not torch.allclose(first, tiny.encode_chunks(chunks))
+
+
+def test_a_learners_parts_are_what_the_model_runs(tiny):
+    pool_fn, net, splice = Spy(mean_pool), Spy(projector_net), Spy(splice_vectors)
+    mine = tiny_refrag(parts=Parts(pool=pool_fn, projector_net=net, splice=splice))
+    mine.pooling = "first"  # a learner's pool replaces the named pooling
+    batch = rag_batch(mine)
+    inputs = mine.build_inputs(batch)
+    assert (len(net.grad_modes), len(pool_fn.grad_modes), len(splice.grad_modes)) == (1, 1, 1)
+    # the same seed and layers: the package's model, weight for weight, and the same decoder input
+    assert all(torch.equal(tensor, mine.state_dict()[name]) for name, tensor in tiny.state_dict().items())
+    torch.testing.assert_close(inputs.inputs_embeds, tiny.build_inputs(batch).inputs_embeds)
+
+
+def test_a_learners_projector_keeps_the_checkpoint_names(tmp_path, tiny):
+    identity = {"preset": "tiny", "k": "4", "encoder": "tiny-bert", "decoder": "tiny-llama"}
+    relu = tiny_refrag(seed=1, parts=Parts(projector_net=lambda e, d: nn.Sequential(nn.Linear(e, d), nn.ReLU(),
+                                                                                        nn.Linear(d, d))))
+    save_weights(tmp_path / "w.safetensors", relu, ["projector"], identity)
+    load_weights(tmp_path / "w.safetensors", tiny, identity)  # what notebook 03 does with 02's weights
+    assert list(tiny.projector.state_dict()) == ["net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias"]
+    assert all(torch.equal(tensor, tiny.projector.state_dict()[name])
+               for name, tensor in relu.projector.state_dict().items())
 
 
 def test_a_compressed_input_starts_with_the_start_token_unless_it_has_a_prefix(tiny):
