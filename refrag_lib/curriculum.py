@@ -9,6 +9,8 @@ stages evenly over any step budget, cap factors at what s/k allows, and draw one
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from .errors import CourseError
@@ -26,6 +28,7 @@ TABLE8: dict[int, tuple[int, ...]] = {
     256: (1, 3, 9, 25, 73, 212, 618, 1802, 5259),
 }
 N_STAGES = 9
+Mixtures = Callable[[int], tuple[list[int], np.ndarray]]  # max_chunks -> (factors, [N_STAGES, n_factors] mixtures)
 
 
 def capped_table(max_chunks: int) -> dict[int, np.ndarray]:
@@ -60,10 +63,11 @@ class Curriculum:
     one chunk only, then the 9 stages share the rest. In the paper one-chunk examples fill most of a
     long first stage; spread evenly over a few hundred steps, that stage lasts a few dozen steps, too
     few for the encoder to learn to write a chunk into its vector (notebook 02's lever table).
+    mixtures(max_chunks) -> (factors, [9, n_factors]) gives the stages: stage_mixtures, or a learner's own.
     """
 
     def __init__(self, max_chunks: int, total_steps: int, seed: int = 0, curriculum: bool = True,
-                 one_chunk_share: float = 0.0):
+                 one_chunk_share: float = 0.0, mixtures: Mixtures = stage_mixtures):
         if total_steps < 1:
             raise CourseError(f"total_steps must be at least 1, got {total_steps}.")
         if not 0.0 <= one_chunk_share < 1.0:
@@ -73,7 +77,7 @@ class Curriculum:
         self.seed = seed
         self.curriculum = curriculum
         self.one_chunk_steps = round(one_chunk_share * total_steps) if curriculum else 0
-        self.factors, self.mixtures = stage_mixtures(max_chunks)
+        self.factors, self.mixtures = mixtures(max_chunks)
 
     def stage(self, step: int) -> int:
         """The curriculum stage (0..8) of a step after the one-chunk steps: the 9 stages share the rest of

@@ -161,6 +161,7 @@ def train_and_probe(run, cfg, held_out: list[list[int]], floor: dict, points: in
 
     The loop resumes exactly (same weights as one uninterrupted run), so the curve costs only the
     probes: [{"step": steps done, "by_chunks": vectors_against_floor(...)["by_chunks"]}, ...].
+    stage_options go to every segment's train_stage (documents, and a learner's parts= and mixtures=).
     """
     if points < 1:
         raise CourseError(f"points must be >= 1 (probes during training), got {points}.")

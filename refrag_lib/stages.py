@@ -18,11 +18,11 @@ import torch
 from torch import nn
 
 from .checkpoint import WEIGHTS, load_weights, model_identity
-from .curriculum import Curriculum
+from .curriculum import Curriculum, Mixtures, stage_mixtures
 from .data import default_data_dir, load_documents
 from .errors import CourseError, MissingArtifactError
 from .losses import TokenStats, next_paragraph_loss, reconstruction_loss
-from .model import POOLINGS, RefragModel, load_refrag
+from .model import POOLINGS, Parts, RefragModel, load_refrag
 from .precision import CPU_BF16, master_weights
 from .train import TrainResult, train
 from .trained import STAGES
@@ -168,14 +168,16 @@ class StageObjective(nn.Module):
 
 
 class StageTask:
-    """Reconstruction or CPT as a task of the loop: curriculum-sized windows of the training documents."""
+    """Reconstruction or CPT as a task of the loop: curriculum-sized windows of the training documents; mixtures
+    gives the curriculum's stages (curriculum.stage_mixtures, or a learner's own)."""
 
-    def __init__(self, model: RefragModel, cfg: TrainConfig, token_docs: list[list[int]]):
+    def __init__(self, model: RefragModel, cfg: TrainConfig, token_docs: list[list[int]],
+                 mixtures: Mixtures = stage_mixtures):
         self.name, self.parts, self.k = cfg.stage, cfg.trained_parts(), model.k
         self.cfg, self.token_docs = cfg, token_docs
         self.objective = StageObjective(model, cfg)
         self.curriculum = Curriculum(cfg.context_tokens // model.k, cfg.steps, cfg.seed, cfg.curriculum,
-                                     cfg.one_chunk_share)
+                                     cfg.one_chunk_share, mixtures)
 
     def batch(self, step: int, rng: np.random.Generator) -> tuple[object, dict]:
         """(examples, what the step's log row should say about them)."""
@@ -191,8 +193,9 @@ def tokenized_documents(model: RefragModel, path: str | Path | None = None) -> t
     return [model.tokenize(d) for d in train_docs], [model.tokenize(d) for d in held_out]
 
 
-def prepare_model(run, cfg: TrainConfig, init_from_recon: bool = True) -> RefragModel:
-    """The preset's model, initialised from the reconstruction weights for CPT.
+def prepare_model(run, cfg: TrainConfig, init_from_recon: bool = True, parts: Parts | None = None) -> RefragModel:
+    """The preset's model (with a learner's `parts`, see model.Parts), initialised from the reconstruction weights
+    for CPT.
 
     CPT without them is the Table 12 ablation and must be asked for (init_from_recon=False).
     """
@@ -207,7 +210,7 @@ def prepare_model(run, cfg: TrainConfig, init_from_recon: bool = True) -> Refrag
                 "(the Table 12 ablation) pass init_from_recon=False (CLI: --no-recon-init)."
             ) from err
     torch.manual_seed(cfg.seed)  # the projector's random initialisation follows the run's seed
-    model = load_refrag(run.preset)
+    model = load_refrag(run.preset, parts=parts)
     model.start_before_chunks = cfg.start_token
     model.pooling = cfg.pooling
     if not cfg.projector_norm:
@@ -221,14 +224,17 @@ def prepare_model(run, cfg: TrainConfig, init_from_recon: bool = True) -> Refrag
 def train_stage(
     run, cfg: TrainConfig, folder: str = "", init_from_recon: bool = True, documents: str | Path | None = None,
     resume: bool = True, max_new_steps: int | None = None, progress: bool = True, trackers: list[str] | None = None,
+    parts: Parts | None = None, mixtures: Mixtures = stage_mixtures,
 ) -> TrainResult:
     """Train one stage of a run; weights and metrics.jsonl go to RUN_DIR/<folder or stage>/. The resumable state
     goes once the stage has finished: the later notebooks read the weights, and on Drive a kept state would hold
-    three times their size."""
-    model = prepare_model(run, cfg, init_from_recon)
+    three times their size. parts and mixtures: a learner's own model pieces and curriculum (notebook 02); neither
+    is stored with the run, so a resumed or finished run is matched on its TrainConfig alone."""
+    model = prepare_model(run, cfg, init_from_recon, parts)
     train_docs, _ = tokenized_documents(model, documents)
     out_dir = run.stage_dir(folder or cfg.stage)
-    result = train(model, cfg, StageTask(model, cfg, train_docs), out_dir, model_identity(run.preset, cfg.stage),
-                   resume=resume, max_new_steps=max_new_steps, progress=progress, trackers=trackers, keep_state=False)
+    result = train(model, cfg, StageTask(model, cfg, train_docs, mixtures), out_dir,
+                   model_identity(run.preset, cfg.stage), resume=resume, max_new_steps=max_new_steps,
+                   progress=progress, trackers=trackers, keep_state=False)
     result.summary["init_from_recon"] = init_from_recon if cfg.stage == "cpt" else None
     return result

@@ -90,3 +90,12 @@ def test_plot_runs():
 
     ax = plot_curriculum(Curriculum(16, 60))
     assert ax.get_ylim() == (0, 1)
+
+
+def test_a_learners_mixtures_are_what_the_curriculum_draws_from():
+    def mixtures(max_chunks):  # 3 chunks is no factor of Table 8
+        return [3, max_chunks], np.tile([0.25, 0.75], (N_STAGES, 1))
+
+    schedule = Curriculum(16, 400, seed=0, mixtures=mixtures).schedule()
+    assert set(schedule) == {3, 16} and schedule.count(16) > schedule.count(3)
+    assert set(Curriculum(16, 50, curriculum=False, mixtures=mixtures).schedule()) == {16}

@@ -3,16 +3,19 @@
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
-from conftest import TINY_TEXT, tiny_refrag
+from conftest import TINY_TEXT, Spy, tiny_refrag
 from safetensors.torch import load_file
 
 from refrag_lib import precision, stages
 from refrag_lib.checkpoint import STATE_DIR, WEIGHTS, load_weights, read_metadata
 from refrag_lib.config import get_preset
 from refrag_lib.course.cli import train as train_command
+from refrag_lib.curriculum import N_STAGES
 from refrag_lib.errors import CourseError, MissingArtifactError
+from refrag_lib.model import Parts, mean_pool, projector_net, splice_vectors
 from refrag_lib.precision import mixed_precision
 from refrag_lib.runs import open_run
 from refrag_lib.stages import StageTask, TrainConfig, prepare_model, split_documents
@@ -279,7 +282,7 @@ def test_vectors_against_floor_scores_the_same_windows_both_ways():
 def test_train_and_probe_gives_a_curve_and_the_weights_of_one_uninterrupted_run(tmp_path, monkeypatch):
     from refrag_lib.evaluate import floor_scores, train_and_probe
 
-    monkeypatch.setattr(stages, "prepare_model", lambda run, cfg, init_from_recon=True: tiny_refrag(k=4))
+    monkeypatch.setattr(stages, "prepare_model", lambda run, cfg, init_from_recon=True, parts=None: tiny_refrag(k=4))
     monkeypatch.setattr(stages, "tokenized_documents", lambda model, path=None: (docs(model), docs(model)))
     run = open_run("cpu", tmp_path, k=4)
     cfg = config(steps=6, curriculum=False)
@@ -295,12 +298,29 @@ def test_train_and_probe_gives_a_curve_and_the_weights_of_one_uninterrupted_run(
         train_and_probe(run, cfg, held, floor, points=0)
 
 
+def test_a_learners_parts_and_mixtures_are_what_the_stage_trains_with(tmp_path, monkeypatch):
+    from refrag_lib.evaluate import floor_scores, train_and_probe
+
+    monkeypatch.setattr(stages, "load_refrag", lambda preset, parts=None: tiny_refrag(k=4, parts=parts))
+    monkeypatch.setattr(stages, "tokenized_documents", lambda model, path=None: (docs(model), docs(model)))
+    run = open_run("cpu", tmp_path, k=4)
+    held = docs(tiny_refrag(k=4))
+    floor = floor_scores(tiny_refrag(k=4), held, [1], n_windows=2, batch_size=2)
+    pool, net, splice = Spy(mean_pool), Spy(projector_net), Spy(splice_vectors)
+    mixtures = Spy(lambda max_chunks: ([2], np.ones((N_STAGES, 1))))  # every stage: 2 chunks, never Table 8's mix
+    result, _ = train_and_probe(run, config(steps=4), held, floor, points=2, resume=False, progress=False,
+                                parts=Parts(pool, net, splice), mixtures=mixtures)
+    assert {row["chunks"] for row in result.history} == {2}
+    assert len(net.grad_modes) == len(mixtures.grad_modes) == 2  # one model and one curriculum per segment
+    assert True in pool.grad_modes and True in splice.grad_modes  # in the training steps, not only the probes
+
+
 def test_levers_share_the_compute_and_the_windows(tmp_path, monkeypatch):
     from refrag_lib.evaluate import cpt_arms, cpt_windows, floor_scores, vectors_against_floor
     from refrag_lib.studies.levers import Lever, equal_compute_steps, format_levers, merge_rows, run_levers
 
     inits = []
-    def prepare(run, cfg, init_from_recon=True):
+    def prepare(run, cfg, init_from_recon=True, parts=None):
         inits.append(init_from_recon)
         return tiny_refrag(k=run.preset.k)
 
