@@ -109,14 +109,19 @@ class PolicyTrainResult:
     summary: dict = field(default_factory=dict)
 
 
+# (new_logp, old_logp, advantages, clip_eps) -> (loss to minimise, clip fraction): clipped_objective, or a learner's
+Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], tuple[torch.Tensor, torch.Tensor]]
+
+
 def policy_update(policy: Policy, optimizer, inputs: dict[str, torch.Tensor], orders: torch.Tensor,
-                  old_logp: torch.Tensor, advantages: torch.Tensor, clip_eps: float) -> tuple[float, float]:
+                  old_logp: torch.Tensor, advantages: torch.Tensor, clip_eps: float,
+                  objective: Objective = clipped_objective) -> tuple[float, float]:
     """One gradient step on the clipped objective. inputs: policy.inputs(examples); orders [B, G, T'],
     old_logp [B, G, T'], advantages [B, G]."""
     b, g, n = orders.shape
     logits = policy(**inputs)
     new_logp = step_log_probs(logits.repeat_interleave(g, dim=0), orders.reshape(b * g, n)).reshape(b, g, n)
-    loss, clip_fraction = clipped_objective(new_logp, old_logp, advantages, clip_eps)
+    loss, clip_fraction = objective(new_logp, old_logp, advantages, clip_eps)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -128,8 +133,8 @@ Reward = Callable[[Sequence[ScoredExample], Sequence[Sequence[bool]]], torch.Ten
 
 def grpo_step(model: RefragModel, policy: Policy, optimizer, examples: Sequence[ScoredExample], p: float,
               cfg: GRPOConfig, generator: torch.Generator, rng: np.random.Generator,
-              reward: Reward | None = None) -> dict:
-    """Roll out G selections per example, reward them in one forward, then cfg.updates PPO updates.
+              reward: Reward | None = None, objective: Objective = clipped_objective) -> dict:
+    """Roll out G selections per example, reward them in one forward, then cfg.updates PPO updates of `objective`.
 
     reward(rows, masks): one reward per row (default: minus the NLL of the true continuation,
     rewards_of; the question-aware policy's is minus the NLL of the gold answer). Each example also gets
@@ -155,7 +160,7 @@ def grpo_step(model: RefragModel, policy: Policy, optimizer, examples: Sequence[
     advantages = group_advantages(group)
     policy.train()
     losses, clips = zip(*(policy_update(policy, optimizer, inputs, orders.reshape(len(examples), g, n), old_logp,
-                                        advantages, cfg.clip_eps) for _ in range(cfg.updates)))
+                                        advantages, cfg.clip_eps, objective) for _ in range(cfg.updates)))
     policy.eval()
     return {"p": p, "expanded": n, "reward_mean": float(group.mean()), "reward_std": float(group.std(dim=1).mean()),
             "reward_gain_vs_random": float((group.mean(dim=1) - rewards[len(examples) * g:]).mean()),
@@ -163,8 +168,9 @@ def grpo_step(model: RefragModel, policy: Policy, optimizer, examples: Sequence[
 
 
 def train_policy(model: RefragModel, policy: ChunkPolicy, token_docs: list[list[int]], cfg: GRPOConfig,
-                 progress: bool = True) -> PolicyTrainResult:
-    """Train the policy in place with GRPO; the REFRAG model stays frozen (it only hands out rewards)."""
+                 progress: bool = True, objective: Objective = clipped_objective) -> PolicyTrainResult:
+    """Train the policy in place with GRPO; the REFRAG model stays frozen (it only hands out rewards).
+    objective: the clipped objective every update minimises (a learner's, in notebook 04)."""
     model.eval()
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -177,7 +183,7 @@ def train_policy(model: RefragModel, policy: ChunkPolicy, token_docs: list[list[
         rows = windows(token_docs, span, cfg.batch_size, rng)
         pairs = [(r[: cfg.context_tokens], r[cfg.context_tokens:]) for r in rows]
         examples = score_examples(model, pairs, with_chunk_nll=False)
-        row = grpo_step(model, policy, optimizer, examples, p, cfg, generator, rng)
+        row = grpo_step(model, policy, optimizer, examples, p, cfg, generator, rng, objective=objective)
         elapsed += time.perf_counter() - tick
         history.append({"step": step, **row, "seconds": round(elapsed, 3)})
     return PolicyTrainResult(policy, history, summarise(history, cfg))

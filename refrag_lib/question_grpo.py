@@ -19,7 +19,7 @@ import torch
 
 from .chunk_store import encoder_eval_mode
 from .errors import CourseError
-from .grpo import GRPOConfig, PolicyTrainResult, grpo_step, summarise
+from .grpo import GRPOConfig, Objective, PolicyTrainResult, clipped_objective, grpo_step, summarise
 from .intervals import mean_interval, paired_difference
 from .losses import masked_nll
 from .model import RefragModel, Segments
@@ -139,9 +139,11 @@ def answer_rewards(model: RefragModel):
 
 
 def train_question_policy(model: RefragModel, policy: QuestionPolicy, items: Sequence[QAItem], chunks, top_k: int,
-                          cfg: GRPOConfig, progress: bool = True) -> PolicyTrainResult:
+                          cfg: GRPOConfig, progress: bool = True,
+                          objective: Objective = clipped_objective) -> PolicyTrainResult:
     """GRPO on training questions, one question (G selections of it) per step: questions differ in how many
-    chunks their passages make, and a group must share one. The REFRAG model stays frozen."""
+    chunks their passages make, and a group must share one. The REFRAG model stays frozen. objective: as
+    grpo.train_policy's."""
     import time
 
     from tqdm.auto import tqdm
@@ -161,7 +163,8 @@ def train_question_policy(model: RefragModel, policy: QuestionPolicy, items: Seq
         rng = np.random.default_rng([cfg.seed, step])
         p = float(rng.choice(cfg.fractions))
         examples = answer_examples(model, [items[int(rng.integers(len(items)))]], chunks, top_k, rng)
-        row = grpo_step(model, policy, optimizer, examples, p, cfg, generator, rng, reward=reward)
+        row = grpo_step(model, policy, optimizer, examples, p, cfg, generator, rng, reward=reward,
+                        objective=objective)
         elapsed += time.perf_counter() - tick
         history.append({"step": step, **row, "seconds": round(elapsed, 3)})
     return PolicyTrainResult(policy, history, summarise(history, cfg))

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import Spy
 
 from refrag_lib.errors import CourseError
 from refrag_lib.grpo import GRPOConfig, clipped_objective, group_advantages, policy_update, rewards_of, train_policy
@@ -101,7 +102,9 @@ def test_training_runs_and_logs_finite_rewards(tiny):
     policy = ChunkPolicy(PolicyConfig(input_dim=tiny.encoder.config.hidden_size, width=16, heads=2))
     cfg = GRPOConfig(steps=3, batch_size=2, group_size=4, updates=2, context_tokens=24, continuation_tokens=6,
                      fractions=(0.25, 0.5))
-    result = train_policy(tiny, policy, docs, cfg, progress=False)
+    objective = Spy(clipped_objective)
+    result = train_policy(tiny, policy, docs, cfg, progress=False, objective=objective)
+    assert objective.grad_modes == [True] * cfg.steps * cfg.updates  # every update minimised the given objective
     assert len(result.history) == 3
     for row in result.history:
         assert all(np.isfinite(row[key]) for key in ("reward_mean", "reward_std", "loss", "reward_gain_vs_random"))

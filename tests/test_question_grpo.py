@@ -6,11 +6,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_qa
+from conftest import Spy, tiny_qa
 
 from refrag_lib.chunk_store import PassageChunks, build_chunk_store
 from refrag_lib.errors import CourseError
-from refrag_lib.grpo import GRPOConfig, grpo_step
+from refrag_lib.grpo import GRPOConfig, clipped_objective, grpo_step
 from refrag_lib.losses import suffix_token_stats
 from refrag_lib.model import Segments
 from refrag_lib.policy import PolicyConfig, QuestionPolicy, load_policy, question_policy_identity, save_policy
@@ -169,7 +169,9 @@ def test_question_policy_trains_on_answers_and_the_held_out_table_has_every_sele
     model, items, chunks, retriever = qa_setup
     policy = QuestionPolicy(PolicyConfig(input_dim=retriever.dim, width=16, heads=2, question_aware=1))
     cfg = GRPOConfig(steps=3, batch_size=1, group_size=3, updates=2, fractions=(0.25,))
-    result = train_question_policy(model, policy, items, chunks, 2, cfg, progress=False)
+    objective = Spy(clipped_objective)
+    result = train_question_policy(model, policy, items, chunks, 2, cfg, progress=False, objective=objective)
+    assert len(objective.grad_modes) == cfg.steps * cfg.updates
     assert len(result.history) == 3 and all(math.isfinite(r["reward_mean"]) for r in result.history)
     assert all(r["reward_mean"] < 0 for r in result.history)  # minus an NLL
     with pytest.raises(CourseError, match="one question per step"):
