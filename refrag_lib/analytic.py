@@ -72,6 +72,12 @@ def refrag_positions(s: int, k: int, p: float = 0.0, question_tokens: int = 0) -
     return question_tokens + (1 - p) * chunks + p * s
 
 
+def ttft_ratio(shape: DecoderShape, s: int, k: int) -> float:
+    """How many times sooner REFRAG's first token comes than ordinary RAG's for s context tokens, every chunk of k
+    compressed and no question: the prefill FLOPs of s positions over those of s/k."""
+    return ttft_speedup(shape, s, refrag_positions(s, k))
+
+
 def paper_ttft_bound(d: int, k: int, s: int) -> float:
     """The paper's closed form k^2 (6d + s) / (6dk + s) (no question tokens, no LM head)."""
     return k * k * (6 * d + s) / (6 * d * k + s)

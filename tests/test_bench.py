@@ -33,6 +33,7 @@ def count_decoder_calls(model, monkeypatch) -> list[int]:
 def test_paper_formula_gives_25_6x():
     shape = analytic.DecoderShape.paper(d=4096)
     assert analytic.ttft_speedup(shape, 16384, 16384 / 16) == pytest.approx(25.6)
+    assert analytic.ttft_ratio(shape, 16384, 16) == pytest.approx(25.6)
     assert analytic.paper_ttft_bound(4096, 16, 16384) == pytest.approx(25.6)
     assert analytic.paper_ttft_bound(4096, 16, 2048) == pytest.approx(17.2, abs=0.05)
     assert analytic.paper_ttft_bound(4096, 32, 16384) == pytest.approx(52.2, abs=0.05)
