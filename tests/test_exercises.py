@@ -7,9 +7,12 @@ import pytest
 import torch
 from torch import nn
 
+from refrag_lib.analytic import prefill_flops, ttft_ratio, ttft_speedup
 from refrag_lib.course.exercises import EXERCISES, ExerciseError, exercise, reference_source, reveal
 from refrag_lib.course.notebooks import NOTEBOOK_DIR
+from refrag_lib.curriculum import TABLE8, capped_table, stage_mixtures
 from refrag_lib.errors import CourseError
+from refrag_lib.grpo import clipped_objective
 from refrag_lib.losses import IGNORE
 from refrag_lib.timing import Prefilled, clock
 
@@ -73,16 +76,138 @@ class WrongWay(OneLinear):
         super().__init__(decoder_dim, encoder_dim)
 
 
+class NamedLayers(nn.Module):
+    """A right MLP under its own weight names (fc1, fc2), which checkpoints do not have."""
+
+    def __init__(self, encoder_dim, decoder_dim):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(encoder_dim, decoder_dim), nn.Linear(decoder_dim, decoder_dim)
+
+    def forward(self, c):
+        return self.fc2(torch.relu(self.fc1(c)))
+
+
 def test_projector_checker_names_the_mistake():
     rejects("projector", OneLinear, "2-layer MLP")
     rejects("projector", TwoLinearNoActivation, "non-linearity")
     rejects("projector", WrongWay, "maps [n, encoder_dim] to [n, decoder_dim]")
+    rejects("projector", lambda e, d: torch.zeros(e, d), "return an nn.Module")
+    assert "fc1.weight" in rejects("projector", NamedLayers, "notebook 03 loads")
+
+
+def test_projector_checker_accepts_another_activation():
+    EXERCISES["projector"].check(lambda e, d: nn.Sequential(nn.Linear(e, d), nn.ReLU(), nn.Linear(d, d)))
 
 
 def test_checking_a_projector_leaves_the_notebooks_random_stream_alone():
     state = torch.random.get_rng_state()
     exercise("projector", EXERCISES["projector"].reference)
     assert torch.equal(torch.random.get_rng_state(), state)
+
+
+# ---- 02: chunk pooling -----------------------------------------------------------------------------------
+def pool_all_positions(hidden, mask):
+    return hidden.mean(dim=1)
+
+
+def pool_divide_by_length(hidden, mask):
+    return (hidden * mask.unsqueeze(-1)).sum(dim=1) / hidden.shape[1]
+
+
+def pool_wrong_axis(hidden, mask):
+    return hidden.mean(dim=-1)
+
+
+def pool_bool_only(hidden, mask):
+    kept = hidden.masked_fill(~mask.unsqueeze(-1), 0.0)
+    return kept.sum(dim=1) / mask.sum(dim=1, keepdim=True).clamp(min=1)
+
+
+def pool_unguarded(hidden, mask):
+    mask = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1)
+
+
+def test_pooling_checker_names_the_mistake():
+    rejects("chunk_pooling", pool_wrong_axis, "token axis (dim=1)")
+    rejects("chunk_pooling", pool_all_positions, "padded positions were averaged in")
+    rejects("chunk_pooling", pool_divide_by_length, "not by the padded length t")
+    assert "raised RuntimeError" in rejects("chunk_pooling", pool_bool_only, "mask.to(hidden.dtype)")
+    assert "nan" in rejects("chunk_pooling", pool_unguarded, "not NaN")
+
+
+# ---- 02: the splice ----------------------------------------------------------------------------------------
+def splice_by_columns(token_embeds, is_vector, projected):
+    out = token_embeds.transpose(0, 1).clone()
+    out[is_vector.T] = projected.to(out.dtype)
+    return out.transpose(0, 1)
+
+
+def splice_per_row(token_embeds, is_vector, projected):
+    out = token_embeds.clone()
+    per_row = projected.reshape(len(out), -1, projected.shape[-1])
+    for row in range(len(out)):
+        out[row, is_vector[row]] = per_row[row].to(out.dtype)
+    return out
+
+
+def splice_keeps_float32(token_embeds, is_vector, projected):
+    return torch.where(is_vector.unsqueeze(-1), torch.zeros_like(token_embeds, dtype=projected.dtype).masked_scatter(
+        is_vector.unsqueeze(-1), projected), token_embeds)
+
+
+def splice_without_grad(token_embeds, is_vector, projected):
+    with torch.no_grad():
+        out = token_embeds.clone()
+        out[is_vector] = projected.to(out.dtype)
+    return out
+
+
+def splice_in_place(token_embeds, is_vector, projected):
+    token_embeds[is_vector] = projected.to(token_embeds.dtype)
+    return token_embeds
+
+
+def test_splice_checker_names_the_mistake():
+    rejects("splice", splice_by_columns, "row-major order")
+    rejects("splice", splice_per_row, "some none")
+    assert "returned torch.float32" in rejects("splice", splice_keeps_float32, "projected.to(token_embeds.dtype)")
+    message = rejects("splice", splice_without_grad, "no torch.no_grad()")
+    assert "gradient reaching projected" in message and "received: [[0.0, 0.0]" in message
+    rejects("splice", lambda e, v, p: EXERCISES["splice"].reference(e, v, p.detach()), ".detach()")
+    EXERCISES["splice"].check(splice_in_place)  # writing into the embeddings is fine: the gradient still flows
+
+
+# ---- 02: the curriculum ------------------------------------------------------------------------------------
+def mixtures_from(table):
+    """stage_mixtures built on another way of capping Table 8 (the typical mistakes vary that part)."""
+    def mixtures(max_chunks):
+        factors = sorted(table(max_chunks))
+        counts = np.stack([table(max_chunks)[f] for f in factors], axis=1)
+        return factors, counts / counts.sum(axis=1, keepdims=True)
+    return mixtures
+
+
+def table_dropping(max_chunks):
+    return {f: np.asarray(c, dtype=float) for f, c in TABLE8.items() if f <= max_chunks}
+
+
+def table_power_of_two_cap(max_chunks):
+    cap = 2 ** int(np.log2(max_chunks))
+    return capped_table(cap)
+
+
+def counts_not_normalised(max_chunks):
+    table = capped_table(max_chunks)
+    return list(table), np.stack(list(table.values()), axis=1)
+
+
+def test_curriculum_checker_names_the_mistake():
+    rejects("curriculum", mixtures_from(table_dropping), "cap, don't drop")
+    rejects("curriculum", mixtures_from(table_power_of_two_cap), "min(factor, max_chunks)")
+    rejects("curriculum", lambda m: (stage_mixtures(m)[0], stage_mixtures(m)[1].T), "transpose")
+    rejects("curriculum", counts_not_normalised, "along axis=1")
+    rejects("curriculum", lambda m: stage_mixtures(m)[1], "return a pair")
 
 
 # ---- 03: the mixed input ---------------------------------------------------------------------------
@@ -145,6 +270,67 @@ def test_advantage_checker_names_the_mistake():
     rejects("grpo_advantage", advantage_sample_std, "unbiased=False")
     rejects("grpo_advantage", advantage_batch_wide, "not over the whole batch")
     assert "received: [[nan, nan, nan, nan]" in rejects("grpo_advantage", advantage_no_eps, "add eps")
+
+
+# ---- 04: the clipped objective ----------------------------------------------------------------------------
+def objective_from(term):
+    """A clipped objective whose per-step term is term(ratio, clipped_ratio, A) (the mistakes vary that part)."""
+    def objective(new_logp, old_logp, advantages, clip_eps):
+        ratio = torch.exp(new_logp - old_logp.detach())
+        adv = advantages.unsqueeze(-1)
+        loss = -term(ratio, ratio.clamp(1 - clip_eps, 1 + clip_eps), adv).mean()
+        return loss, ((ratio - 1).abs() > clip_eps).float().mean()
+    return objective
+
+
+def objective_sign_flipped(new_logp, old_logp, advantages, clip_eps):
+    loss, fraction = clipped_objective(new_logp, old_logp, advantages, clip_eps)
+    return -loss, fraction
+
+
+def objective_ratio_of_logs(new_logp, old_logp, advantages, clip_eps):
+    ratio = new_logp / old_logp
+    adv = advantages.unsqueeze(-1)
+    loss = -torch.minimum(ratio * adv, ratio.clamp(1 - clip_eps, 1 + clip_eps) * adv).mean()
+    return loss, ((ratio - 1).abs() > clip_eps).float().mean()
+
+
+def objective_not_broadcast(new_logp, old_logp, advantages, clip_eps):
+    ratio = torch.exp(new_logp - old_logp.detach())
+    return -torch.minimum(ratio * advantages, ratio.clamp(1 - clip_eps, 1 + clip_eps) * advantages).mean(), 0.0
+
+
+def objective_counts_clipped_terms(new_logp, old_logp, advantages, clip_eps):
+    ratio = torch.exp(new_logp - old_logp)
+    adv = advantages.unsqueeze(-1)
+    unclipped, clipped = ratio * adv, ratio.clamp(1 - clip_eps, 1 + clip_eps) * adv
+    return -torch.minimum(unclipped, clipped).mean(), (clipped < unclipped).float().mean()
+
+
+def test_objective_checker_names_the_mistake():
+    rejects("clipped_objective", objective_sign_flipped, "minus the objective")
+    rejects("clipped_objective", objective_ratio_of_logs, "exp(new_logp - old_logp)")
+    assert "raised RuntimeError" in rejects("clipped_objective", objective_not_broadcast, "unsqueeze(-1)")
+    rejects("clipped_objective", objective_from(lambda r, c, a: r * a), "and clip")
+    rejects("clipped_objective", objective_from(lambda r, c, a: torch.maximum(r * a, c * a)), "not the max")
+    rejects("clipped_objective", objective_from(lambda r, c, a: c * a), "min of BOTH terms")
+    rejects("clipped_objective", lambda n, o, a, e: clipped_objective(n, o, a, 0.2), "not a fixed 0.2")
+    rejects("clipped_objective", objective_counts_clipped_terms, "share of ALL steps")
+
+
+def test_objective_checker_follows_the_gradients():
+    def old_not_detached(new_logp, old_logp, advantages, clip_eps):
+        ratio = torch.exp(new_logp - old_logp)
+        adv = advantages.unsqueeze(-1)
+        loss = -torch.minimum(ratio * adv, ratio.clamp(1 - clip_eps, 1 + clip_eps) * adv).mean()
+        return loss, ((ratio - 1).abs() > clip_eps).float().mean()
+
+    def returns_a_float(new_logp, old_logp, advantages, clip_eps):
+        loss, fraction = clipped_objective(new_logp, old_logp, advantages, clip_eps)
+        return loss.item(), fraction
+
+    rejects("clipped_objective", old_not_detached, "old_logp.detach()")
+    rejects("clipped_objective", returns_a_float, "no .item()")
 
 
 # ---- 05: token F1 ------------------------------------------------------------------------------------
@@ -227,6 +413,22 @@ def test_timer_checker_names_the_mistake():
     rejects("ttft_timer", timer_not_synchronised, "synchronise")
     rejects("ttft_timer", timer_encodes_with_cache, "run no encoder inside the timed region")
     rejects("ttft_timer", timer_starts_after_assembly, "start the clock before build_inputs")
+
+
+# ---- 00: the analytic TTFT ratio -----------------------------------------------------------------------------
+def ratio_from(flops):
+    """A TTFT ratio built on a given prefill cost flops(shape, positions) (the mistakes vary that part)."""
+    return lambda shape, s, k: flops(shape, s) / flops(shape, s / k)
+
+
+def test_ratio_checker_names_the_mistake():
+    rejects("ttft_ratio", lambda shape, s, k: 1 / ttft_ratio(shape, s, k), "not its inverse")
+    rejects("ttft_ratio", ratio_from(lambda sh, t: sh.layers * 2 * sh.linear_params * t), "4·attention_width·T²")
+    rejects("ttft_ratio", ratio_from(lambda sh, t: sh.layers * 4 * sh.attention_width * t * t), "2·linear_params·T")
+    rejects("ttft_ratio", lambda shape, s, k: ttft_speedup(shape, s, s * k), "s/k positions")
+    no_head = ratio_from(lambda sh, t: sh.layers * (2 * sh.linear_params * t + 4 * sh.attention_width * t * t))
+    assert "SmolLM2-135M" in rejects("ttft_ratio", no_head, "count the LM head")
+    EXERCISES["ttft_ratio"].check(ratio_from(prefill_flops))
 
 
 # ---- exercise() and reveal() -------------------------------------------------------------------------
