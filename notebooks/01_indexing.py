@@ -16,12 +16,16 @@
 # # 01 · Indexing: find the right passages, and cache their chunk vectors
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/refrag-course/refrag-course/blob/main/notebooks/01_indexing.ipynb)
 #
-# REFRAG speeds up retrieval-augmented generation (RAG), so we first need the "retrieval" part.
-# In this notebook we
-# 1. embed every passage of the course corpus with a small sentence encoder,
-# 2. put the vectors in a FAISS index and measure how often the right passage comes back (recall@k),
+# **The question of this notebook:** can the retriever find the passage that answers a question, and what must
+# be stored next to it so that REFRAG can read it fast later? Retrieval sets the ceiling of everything after
+# it: a passage that is not retrieved cannot be read, compressed or not.
+#
+# **What you will build:**
+# 1. embed every passage of the course corpus with a small sentence encoder (the *retriever*),
+# 2. put the vectors in a FAISS index and measure how often the right passage comes back (*recall@k*),
 # 3. cut every passage into chunks of k decoder tokens and cache one REFRAG encoder vector per chunk
-#    next to the index: the "chunk store" that later notebooks feed to the decoder.
+#    next to the index: the *chunk store* that later notebooks feed to the decoder,
+# 4. look inside the decoder's attention to see why each passage may be encoded on its own.
 #
 # Everything is written to `RUN_DIR/index/`; notebooks 02-07 read it from there.
 
@@ -55,6 +59,11 @@ BATCH_SIZE = 32
 TOP_K = 5
 ATTENTION_QUESTIONS = 16  # retrieved contexts whose attention across passages is measured (SMOKE: 2)
 PROGRESS = True
+
+# %%
+from refrag_lib.course.lesson import show_pipeline
+
+show_pipeline("01")
 
 # %%
 from refrag_lib.course.notebooks import start
@@ -196,6 +205,20 @@ for k, value in recall.items():
 fig = plot_recall(recall, len(index))
 
 # %% [markdown]
+# ### Beside the reference run
+#
+# The course's reference run (the default `make course` on the cpu preset) finds the gold passage first for
+# fewer than half of the questions, and within the first ten for about two in three: the near duplicates make
+# this corpus hard for a small encoder on purpose. Your run, beside it (the verdict allows the tolerance the
+# course's regression check allows):
+
+# %%
+from refrag_lib.course.lesson import beside_reference
+
+beside_reference(run, "index", metrics, {"recall_at_1": "recall@1", "recall_at_5": "recall@5",
+                                         "recall_at_10": "recall@10"})
+
+# %% [markdown]
 # ## The REFRAG chunk store: embeddings to decode
 #
 # The retriever's vectors are *embeddings to search*: one per passage, only used to rank. REFRAG needs
@@ -226,16 +249,22 @@ print(f"\n{len(chunks)} chunk vectors of shape {tuple(chunk_vectors.shape)} for 
 # n/k positions instead of n. Whether those vectors still carry the passage's facts depends on training
 # the encoder and projector: the next notebook (02 reconstruction).
 #
-# ## Why each passage may be compressed on its own: block-diagonal attention
+# ## Why each passage may be encoded on its own: block-diagonal attention
 #
-# Encoding every chunk without the other retrieved passages throws away one thing ordinary RAG has:
-# tokens of one passage attending to tokens of another. The paper argues that little is lost (its
-# section on attention sparsity and its Figure 7): retrieved passages are mostly unrelated to one
-# another, so the decoder's attention over a RAG context is block-diagonal; each passage's tokens look
-# at themselves and at the question, and the cross-passage attention that a full prefill pays for is
-# mostly wasted work. That is what licenses per-chunk encoding and the cache above.
+# REFRAG's encoder sees one chunk at a time, and the chunk store computes a passage's vectors without the
+# other retrieved passages. Two kinds of attention are thus given up, and they must be told apart:
 #
-# We check it on this course's data with this run's decoder: the RAG prompt of a few evaluation
+# - **between passages**: in ordinary RAG a token of one passage can attend to the tokens of another. The
+#   paper argues that little is lost (its section on attention sparsity, Figure 7): retrieved passages are
+#   mostly unrelated, so the decoder's attention over a RAG context is block-diagonal, each passage's tokens
+#   looking at themselves and at the question. That is what licenses caching each passage's vectors once,
+#   whatever else is retrieved with it.
+# - **between chunks of one passage**: the encoder never sees a chunk's neighbours, so a fact split across
+#   two chunks is split across two vectors. The decoder still attends over all the vectors in order, so it can
+#   relate neighbouring chunks again, but only if it learns to: that is part of what continual pre-training
+#   (notebook 03) trains, and why the policy (notebook 04) keeps the most informative chunks as tokens.
+#
+# We check the first kind on this course's data with this run's decoder: the RAG prompt of a few evaluation
 # questions (question, then the top-K passages as tokens) goes through the decoder with its attention
 # maps returned. For every layer we split the attention of each passage token (passages 2..K: the first
 # has no earlier passage to look at) into the first token (a causal decoder parks much of its attention
@@ -273,10 +302,36 @@ run.write_metrics("index", {**metrics, "block_attention": {**cross, "questions":
 # notebook 03), and the policy of notebook 04 keeps the chunks that matter as tokens, with full attention.
 
 # %%
-print({name: metrics[name] for name in ("n_passages", "n_eval", "recall_at_1", "recall_at_5", "recall_at_10",
-                                        "index_device", "embed_seconds", "n_chunks", "chunk_store_seconds")})
 print("written:", sorted(p.name for p in (run.root / "index").iterdir()))
 
+# %% [markdown]
+# ## What you learnt
+#
+# - A bi-encoder maps questions and passages to unit vectors; with unit vectors the inner product is the
+#   cosine, so a FAISS inner-product index ranks by cosine similarity.
+# - Recall@k is the share of questions whose gold passage is among the first k results; it bounds every later
+#   step, and reading more passages raises it at the price of a longer context, the price REFRAG cuts.
+# - REFRAG needs a second kind of vector: one per chunk of k decoder tokens, made by its own encoder, to be fed
+#   to the decoder. Encoded passage by passage, they can be cached next to the index.
+# - On this data the decoder's attention between retrieved passages is what the printout above shows; the
+#   paper's argument is that it is small, which is what makes independent encoding cheap in quality.
+#
+# ## Self-check
+#
+# 1. Why does `IndexFlatIP` rank by cosine similarity here?
+#    <details><summary>Answer</summary>Every vector is scaled to length 1, so a·b / (|a| |b|) = a·b.</details>
+# 2. What is the difference between the retriever's vectors and the chunk store's?
+#    <details><summary>Answer</summary>The retriever's are embeddings to search, one per passage, used only to
+#    rank. The chunk store's are embeddings to decode, one per chunk of k tokens, which the projector turns
+#    into decoder input positions.</details>
+# 3. The chunk store must be rebuilt when what changes?
+#    <details><summary>Answer</summary>The encoder's weights, k, or the models: the vectors depend on all
+#    three (notebook 05 recomputes them with its fine-tuned encoder).</details>
+# 4. What does per-chunk encoding lose that the block-diagonal argument does not cover?
+#    <details><summary>Answer</summary>Attention between chunks of the same passage inside the encoder; the
+#    decoder can only relate those chunks again through their vectors.</details>
+#
+# Next: notebook 02 teaches the encoder and projector to write a chunk into a vector the decoder can read.
 
 # %%
 from refrag_lib.course.colab import flush_drive

@@ -16,32 +16,27 @@
 # # 03 · Continual pre-training: use the compressed context to predict what comes next
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/refrag-course/refrag-course/blob/main/notebooks/03_cpt.ipynb)
 #
-# ## What the paper does, and why
+# **The question of this notebook:** once the vectors carry a text, can the model use them for what REFRAG serves,
+# predicting the text that comes *after* the context?
 #
-# Reconstruction (notebook 02) taught the chunk vectors to *carry* a text. Stage 2, continual
-# pre-training (CPT), teaches the model to *use* them: the first s tokens of a document are compressed
-# into s/k chunk vectors and the decoder predicts the next o tokens. Only then is a compressed context
-# worth reading. The paper's evidence, which this notebook repeats at course scale:
+# Reconstruction (notebook 02) taught the chunk vectors to carry a chunk back to the decoder. Stage 2,
+# *continual pre-training* (CPT), changes the objective to the one REFRAG is for: the first s tokens of a
+# document are compressed into s/k chunk vectors, and the model predicts the next o tokens (the
+# *continuation*). In the paper every part trains in CPT, so the decoder also learns to read the vectors. The
+# course keeps the decoder frozen by default (why: below); then CPT teaches the encoder and projector to write
+# what the frozen decoder needs to continue the text, rather than the chunk itself.
+#
+# The paper's evidence, which this notebook repeats at course scale (REFRAG-k is REFRAG with chunks of k
+# tokens; the paper's "P16" and "Arxiv P512" name its evaluation sets, 16 and 512 context tokens per example):
 #
 # * Table 1 of the paper: log-perplexity orders no context > REFRAG-32 > REFRAG-16 > REFRAG-8 > full
 #   context, and REFRAG-8 beats the last-256-token baseline, which spends as many decoder positions on raw tokens.
 # * Table 12 of the paper: CPT from the reconstruction weights is far better than CPT from scratch
 #   (2.02 against 3.27 log-ppl at P16, the paper's numbers).
 #
-# Our synthetic reports repeat earlier facts word for word in later paragraphs, so a model that reads
-# the compressed context well predicts the continuation far better than one that does not.
-#
-# In this notebook we
-# 1. train CPT from the reconstruction weights with the same loop and curriculum as notebook 02,
-# 2. train it once more from a fresh encoder + projector (the paper's Table 12 question),
-# 3. compare log-perplexity on held-out documents with the paper's baselines on the same decoder:
-#    no context, full context (all s tokens), the last s/k tokens (as many decoder positions as
-#    REFRAG uses), and REFRAG-k,
-# 4. read what this run shows against the paper.
-#
-# Needs `RUN_DIR/recon/` from notebook 02. Writes `RUN_DIR/cpt/`.
-#
-# The history of these choices, with the tables that made them: [docs/results.md](https://github.com/refrag-course/refrag-course/blob/main/docs/results.md).
+# **What you will build:** the random choice of which chunks stay tokens during training, then CPT itself, its
+# ablation from scratch, and the paper's Table 1 comparison on held-out documents, with intervals. Weights go to
+# `RUN_DIR/cpt/`, where notebooks 04 and 05 start.
 
 # %%
 # Setup. In Colab: fetch the course, add the packages Colab lacks (none of Colab's own is replaced), and keep
@@ -65,27 +60,36 @@ if "google.colab" in sys.modules:
 # %% tags=["parameters"]
 SMOKE = False  # True: a few training steps, to check the notebook runs (about 2 minutes on a laptop CPU)
 PRESET = "auto"  # auto: chosen by the GPU present (cpu without one); or cpu, t4, a100, paper
-RUN_DIR = ""
-PACK = ""  # a teacher's pack (local or Drive path, or https URL): verified, added to RUN_DIR, its stages loaded
+RUN_DIR = ""  # where the course's results go; empty: runs/<preset>
+PACK = ""  # a teacher's pack (docs/teaching.md): its trained stages are loaded instead of trained
 K = 0  # tokens per chunk; 0: the preset's k (16). Must match notebook 02's run.
-CONTEXT_TOKENS = 256  # s: compressed context (16 chunks of k 16)
-CONTINUATION_TOKENS = 64  # o: tokens predicted after the context
-STEPS = 0  # CPT steps; 0: the preset's budget (cpu 120, t4 1000, a100 1200)
-ABLATION_STEPS = 0  # CPT without reconstruction initialisation; 0: the same as STEPS (a fair comparison)
-POSITIONS_PER_STEP = 512
-LR = 0.0  # peak learning rate; 0: the course's 3e-4 (chosen by the lever table below; the paper's is 5e-5)
-EXPAND_FRACTION = 0.1  # p: share of chunks left as tokens during training (the paper's mixed input)
-TRAIN_DECODER = False  # the paper unfreezes everything; see the note below before turning this on
-EVAL_PAIRS = 0  # held-out (context, continuation) pairs every arm is scored on; 0: the preset's (cpu 64)
+STEPS = 0  # CPT steps of each run; 0: the preset's budget (cpu 120, t4 1000, a100 1200)
+TRAIN_DECODER = False  # the paper unfreezes everything; read "what CPT trains" below before turning this on
 SEED = 0
-RESUME = True
-PROGRESS = True
+RESUME = True  # continue an interrupted run from RUN_DIR/cpt/checkpoint
 DOCUMENTS = ""  # your own long texts to train on (.jsonl with "text", or .txt, one per line); empty: the course's
+
+# %%
+from refrag_lib.course.lesson import show_pipeline
+
+show_pipeline("03")
 
 # %%
 from refrag_lib.course.notebooks import start
 
 run = start(PRESET, RUN_DIR, SMOKE, k=K or None, pack=PACK)
+
+# %%
+# Advanced settings: the recipe and the evaluation's size; the defaults are the course's (why: docs/results.md).
+from refrag_lib.stages import COURSE_LR
+
+CONTEXT_TOKENS = 256  # s: compressed context (16 chunks of k = 16)
+CONTINUATION_TOKENS = 64  # o: tokens predicted after the context
+POSITIONS_PER_STEP = 512  # decoder positions per step
+LR = COURSE_LR["cpt"]  # peak learning rate (the paper's is 5e-5, for its much longer runs)
+EXPAND_FRACTION = 0.1  # p: share of chunks left as tokens during training (the paper's mixed input)
+EVAL_PAIRS = 0  # held-out (context, continuation) pairs every arm is scored on; 0: the preset's (cpu 64)
+PROGRESS = True
 
 import matplotlib.pyplot as plt
 
@@ -93,14 +97,13 @@ from refrag_lib.course.train_plots import plot_log_ppl_bars, plot_loss_curves
 from refrag_lib.evaluate import cpt_arms, cpt_windows, paired_cpt
 from refrag_lib.intervals import format_interval
 from refrag_lib.model import load_refrag
-from refrag_lib.stages import COURSE_LR, TrainConfig, long_run_save_every, tokenized_documents, train_stage
+from refrag_lib.stages import TrainConfig, long_run_save_every, tokenized_documents, train_stage
 from refrag_lib.trained import load_trained
 
 budget = run.preset.budget
 steps = 8 if SMOKE else STEPS or budget.cpt_steps
-ablation_steps = 6 if SMOKE else ABLATION_STEPS or steps
+ablation_steps = 6 if SMOKE else steps
 positions = 300 if SMOKE else POSITIONS_PER_STEP
-lr = LR or COURSE_LR["cpt"]
 eval_pairs = 3 if SMOKE else EVAL_PAIRS or budget.cpt_pairs
 recon = run.read_metrics("recon")  # stops here, naming notebook 02, when it has not run
 print(f"reconstruction run: {recon['steps_done']} steps, held-out log-ppl by chunks {recon['log_ppl_by_chunks']}")
@@ -118,10 +121,10 @@ print(f"reconstruction run: {recon['steps_done']} steps, held-out log-ppl by chu
 # untuned decoder".
 #
 # **Mixed input.** During training a random 10% of chunks stay as ordinary tokens (`p = 0.1`,
-# `EXPAND_FRACTION`). The paper ends CPT with such mixed inputs so that the decoder can read sequences
-# where some chunks are expanded, which is what the policy of notebook 04 produces. Here the mixed input
-# runs through all of CPT; notebook 04 then runs its own, separate mixed-input CPT phase from these weights
-# (`refrag_lib.mixed_cpt.continue_cpt_mixed`) before it trains the policy.
+# `EXPAND_FRACTION`): later a policy will leave its chosen chunks as tokens, so the model must read sequences
+# where tokens and vectors alternate. The paper ends CPT with such mixed inputs; here they run through all of
+# CPT, over the curriculum's chunk counts. Notebook 04 adds a short phase on full-length inputs only, the
+# format in which its policy chooses, before it trains the policy.
 
 # %% [markdown]
 # ### Your turn: which chunks stay tokens
@@ -168,7 +171,7 @@ reveal("mixed_expansion")  # the reference solution, folded
 
 # %%
 config = TrainConfig(stage="cpt", steps=steps, context_tokens=CONTEXT_TOKENS,
-                     continuation_tokens=CONTINUATION_TOKENS, positions_per_step=positions, lr=lr,
+                     continuation_tokens=CONTINUATION_TOKENS, positions_per_step=positions, lr=LR,
                      expand_fraction=EXPAND_FRACTION, train_decoder=TRAIN_DECODER, seed=SEED,
                      save_every=long_run_save_every(steps, TRAIN_DECODER))
 result = train_stage(run, config, resume=RESUME, progress=PROGRESS, documents=DOCUMENTS or None)
@@ -186,7 +189,7 @@ print(f"largest gradient norm before clipping at {config.clip_norm}: {result.sum
 
 # %%
 ablation_config = TrainConfig(stage="cpt", steps=ablation_steps, context_tokens=CONTEXT_TOKENS,
-                              continuation_tokens=CONTINUATION_TOKENS, positions_per_step=positions, lr=lr,
+                              continuation_tokens=CONTINUATION_TOKENS, positions_per_step=positions, lr=LR,
                               expand_fraction=EXPAND_FRACTION, train_decoder=TRAIN_DECODER, seed=SEED,
                               save_every=long_run_save_every(ablation_steps, TRAIN_DECODER))
 ablation = train_stage(run, ablation_config, folder="cpt/no_recon_init", init_from_recon=False,
@@ -240,26 +243,11 @@ plt.title(f"Held-out continuation log-ppl, 95% intervals (s={CONTEXT_TOKENS}, o=
 plt.show()
 
 # %% [markdown]
-# ## What this run shows
+# ## What the intervals say
 #
-# The cell below turns the paired intervals printed above into sentences, so they hold for whatever
-# preset and seed ran. It ends with *context recovered*: the share of the full context's gain over no
-# context that the vectors give, (no context - REFRAG) / (no context - full context), with a paired
-# bootstrap interval. Read them against the paper:
-# * **REFRAG-k against the last s/k tokens.** The paper's REFRAG-8 wins this comparison after 20B tokens
-#   of training. The chunk vectors beating the raw tokens at the same decoder length is the paper's
-#   ordering; a tie means they are worth about as much as the tokens they replace.
-# * **Reconstruction initialisation.** In the paper's Table 12 it helps, by 1.25 nats at P16; the course
-#   trains far less, so read the sign and the interval rather than the size.
-# * **What CPT adds on top of reconstruction.** Notebook 02's stage 1 spends most of its steps on one
-#   chunk, so its vectors of s/k chunks may start weak; CPT, which trains on all of them, should close
-#   that gap.
-#
-# Check the bar chart for the paper's shape too. At course scale expect the full-context arm to stay
-# clearly best (a course-sized budget cannot pack k tokens into one vector as well as the paper's
-# 7B-scale training), and the compressed arms to beat "no context" only by as much as the short
-# training taught them. Where the shape differs, the budget is the first suspect: rerun with more
-# `STEPS` on a GPU preset.
+# The next cell turns the paired intervals printed above into sentences. It ends with *context recovered*:
+# the share of the full context's gain over no context that the vectors give,
+# (no context - REFRAG) / (no context - full context), with a paired bootstrap interval.
 
 # %%
 from refrag_lib.intervals import recovered_interval, verdict
@@ -272,62 +260,12 @@ print("  " + verdict(gains["refrag_recon_only"], above=f"{refrag_k} beats {last}
 print("CPT from reconstruction against CPT from scratch (paired, the Table 12 question):")
 print("  " + verdict(recon_init_gain, above="reconstruction initialisation helps",
                      below="CPT from scratch does better"))
-print(f"{refrag_k} log-ppl: {log_ppl['refrag_recon_only']:.3f} after reconstruction alone, {log_ppl['refrag']:.3f} "
-      f"after CPT (full context {log_ppl['full_context']:.3f}, no context {log_ppl['no_context']:.3f})")
 recovered = recovered_interval(per_pair["no_context"], per_pair["refrag"], per_pair["full_context"])
 print(f"context recovered, (no context - {refrag_k}) / (no context - full context): "
-      f"{format_interval(recovered, 2)} (the paper's Table 1, REFRAG16 on Arxiv P512: 0.82)")
-print(f"largest gradient norm before clipping: {result.summary['max_grad_norm']:.1f} from reconstruction, "
-      f"{ablation.summary['max_grad_norm']:.1f} from scratch")
-
-# %% [markdown]
-# ## Levers: what makes CPT learn most in the same budget
-#
-# `python -m refrag_lib levers --stage cpt` trains CPT once per lever from the same reconstruction
-# weights (learning rates, the decoder trained as the paper does, another seed, no reconstruction
-# init, twice the budget, shorter continuations), each for the same decoder positions, and scores them
-# on the same held-out pairs against the last s/k tokens. It trains CPT once per row, far longer than
-# this notebook, so the course does not run it for you; this cell shows the table once it exists.
-# Each row gives its training steps and seconds, its largest gradient norm, its REFRAG log-ppl and its
-# gain over the last s/k tokens; "vs default" is the paired change against the first row, and `*`
-# marks one whose 95% interval excludes 0. The "seed 1" row is the spread a lever has to beat.
+      f"{format_interval(recovered, 2)} (the paper's Table 1, REFRAG-16 on its Arxiv P512 set: 0.82)")
 
 # %%
-from refrag_lib.studies.levers import ablation_rows, format_levers, read_levers
-
-levers = read_levers(run, "cpt")
-if levers:
-    print(format_levers(levers))
-else:
-    print(f"No lever table in this run yet: `python -m refrag_lib levers --stage cpt --run-dir {run.root}` makes one.")
-
-# %% [markdown]
-# ### What moves context recovered
-#
-# Two commands ask how much more the vectors could carry. `python -m refrag_lib fair-cpt` trains the
-# decoder too, as the paper does, and gives every baseline its own decoder fine-tuned the same way, so
-# that a lower log-ppl means the vectors carry more, not that the decoder learnt the reports' template.
-# `python -m refrag_lib recovery-levers` puts that beside k = 8 and other splits of the steps between
-# stages 1 and 2, every row on the same held-out windows and the same steps. Both train several runs, so
-# the course leaves them to you; this cell shows their tables once they exist.
-
-# %%
-from refrag_lib.studies.fair_cpt import FAIR_TABLE
-from refrag_lib.studies.fair_cpt import format_table as format_fair
-from refrag_lib.studies.recovery_levers import RECOVERY_TABLE
-from refrag_lib.studies.recovery_levers import format_table as format_recovery
-
-fair, recovery = run.read_study(FAIR_TABLE), run.read_study(RECOVERY_TABLE)
-for table, show in ((fair, format_fair), (recovery, format_recovery)):
-    if table:
-        print(show(table), end="\n\n")
-if not (fair or recovery):
-    print(f"No table yet: `python -m refrag_lib recovery-levers --run-dir {run.root}` makes one.")
-
-# %% [markdown]
-# ## Save the metrics
-
-# %%
+# RUN_DIR/cpt/metrics.json: every arm with its interval, the paired gains, the training summaries
 summary = {key: value for key, value in result.summary.items() if key != "config"}
 path = run.write_metrics("cpt", {
     **summary, "config": result.summary.get("config"), "log_ppl": log_ppl, "eval_pairs": len(pairs),
@@ -336,19 +274,79 @@ path = run.write_metrics("cpt", {
                                "first_loss": ablation.summary.get("first_loss"),
                                "last_loss": ablation.summary.get("last_loss"),
                                "max_grad_norm": ablation.summary.get("max_grad_norm")},
-    "ablation": ablation_rows(levers) if levers else [], "context_recovered": recovered,
+    "context_recovered": recovered,
 })
 print("wrote", path)
 
 # %% [markdown]
-# ## Your turn: move a lever
+# ## What a normal run finds, next to the paper
 #
-# Change one setting in the parameters cell, set `RESUME = False` and run the notebook again: no mixed
-# input (`EXPAND_FRACTION = 0`), another `LR`, or twice the `STEPS`. Then read "What this run shows"
-# again: did a verdict change, and is the change larger than its interval? This overwrites
-# `RUN_DIR/cpt/`, which notebooks 04 and 05 start from: point `RUN_DIR` at a copy of the run folder
-# to keep the default.
+# The reference run (the default `make course` on the cpu preset) finds the paper's ordering, at a smaller scale:
+#
+# * **Full context stays far ahead**, and REFRAG-16 lies much nearer "no context" than "full context": the
+#   vectors recover about a third of what the full context gives, where the paper's REFRAG-16 recovers over
+#   four fifths. Most of what this corpus's context adds is exact codes and names (`Institute_331`,
+#   `City_2456`); one vector per 16 tokens carries their gist, not their digits, while the last 16 tokens carry
+#   some of them verbatim.
+# * **REFRAG-16 beats the last 16 tokens** at the same decoder length, by a small margin whose interval just
+#   clears 0: sixteen chunk vectors are worth a little more than the sixteen raw tokens that end the context,
+#   the paper's ordering. Before CPT it loses to them: notebook 02 spends most of its steps on one chunk, and
+#   CPT, which trains on sixteen, closes that gap.
+# * **Reconstruction initialisation helps**, clearly (the paper's Table 12 direction, smaller than its gap),
+#   and training from it is calm: its largest gradient norm is a fraction of the run from scratch's.
+#
+# Your run beside the reference:
 
+# %%
+from refrag_lib.course.lesson import beside_reference
+
+beside_reference(run, "cpt", {"log_ppl": log_ppl}, {
+    "log_ppl.full_context": "log-ppl, full context", "log_ppl.refrag": f"log-ppl, {refrag_k} after CPT",
+    "log_ppl.refrag_no_recon_init": f"log-ppl, {refrag_k}, CPT from scratch"})
+
+# %% [markdown]
+# ### Your turn: move a lever
+#
+# Change one setting, set `RESUME = False` and run the notebook again: no mixed input (`EXPAND_FRACTION = 0`
+# in the advanced settings), another `LR`, or twice the `STEPS`. Did a verdict change, and is the change larger
+# than its interval? This overwrites `RUN_DIR/cpt/`, which notebooks 04 and 05 start from: point `RUN_DIR` at a
+# copy of the run folder to keep the default.
+#
+# ## What you learnt
+#
+# - CPT trains on the objective REFRAG serves: predict the continuation of a document from its compressed
+#   beginning. With the decoder frozen it teaches the encoder and projector what to write; the paper also
+#   trains the decoder to read.
+# - Every comparison uses the same held-out pairs and the same decoder, and a paired interval decides it: the
+#   fair baseline for REFRAG-k is the last s/k tokens, which costs the decoder the same number of positions.
+# - Starting CPT from the reconstruction weights matters (the paper's Table 12): a fresh projector starts far
+#   from anything the decoder can read.
+# - Context recovered summarises how close the vectors come to the full context; on exact codes one vector per
+#   chunk keeps the gist and loses the digits.
+#
+# ## Self-check
+#
+# 1. Why is "the last s/k tokens" the fair baseline for REFRAG-k, rather than "no context"?
+#    <details><summary>Answer</summary>It gives the decoder the same number of context positions, s/k, spent on
+#    raw tokens instead of vectors: it asks whether a vector is worth more than a token in the same place.</details>
+# 2. Why does the course keep the decoder frozen by default?
+#    <details><summary>Answer</summary>A tuned decoder learns the reports' template and gets better without
+#    reading the context, which the untuned baselines cannot show; and its steps are slower.</details>
+# 3. Why do some chunks stay tokens during CPT?
+#    <details><summary>Answer</summary>Later a policy will leave its chosen chunks as tokens: the model must
+#    already read inputs where tokens and vectors are mixed.</details>
+# 4. Context recovered is a third here and over four fifths in the paper. Name two reasons.
+#    <details><summary>Answer</summary>Scale (a 135M decoder and minutes of CPU against 7B and 20B tokens) and
+#    data (exact codes that one vector per chunk cannot spell out, against the paper's ordinary text).</details>
+#
+# ## Going further
+#
+# Three commands ask what moves these numbers, each on the same held-out pairs, and each trains several runs
+# (from about 5 minutes a row on a 2-core CPU): `python -m refrag_lib levers --stage cpt` (learning rates, the
+# decoder trained, another seed, twice the budget, shorter continuations), `python -m refrag_lib fair-cpt` (the
+# decoder trained as the paper does, every baseline's decoder fine-tuned the same way) and
+# `python -m refrag_lib recovery-levers` (k = 8, other splits of the steps between stages 1 and 2). Their tables
+# so far are in docs/results.md.
 
 # %%
 from refrag_lib.course.colab import flush_drive

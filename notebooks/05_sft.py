@@ -16,23 +16,25 @@
 # # 05 · Fine-tuning for RAG question answering, against an equally fine-tuned ordinary RAG
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/refrag-course/refrag-course/blob/main/notebooks/05_sft.ipynb)
 #
-# **The paper.** The decoder reads every retrieved passage before its first answer token, so the time
-# to first token (TTFT) grows with the context. The paper fine-tunes REFRAG and the same LLM reading the
-# passages as tokens on the same RAG data, and asks (its Figure 4): with the same passages, does REFRAG
-# answer as well, sooner? At the same latency, spending the saved time on more passages, does it answer
-# better? It reports +1.2-1.9% over RAG at equal latency with LLaMA-2-7B (the paper's numbers).
+# **The question of this notebook:** fine-tuned alike on the same questions, does REFRAG answer as well as
+# ordinary RAG, and sooner?
 #
-# **This notebook.** With the decoder, encoder and policy of stages 1-3, we
-# 1. fine-tune two arms alike (same start, questions, passages, steps and LR): **RAG-FT** reads the K
-#    passages as tokens, **REFRAG** reads them as chunk vectors with a fraction p expanded by a selector
-#    (by default notebook 04's question-aware policy);
-# 2. save a **REFRAG-ready index**: the retrieval index plus the fine-tuned encoder's chunk vectors, so
-#    answering runs no encoder;
-# 3. measure on held-out questions (EM with its 95% interval, F1, answer in context, input length,
-#    TTFT), also with the gold passage forced in, at equal latency, and for every selector and p;
-# 4. print what this run shows from its own paired differences.
+# The decoder reads every retrieved passage before its first answer token, so the time to first token (TTFT)
+# grows with the context. The paper fine-tunes REFRAG and the same LLM reading the passages as tokens on the same
+# RAG data (supervised fine-tuning, SFT), and asks (its Figure 4): with the same passages, does REFRAG answer as
+# well, sooner? At the same latency, spending the saved time on more passages, does it answer better? It reports
+# +1.2-1.9% over RAG at equal latency with LLaMA-2-7B (the paper's numbers).
 #
-# The history of these choices, with the tables that made them: [docs/results.md](https://github.com/refrag-course/refrag-course/blob/main/docs/results.md).
+# **What you will build**, with the decoder, encoder and policies of notebooks 02-04:
+# 1. two *arms* (two ways of feeding the model the same passages), fine-tuned alike (same start, questions,
+#    passages, steps and LR): **RAG-FT** reads the K passages as tokens, **REFRAG** reads them as chunk vectors
+#    with a fraction p expanded by a selector (by default notebook 04's question-aware policy, the course's
+#    addition beyond the paper);
+# 2. a **REFRAG-ready index**: the retrieval index plus the fine-tuned encoder's chunk vectors, so answering
+#    runs no encoder;
+# 3. the evaluation on held-out questions: exact match (EM) with its 95% interval, token F1 (your function),
+#    whether the answer was in the context at all, input length and TTFT; also with the gold passage forced
+#    in, at equal latency, and for every selector and p.
 #
 # Artifacts go to `RUN_DIR/sft/` (weights of both arms, `ready_index/`, metrics.json).
 
@@ -58,36 +60,43 @@ if "google.colab" in sys.modules:
 # %% tags=["parameters"]
 SMOKE = False  # True: one SFT step per arm and a handful of questions (under 3 minutes on a laptop CPU)
 PRESET = "auto"  # auto: chosen by the GPU present (cpu without one); or cpu, t4, a100, paper
-RUN_DIR = ""
-PACK = ""  # a teacher's pack (local or Drive path, or https URL): verified, added to RUN_DIR, its stages loaded
-PROGRESS = True
-STEPS = 0  # SFT steps per arm (both arms get the same); 0: the preset's budget (cpu 120: about 5 minutes for both)
-BATCH_SIZE = 1  # questions per step
-LR = 1e-4  # peak LR of both arms: the course's (why: docs/results.md, SFT levers; the paper's is 2e-5)
+RUN_DIR = ""  # where the course's results go; empty: runs/<preset>
+PACK = ""  # a teacher's pack (docs/teaching.md): its trained stages are loaded instead of trained
 TOP_K = 3  # K: passages retrieved per question
 P = 0.1  # share of REFRAG chunks expanded
-SELECTOR = "question_rl"  # what REFRAG expands, in training and in the table's rows (any of GRID_SELECTORS)
-GRID_SELECTORS = ["question", "question_rl", "rl", "random", "none"]  # selector x p grid (+ perplexity: ~1 min more)
-GRID_FRACTIONS = [0.05, 0.1, 0.25]
-GOLD_FRACTION = 1.0  # share of training questions whose gold passage is put among the K passages
-TRAIN_QUESTIONS = 400  # training questions retrieved for (steps x batch size of them are drawn)
-WORKSHOP = False  # True: the evaluation sized for a workshop slot (refrag_lib.config.WORKSHOP_SIZE: 60 questions,
-# a smaller grid; it replaces EVAL_QUESTIONS, GRID_SELECTORS, GRID_FRACTIONS, TTFT_QUESTIONS, LATENCY_CANDIDATES)
+SELECTOR = "question_rl"  # what REFRAG expands, in training and in the table's rows: question_rl, question, rl, ...
+WORKSHOP = False  # True: the evaluation sized for a workshop slot (refrag_lib.config.WORKSHOP_SIZE: 60 questions)
 EVAL_QUESTIONS = 0  # held-out questions (each row reads them all: the slow part on a CPU); 0: the preset's (cpu 150)
-MAX_NEW_TOKENS = 10  # answers are short IDs such as River_033
-TTFT_QUESTIONS = 10  # questions whose TTFT is measured per row (the median over them; 3 left rows within ~25%)
-TTFT_REPEATS = 3  # timed prefills per question after one warm-up (the median of them)
-LATENCY_CANDIDATES = 6  # REFRAG passage counts (K .. 16K) timed to find the equal-latency row
-LATENCY_QUESTIONS = 3  # questions timed per count in that search (the row it finds is timed on TTFT_QUESTIONS)
-EXAMPLES = 5  # questions shown side by side
-SEED = 0
 QUESTIONS = ""  # your own held-out questions (.jsonl; gold_passage_id optional); empty: the course's
 TRAINED_RUN = ""  # a run folder whose notebook 05 fine-tuned both arms: evaluate those here, train nothing
 
 # %%
+from refrag_lib.course.lesson import show_pipeline
+
+show_pipeline("05")
+
+# %%
 from refrag_lib.course.notebooks import start
 
+SEED = 0
 run = start(PRESET, RUN_DIR, SMOKE, seed=SEED, pack=PACK)
+
+# %%
+# Advanced settings: the fine-tuning recipe and the evaluation's sizes (why each: docs/results.md, notebook 05).
+STEPS = 0  # SFT steps per arm (both arms get the same); 0: the preset's budget (cpu 120: about 5 minutes for both)
+BATCH_SIZE = 1  # questions per step
+LR = 1e-4  # peak LR of both arms (the paper's is 2e-5, for much longer runs)
+GOLD_FRACTION = 1.0  # share of training questions whose gold passage is put among the K passages
+TRAIN_QUESTIONS = 400  # training questions retrieved for (steps x batch size of them are drawn)
+GRID_SELECTORS = ["question", "question_rl", "rl", "random", "none"]  # the selector x p grid
+GRID_FRACTIONS = [0.05, 0.1, 0.25]
+MAX_NEW_TOKENS = 10  # answers are short IDs such as River_033
+TTFT_QUESTIONS = 10  # questions whose TTFT is measured per row (the median over them)
+TTFT_REPEATS = 3  # timed prefills per question after one warm-up (the median of them)
+LATENCY_CANDIDATES = 6  # REFRAG passage counts (K .. 16 x K) timed to find the equal-latency row
+LATENCY_QUESTIONS = 3  # questions timed per count in that search
+EXAMPLES = 5  # questions shown side by side
+PROGRESS = True
 
 import matplotlib.pyplot as plt
 from IPython.display import HTML, display
@@ -133,7 +142,7 @@ trained = open_run(PRESET, TRAINED_RUN, k=run.preset.k) if TRAINED_RUN else run 
 # ## The data: questions, retrieved passages, short answers
 #
 # Every answer is an arbitrary ID that only the gold passage states, so the decoder cannot answer from
-# memory: it must read. We retrieve with notebook 01's index, once, up to 16K passages per evaluation
+# memory: it must read. We retrieve with notebook 01's index, once, up to 16 × K passages per evaluation
 # question (for the equal-latency row). A SMOKE index holds part of the corpus; training then uses the
 # questions whose gold passage it holds. Your own questions without gold ids count a passage that
 # contains the answer as gold; those no passage answers are left out.
@@ -188,13 +197,16 @@ reveal("token_f1")  # the reference solution, folded
 #   expands; encoder, projector and decoder are trained end to end, as in the paper, with the selector
 #   it is evaluated with (`SELECTOR`).
 #
-# **Why the selector matters.** An ID such as River_033 survives only as exact tokens: a chunk vector
-# holds the gist of its k tokens (notebook 02: one-chunk reconstruction recovers clearly more tokens
-# than the decoder alone, but not reliably every one). REFRAG can answer only if it expands the answer's
-# chunk. The paper's policy (notebook 04, `rl`) sees the chunk vectors alone, blind to the question.
-# The default `SELECTOR`, `question_rl`, is notebook 04's GRPO policy that also reads the question; the
-# `question` heuristic ranks chunks by the retriever's cosine to the question, from vectors notebook 01
-# stored next to the index (no encoder pass).
+# **Why the selector matters.** An answer here is an ID such as River_033, and an ID survives only as exact
+# tokens. A chunk vector holds the gist of its k tokens: notebook 02 showed that one vector lifts the decoder's
+# token accuracy well above the floor, but does not let it copy every token. So REFRAG can answer only if it
+# expands the chunk that holds the answer. Three selectors can choose that chunk:
+#
+# - `rl`, the paper's policy from notebook 04, sees the chunk vectors alone and never the question;
+# - `question`, a heuristic, ranks chunks by the cosine between their retriever vector and the question's
+#   (vectors that notebook 01 stored next to the index, so no encoder runs);
+# - `question_rl`, the default, is notebook 04's GRPO policy that also reads the question, the course's
+#   addition beyond the paper.
 #
 # One question's decoder input, as each arm reads it:
 
@@ -266,7 +278,7 @@ print(f"{ready.store.n_chunks} chunk vectors for {len(ready.index)} passages in 
 #
 # - **no context**: RAG-FT with no passages (can it guess?);
 # - **RAG-FT, K** and **REFRAG, K**: the same K retrieved passages;
-# - **REFRAG, equal latency**: as many passages (K .. 16K) as fit in RAG-FT's TTFT at K, chosen by
+# - **REFRAG, equal latency**: as many passages (K .. 16 × K) as fit in RAG-FT's TTFT at K, chosen by
 #   measured TTFT, expanding as many chunks as at K (an answer needs one or two chunks as tokens however
 #   many passages there are; the saved time goes to more passages as vectors);
 # - each again with the **gold passage forced in** (in place of the last retrieved one; for no context,
@@ -377,13 +389,13 @@ print(format_answer(generate_answer(ready, eval_items[0].question, max_new_token
                                     repeats=ttft_repeats)))
 
 # %% [markdown]
-# ## What this run shows
+# ## What the intervals say
 #
-# Read the table in pairs. RAG-FT against REFRAG at K: what the compression costs in answers and saves
-# in TTFT. A row against its gold version: what is lost to retrieval rather than to reading. REFRAG at
-# equal latency: what the saved time buys as more passages. The cell below answers the paper's two
-# Figure 4 questions for this run from its paired differences. An interval that contains 0 is a tie; at
-# K, a tie means the same answers sooner.
+# Read the table in pairs. RAG-FT against REFRAG at K: what the compression costs in answers and saves in TTFT.
+# A row against its gold version: what is lost to retrieval rather than to reading. REFRAG at equal latency:
+# what the saved time buys as more passages. The cell answers the paper's two Figure 4 questions for this run
+# from its paired differences; an interval that contains 0 is a tie, and at K a tie means the same answers
+# sooner.
 
 # %%
 from refrag_lib.intervals import verdict
@@ -408,15 +420,69 @@ run.write_metrics("sft", sft_metrics(
 print("wrote", run.stage_dir("sft") / "metrics.json")
 
 # %% [markdown]
-# ## Your turn: what would move it further
+# ## What a normal run finds, next to the paper
 #
-# Change a parameter and rerun: `SELECTOR = "question"` or `"rl"` fine-tunes REFRAG with another
-# selector, `P` trades expanded chunks against TTFT, `TOP_K` gives both arms more passages. Where
-# answers go missing says what to try: answers in no passage are retrieval's; answers across two chunks
-# want a selector that also expands the neighbour; a weak equal-latency row wants a reader trained with
-# many passages; answers lost in compressed chunks want vectors that carry exact tokens (bigger encoder
-# and decoder: the GPU presets).
+# The reference run (the default `make course` on the cpu preset, 150 held-out questions) finds:
+#
+# * **At K, a tie, several times sooner.** REFRAG's exact match is a little below RAG-FT's, but the paired
+#   interval contains 0, and its TTFT is a fraction of RAG-FT's: the paper's first Figure 4 answer, the same
+#   answers sooner.
+# * **Why a tie and not better: the answers are codes.** The reader answers nearly whenever the answer's chunk
+#   reached it as tokens and almost never from a vector alone (the "could REFRAG read the answer" cell). So
+#   REFRAG's answers hinge on the selector expanding the right chunk, and most of the remaining misses are
+#   retrieval's: the answer was in no retrieved passage.
+# * **At equal latency, a tie leaning REFRAG's way.** Spending the saved time on many more passages raises how
+#   often the answer is in the context, but the reader loses more among dozens of look-alike passages, and the
+#   gain stays inside the interval. The paper's small gain at equal latency comes from a 7B reader on ordinary
+#   text.
+# * **The selector decides.** With the paper's question-blind policy REFRAG almost never answers; the
+#   question-aware policy (beyond the paper) is what makes REFRAG competitive on this data.
+#
+# Your run beside the reference:
 
+# %%
+from refrag_lib.course.lesson import beside_reference
+
+beside_reference(run, "sft", run.read_metrics("sft"), {
+    "exact_match.rag": "EM, RAG-FT at K", "exact_match.refrag": "EM, REFRAG at K",
+    "exact_match.refrag_equal_latency": "EM, REFRAG at equal latency"})
+
+# %% [markdown]
+# ### Your turn: what would move it further
+#
+# Change a parameter and rerun: `SELECTOR = "question"` or `"rl"` fine-tunes REFRAG with another selector, `P`
+# trades expanded chunks against TTFT, `TOP_K` gives both arms more passages. Where answers go missing says what
+# to try: answers in no passage are retrieval's; answers across two chunks want a selector that also expands the
+# neighbour; a weak equal-latency row wants a reader trained with many passages; answers lost in compressed
+# chunks want vectors that carry exact tokens (a bigger encoder and decoder: the GPU presets).
+#
+# ## What you learnt
+#
+# - A fair comparison fine-tunes both arms alike, from the same start, on the same questions and passages, and
+#   evaluates them on the same held-out questions with paired intervals.
+# - REFRAG's time to first token is a fraction of RAG's at the same K, because its prefill reads s/k positions;
+#   whether its answers keep up depends on what the vectors can carry and on which chunks stay tokens.
+# - Answers that are exact codes survive only as tokens, so the selector, and retrieval before it, set REFRAG's
+#   ceiling on this data; forcing the gold passage in separates retrieval's misses from the reader's.
+# - The REFRAG-ready index stores the fine-tuned encoder's chunk vectors next to the retrieval index, so answering
+#   runs no encoder.
+#
+# ## Self-check
+#
+# 1. Why must the chunk vectors be computed again after fine-tuning?
+#    <details><summary>Answer</summary>Fine-tuning changed the encoder (and projector), and the vectors are the
+#    encoder's outputs: vectors of the old encoder would be read by a model trained on the new ones.</details>
+# 2. REFRAG at K ties RAG-FT with an interval of about ±0.07. What does that allow you to claim?
+#    <details><summary>Answer</summary>That the run cannot tell them apart on these questions: any difference
+#    larger than the interval is ruled out, a smaller one is not.</details>
+# 3. What does the row with the gold passage forced in measure?
+#    <details><summary>Answer</summary>The reader alone: retrieval can no longer miss, so its gap to the
+#    retrieved row is what retrieval costs.</details>
+# 4. How does REFRAG spend the time it saves in the equal-latency row?
+#    <details><summary>Answer</summary>On more passages, read as vectors with as many chunks expanded as at K,
+#    until its TTFT reaches RAG-FT's at K.</details>
+#
+# Next: notebook 06 measures the speed itself, at longer contexts and for several k and p.
 
 # %%
 from refrag_lib.course.colab import flush_drive

@@ -16,6 +16,8 @@
 # # 07 · Playground: ask a question, watch REFRAG read it
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/refrag-course/refrag-course/blob/main/notebooks/07_playground.ipynb)
 #
+# **The question of this notebook:** what does REFRAG do with *your* question, chunk by chunk?
+#
 # Everything the course built, in one place. Type a question about the course's encyclopedia and see
 # - the passages the retriever found, each cut into chunks of k tokens, every chunk coloured
 #   **expanded** (read as tokens) or **compressed** (read as one projected vector);
@@ -65,6 +67,11 @@ SELECTOR = "question_rl"  # question | question_rl | rl | perplexity | random | 
 QUESTIONS = ""  # the questions file the first example comes from (.jsonl); empty: the course's
 
 # %%
+from refrag_lib.course.lesson import show_pipeline
+
+show_pipeline("07")
+
+# %%
 from IPython.display import HTML, display
 
 from refrag_lib.course.notebooks import start
@@ -97,11 +104,64 @@ display(HTML(render_html(result)))
 # - the same p with `question_rl`, `rl` and random: which chunks does each expand, and does the answer change?
 # - more passages (top-K): RAG's TTFT grows much faster than REFRAG's.
 #
-# Mistakes get a message, not a traceback (an empty question, a k that was not trained):
-
-# %%
-display(HTML(playground.ask("", playground.ks[0], P, TOP_K)))
-display(HTML(playground.ask(question, 999, P, TOP_K)))
+# An empty question or a k that was not trained gets a message in the page, not a traceback.
 
 # %%
 controls(playground, question, top_k=TOP_K, p=P, selector=SELECTOR)
+
+# %% [markdown]
+# ## The course in one page
+#
+# What each stage contributed, in the order you built them:
+#
+# - **01 retrieve**: the passages that can answer, and one cached encoder vector per chunk of k tokens next to
+#   the index. Retrieval is the ceiling of everything after it.
+# - **02 compress**: pooling, projector and splice put a chunk into one decoder position, and reconstruction
+#   trained them, with a curriculum, until the frozen decoder could write much of a chunk back.
+# - **03 read**: continual pre-training on the next paragraph, so that compressed context helps to predict what
+#   follows, compared at equal decoder length with the last s/k tokens.
+# - **04 select**: RL with GRPO, because choosing chunks is discrete and scored by another forward; the
+#   paper's policy learns places, the course's question-aware policy (beyond the paper) learns answers.
+# - **05 answer**: both arms fine-tuned alike; REFRAG's time to first token is a fraction of RAG's, and its
+#   answers depend on what stays tokens.
+# - **06 measure**: the speed-up between k and k², as the FLOP count predicts, a share of it realised by the
+#   machine; the KV cache about k times smaller.
+#
+# What this run found, from its own metrics (the README's table is the same, from the reference run):
+
+# %%
+from refrag_lib.course.results_table import read_run, rows
+from refrag_lib.errors import MissingArtifactError
+
+try:
+    for measure, rag, refrag in rows(read_run(run.root)):
+        print(f"- {measure}\n    RAG: {rag or '-'}\n    REFRAG: {refrag}")
+except MissingArtifactError as missing:  # a run of your own data holds notebooks 01, 05 and 07 only
+    print(f"this run folder holds part of the course only ({missing}); the README's table is the reference run's")
+
+# %% [markdown]
+# **What the paper found at scale.** With LLaMA-2-7B and 20B tokens of training, REFRAG-16 recovers most of
+# what the full context gives on ordinary text, the first token comes about 16 times sooner at 16k-token
+# contexts (over 30 times with k = 32), and at equal latency the saved time on more passages improves answers. The
+# course repeats the mechanism and the direction of each finding at laptop scale; where it departs, the reasons
+# are scale and data: a 135M decoder trained for minutes, and answers that are exact codes, which one vector per
+# chunk keeps only as gist.
+#
+# **Where to go next.**
+# - A GPU preset (`PRESET = "t4"` or `"a100"` in Colab: docs/colab.md) trains larger models for longer.
+# - Your own corpus and questions: `make own-data` (docs/own-data.md).
+# - The studies behind the recipe, with their costs: the "going further" sections of notebooks 02-04 and
+#   docs/results.md.
+# - The paper: arXiv 2509.01092, "REFRAG: Rethinking RAG based Decoding".
+#
+# ## Self-check
+#
+# 1. Name the three parts REFRAG adds in front of an unchanged decoder, and what each does.
+#    <details><summary>Answer</summary>An encoder (a chunk of k tokens to one vector), a projector (that vector
+#    to the decoder's embedding space) and a selection policy (which chunks stay tokens).</details>
+# 2. Which training stage would you lengthen first to recover more context on this corpus, and why?
+#    <details><summary>Answer</summary>Stage 1 and 2 on the encoder's side: notebook 02's ceiling shows that
+#    the frozen decoder can read far more from a vector than the trained encoder writes.</details>
+# 3. Where does REFRAG's speed-up come from, and where does its risk to answer quality come from?
+#    <details><summary>Answer</summary>Speed: s/k decoder positions instead of s in the prefill. Risk: what one
+#    vector per chunk cannot carry, which the policy mitigates by keeping the key chunks as tokens.</details>

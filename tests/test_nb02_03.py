@@ -40,8 +40,6 @@ def test_reconstruction_notebook_trains_and_writes_the_contract(notebooks):
     assert ceiling["n_windows"] == 4 and ceiling["steps"] == 5 and len(ceiling["curve"]) == 6
     assert all(0.0 <= ceiling[key]["mean"] <= 1.0 for key in ("token_accuracy", "trained_token_accuracy"))
     assert m["config"]["encoder_lr_scale"] == 0.1 and m["config"]["warmup_fraction"] == 0.15  # the course's recipe
-    assert [row["lever"] for row in m["ablation"][:2]] == ["this run", "no curriculum"]
-    assert all({"lever", "setting", "accuracy", "log_ppl", "seconds"} <= set(row) for row in m["ablation"])
     for folder in ("recon", "recon/no_curriculum"):
         assert (notebooks.root / folder / "weights.safetensors").is_file()
 

@@ -16,7 +16,7 @@ from ..runs import open_run, repo_root
 from .pack import summary, unpack
 
 NOTEBOOK_DIR = repo_root() / "notebooks"
-MAX_MARKDOWN_WORDS = 1500  # a notebook is a lesson: what it does, why, what this run shows, your turn
+MAX_MARKDOWN_WORDS = 2500  # a lesson: where it stands, build, measure, meaning, your turn, recap (most near 2,000)
 # A decimal a run measured, typed into prose: outside `code` and $maths$, not a setting (p = 0.1), on a line
 # that does not cite the paper. A run prints its own figures; the history of what was tried is docs/results.md.
 _CODE_OR_MATHS = re.compile(r"`[^`]*`|\$[^$]*\$")

@@ -255,15 +255,6 @@ def verify(source: str, preset: str, k: int, smoke: bool | None = None) -> dict:
         return _opened(path, lambda tar: _verify_into(tar, path, None, preset, k, smoke))
 
 
-def check_before_workshop(source: str, preset: str, smoke: bool = False) -> str:
-    """Notebook 00's check of PACK (reachable, whole, made for this preset, k and SMOKE), as one line."""
-    if not source:
-        return "no PACK given: notebooks 02-05 train their stages themselves"
-    resolved = get_preset(preset)
-    manifest = verify(source, resolved.name, resolved.k, smoke=smoke)
-    return f"PACK {source} is whole and fits this preset: {summary(manifest)}"
-
-
 def _opened(path: Path, read):
     """read(tar) on the pack at path, with a damaged archive reported as such."""
     try:

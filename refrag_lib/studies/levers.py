@@ -177,21 +177,6 @@ def merge_rows(earlier: list[dict], fresh: list[dict], levers: list[Lever]) -> l
     return sorted(merged.values(), key=lambda row: names.index(row["lever"]) if row["lever"] in names else len(names))
 
 
-def ablation_row(lever: str, setting: dict, steps: int, seconds: float, by_chunks: dict | None = None,
-                 log_ppl: dict | None = None) -> dict:
-    """One row of metrics.json's `ablation`: reconstruction gives `by_chunks` (its one-chunk accuracy
-    and log-ppl are reported), CPT its continuation `log_ppl` (no accuracy)."""
-    one = by_chunks["1"] if by_chunks else None
-    return {"lever": lever, "setting": setting, "steps": steps, "seconds": seconds,
-            "accuracy": one["token_accuracy"] if one else None, "log_ppl": one["log_ppl"] if one else log_ppl}
-
-
-def ablation_rows(report: dict) -> list[dict]:
-    """The lever table as metrics.json's `ablation` rows."""
-    return [ablation_row(row["lever"], row["changes"], row["steps"], row["train_seconds"],
-                         by_chunks=row.get("by_chunks"), log_ppl=row.get("refrag")) for row in report["rows"]]
-
-
 def levers_path(run, stage: str):
     """Where a run keeps a stage's lever table."""
     return run.stage_dir(f"{stage}/levers") / "levers.json"
