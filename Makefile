@@ -25,7 +25,7 @@ OLDEST_VENV ?= .venv-oldest
 # The Colab selection of tests, what a learner's runtime can run: make unit, test-oldest, gpu-check and colab-rehearsal
 # run it (refrag_lib.course.colab_rehearsal reads this line). The browser tests need Chromium and selenium, never in Colab;
 # tests/test_colab_selection.py (make test) collects the selection with only the packages Colab has.
-UNIT_TESTS := -m "not real_models and not notebooks" --ignore=tests/test_playground_browser.py tests
+UNIT_TESTS := -m "not real_models and not notebooks" --ignore=tests/test_playground_browser.py --ignore=tests/test_site_browser.py tests
 MODEL_TESTS := -m "not notebooks" tests
 
 # glibc's allocator for every command below (and the notebook kernels they start): keep freed memory in
@@ -43,12 +43,13 @@ BASELINE := tests/baselines/$(PRESET)$(if $(SMOKE_FLAG),-smoke,).json
 REGRESS_DIR := $(RUN_DIR)$(if $(SMOKE_FLAG),-smoke,)
 NBVAL_DIR := $(RUN_DIR)-nbval
 
-.PHONY: results-table colab-rehearsal pack help venv playground own-data lock test-latest test-oldest gpu-check course smoke test unit lint notebooks colab nbval bench-load regress baseline clean-venv
+.PHONY: site results-table colab-rehearsal pack help venv playground own-data lock test-latest test-oldest gpu-check course smoke test unit lint notebooks colab nbval bench-load regress baseline clean-venv
 
 help:
 	@echo "make course      run every notebook headless (PRESET=$(PRESET), RUN_DIR=$(RUN_DIR))"
 	@echo "make smoke       the same with the SMOKE parameters (a few minutes)"
 	@echo "make playground  serve notebook 07 as a page on http://127.0.0.1:$(PORT)/ for RUN_DIR (after make course)"
+	@echo "make site        RUN_DIR/site: README, docs and every executed notebook with its outputs, as HTML (after make course)"
 	@echo "make pack        a teacher's pack of RUN_DIR (after make course): results only, checked on unpacking"
 	@echo "make own-data    CORPUS=passages.txt QA=questions.jsonl: your files through notebooks 01, 05, 07 (after make course)"
 	@echo "make test        lint + unit tests + real-model tests + every notebook under papermill (SMOKE)"
@@ -136,6 +137,11 @@ course: venv
 PORT ?= 8866
 playground: venv
 	$(PY) -m refrag_lib playground --preset $(PRESET) --run-dir $(RUN_DIR) --port $(PORT)
+
+# RUN_DIR's executed notebooks, the README and docs/ as a static site a learner reads before running anything
+# (refrag_lib/course/site.py); open $(RUN_DIR)/site/index.html.
+site: venv
+	$(PY) -m refrag_lib site --run-dir $(RUN_DIR)
 
 # A teacher's pack of RUN_DIR: one archive of the results later notebooks read, with a manifest of hashes
 # (refrag_lib/course/pack.py); attendees add it to a run folder with `python -m refrag_lib unpack PACK --run-dir DIR`.

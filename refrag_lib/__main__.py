@@ -39,6 +39,7 @@ COMMANDS = {
     "unpack": ("course.pack:unpack_main", "verify a teacher's pack, then add it to a run folder"),
     "colab-rehearsal": ("course.colab_rehearsal:main", "every notebook as in Colab, each in a fresh runtime"),
     "playground": ("course.playground_page:main", "serve notebook 07 as a page on 127.0.0.1 (Voilà)"),
+    "site": ("course.site:main", "a finished run's notebooks, README and docs as a static site"),
 }
 
 

@@ -72,7 +72,8 @@ def test_the_colab_selection_is_the_makefiles_unit_tests(tmp_path):
         assert "$(UNIT_TESTS)" in makefile.split(f"\n{target}: ")[1].split("\n\n")[0], target
     selection = rehearsal.colab_selection()
     assert selection[:2] == ["-m", "not real_models and not notebooks"] and selection[-1] == "tests"
-    assert "--ignore=tests/test_playground_browser.py" in selection  # Chromium and selenium: never in Colab
+    for browser_tests in ("test_playground_browser.py", "test_site_browser.py"):  # Chromium, selenium: never in Colab
+        assert f"--ignore=tests/{browser_tests}" in selection
     bad = tmp_path / "Makefile"
     bad.write_text("UNIT := tests\n")
     with pytest.raises(CourseError, match="UNIT_TESTS"):

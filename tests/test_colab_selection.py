@@ -3,7 +3,8 @@ packages and what the setup cell adds. A test file that imports a tool of `make 
 its top fails here, in seconds, instead of at the end of `make colab-rehearsal` or at a workshop.
 
 By hand: PYTHONPATH=tests PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 .venv/bin/python -m pytest -p colab_lacks --collect-only
--q -m "not real_models and not notebooks" --ignore=tests/test_playground_browser.py tests"""
+-q -m "not real_models and not notebooks" --ignore=tests/test_playground_browser.py
+--ignore=tests/test_site_browser.py tests"""
 
 import os
 import subprocess

@@ -1,34 +1,25 @@
 """The playground in a real browser: `make playground`'s Voilà page, and notebook 07 in JupyterLab, each
-opened in headless Chromium (Debian's chromium + chromium-driver, driven by Selenium; no browser is
-downloaded). A learner's clicks: type a question, press Ask, read the answer rows, the coloured chunks
-and the TTFT; an empty question and p = 2 show the playground's message; the page logs no JavaScript
-error. A screenshot of every state goes to RUN_DIR/browser/. Servers are stopped when the tests end."""
+opened in headless Chromium (tests/browser.py). A learner's clicks: type a question, press Ask, read the answer
+rows, the coloured chunks and the TTFT; an empty question and p = 2 show the playground's message; the page logs no
+JavaScript error. A screenshot of every state goes to RUN_DIR/browser/. Servers are stopped when the tests end."""
 
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
 
 import pytest
+from browser import headless_chromium  # first: skips this module where Chromium is not installed
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions as seen
+from selenium.webdriver.support.ui import WebDriverWait
 
 from refrag_lib.course.playground_page import HOST, prepare_page, voila_command, wait_for_port
 from refrag_lib.runs import open_run
 
 pytestmark = [pytest.mark.browser, pytest.mark.notebooks]
-
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-if not (CHROMIUM and CHROMEDRIVER):
-    pytest.skip("headless Chromium is not installed: `apt-get install chromium chromium-driver` (Debian/Ubuntu; "
-                ".ci/run does it)", allow_module_level=True)
-
-from selenium import webdriver  # imported once Chromium is known to be there
-from selenium.webdriver.chrome.service import Service
-from selenium.webdriver.common.by import By
-from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.support import expected_conditions as seen
-from selenium.webdriver.support.ui import WebDriverWait
 
 # s: the kernel starts, loads the SMOKE models and answers the notebook's first question
 PAGE_TIMEOUT = 240
@@ -74,17 +65,7 @@ def course(notebooks):
 
 @pytest.fixture(scope="module")
 def browser(course):
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    # the machine's network is closed: without these, Chromium keeps trying to reach Google's services
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1400,1800", f"--user-data-dir={course.root / 'browser' / 'profile'}"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not try to download a driver
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(PAGE_TIMEOUT)
+    driver = headless_chromium(course.root / "browser" / "profile", PAGE_TIMEOUT)
     yield driver
     driver.quit()
 
