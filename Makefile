@@ -46,7 +46,7 @@ NBVAL_DIR := $(RUN_DIR)-nbval
 .PHONY: site results-table colab-rehearsal pack help venv playground own-data lock test-latest test-oldest gpu-check course smoke test unit lint notebooks colab nbval bench-load regress baseline clean-venv
 
 help:
-	@echo "make course      run every notebook headless (PRESET=$(PRESET), RUN_DIR=$(RUN_DIR))"
+	@echo "make course      run every notebook headless (PRESET=$(PRESET), RUN_DIR=$(RUN_DIR)), then build its site"
 	@echo "make smoke       the same with the SMOKE parameters (a few minutes)"
 	@echo "make playground  serve notebook 07 as a page on http://127.0.0.1:$(PORT)/ for RUN_DIR (after make course)"
 	@echo "make site        RUN_DIR/site: README, docs and every executed notebook with its outputs, as HTML (after make course)"
@@ -132,6 +132,7 @@ gpu-check: venv
 
 course: venv
 	$(PY) -m refrag_lib course --preset $(PRESET) --run-dir $(RUN_DIR)
+	$(PY) -m refrag_lib site --run-dir $(RUN_DIR)
 
 # Notebook 07 as a page (Voilà) on 127.0.0.1:$(PORT), reading RUN_DIR's trained models; Ctrl+C stops it.
 PORT ?= 8866
