@@ -27,7 +27,7 @@
 # what the frozen decoder needs to continue the text, rather than the chunk itself.
 #
 # The paper's evidence, which this notebook repeats at course scale (REFRAG-k is REFRAG with chunks of k
-# tokens; the paper's "P16" and "Arxiv P512" name its evaluation sets, 16 and 512 context tokens per example):
+# tokens; labels such as "P16" or "Arxiv P512" are the column names of the paper's tables, quoted as it writes them):
 #
 # * Table 1 of the paper: log-perplexity orders no context > REFRAG-32 > REFRAG-16 > REFRAG-8 > full
 #   context, and REFRAG-8 beats the last-256-token baseline, which spends as many decoder positions on raw tokens.
