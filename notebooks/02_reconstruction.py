@@ -366,7 +366,8 @@ plt.show()
 # warm-up to calm the large first gradients (the advanced settings hold all three).
 #
 # A dead kernel? Re-run this cell: it resumes exactly from its checkpoint. A finished run in `RUN_DIR/recon/`
-# (a teacher's `PACK`) is loaded instead. After each of `CURVE_POINTS` segments the vectors are probed.
+# (a teacher's `PACK`) is loaded instead, with the parts it was trained on: to train on your own functions after
+# such a run, point `RUN_DIR` at a fresh folder. After each of `CURVE_POINTS` segments the vectors are probed.
 
 # %%
 config = TrainConfig(stage="recon", steps=steps, context_tokens=CONTEXT_TOKENS, positions_per_step=positions,
