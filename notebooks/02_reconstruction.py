@@ -245,11 +245,12 @@ reveal("splice")  # the reference solution, folded
 # why even useless vectors get some tokens right: we measure that floor below.
 
 # %%
-from refrag_lib.model import Parts
+from refrag_lib.model import Parts, RefragModel
 
 parts = Parts(pool=pool_fn, projector_net=projector_fn, splice=splice_fn)  # yours where you wrote them
-del model
-model = load_refrag(run.preset, parts=parts)  # from here on, and in training, REFRAG runs on these parts
+# the same encoder and decoder, with a projector built by your MLP: from here on, and in training, REFRAG runs on
+# these parts
+model = RefragModel(model.encoder, model.decoder, model.encoder_tokenizer, model.decoder_tokenizer, k, parts=parts)
 example = reconstruction_example(held_out[0][: 2 * k], k)
 inputs = model.build_inputs([example], padding_side="right")
 labels = shifted_labels(inputs)[0].tolist()

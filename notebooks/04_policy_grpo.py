@@ -541,9 +541,11 @@ beside_reference(run, "policy", run.read_metrics("policy"), {
 # 2. Rewards of a group are [-2, -2, -2, -2]. What are the advantages, and what does the policy learn?
 #    <details><summary>Answer</summary>All 0 (the std is 0, eps avoids dividing by it): nothing, since no
 #    selection was better than another.</details>
-# 3. A step has ratio `ρ = 1.5`, advantage +1 and `ε = 0.2`. What does it contribute, and what gradient?
-#    <details><summary>Answer</summary>`min(1.5, 1.2) = 1.2`, and no gradient: the clipped term is constant, so
-#    the policy is not pushed further in that direction on this batch.</details>
+# 3. A step's ratio ρ has risen past 1 + ε and its advantage is positive. What does it contribute, and what
+#    gradient does it give?
+#    <details><summary>Answer</summary>(1 + ε)·A, the clipped term, which is smaller than ρ·A and so the one min
+#    picks; it is a constant, so the step gives no gradient: the policy is not pushed further that way on this
+#    batch.</details>
 # 4. Why does perplexity-descending favour the first chunks?
 #    <details><summary>Answer</summary>A chunk's score is the NLL of its tokens given the context before it; the
 #    first chunks have little before them, so they look hard whatever they say.</details>

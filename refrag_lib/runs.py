@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +95,17 @@ def runs_root() -> Path:
 def repo_root() -> Path:
     """The course checkout (the folder that holds refrag_lib/)."""
     return Path(__file__).resolve().parent.parent
+
+
+def course_commit(short: bool = False, checkout: Path | None = None) -> str:
+    """The commit of the course checkout (`git rev-parse HEAD`), or '' outside git (a copy, no git installed):
+    what a pack's manifest and the site's pages record of where they came from."""
+    command = ["git", "-C", str(checkout or repo_root()), "rev-parse", *(["--short"] if short else []), "HEAD"]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True)
+    except FileNotFoundError:
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
 
 
 def in_colab() -> bool:

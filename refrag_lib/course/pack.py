@@ -21,7 +21,6 @@ import hashlib
 import io
 import json
 import shutil
-import subprocess
 import tarfile
 import tempfile
 from contextlib import nullcontext
@@ -31,7 +30,7 @@ from .. import __version__
 from ..checkpoint import WEIGHTS
 from ..config import get_preset
 from ..errors import CourseError
-from ..runs import repo_root
+from ..runs import course_commit
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -89,11 +88,6 @@ def run_identity(run_dir: Path) -> dict:
     return {"preset": preset, "k": k, "smoke": smoke, "stages": sorted(found)}
 
 
-def _course_commit() -> str:
-    done = subprocess.run(["git", "-C", str(repo_root()), "rev-parse", "HEAD"], capture_output=True, text=True)
-    return done.stdout.strip() or "unknown"
-
-
 def make_pack(run_dir: Path, out: Path) -> dict:
     """Write the pack of a finished run to `out` (refuses to overwrite); returns its manifest."""
     from importlib.metadata import PackageNotFoundError, version
@@ -103,7 +97,7 @@ def make_pack(run_dir: Path, out: Path) -> dict:
         raise PackError(f"{out} exists: give another --out, or remove it first.")
     files = packed_files(run_dir)
     manifest = {"format": FORMAT, **run_identity(run_dir), "course_version": __version__,
-                "commit": _course_commit(), "packages": {}, "files": {}}
+                "commit": course_commit() or "unknown", "packages": {}, "files": {}}
     for name in PACKAGES:
         try:
             manifest["packages"][name] = version(name)

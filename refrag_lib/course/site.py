@@ -15,13 +15,12 @@ import json
 import posixpath
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from ..errors import CourseError, MissingArtifactError
-from ..runs import repo_root
+from ..runs import course_commit, repo_root
 from .notebooks import notebook_errors
 
 MARKER = ".refrag-site"  # the site's own folder: only a folder holding it is replaced by a rebuild
@@ -146,19 +145,9 @@ def run_line(run_dir: Path, notebooks: list[Path], sources: Path) -> str:
     k = f", k = {metrics['k']}" if "k" in metrics else ""
     smoke = ", SMOKE parameters" if metrics.get("smoke") else ""
     day = datetime.fromtimestamp(max(path.stat().st_mtime for path in notebooks)).date().isoformat()
-    commit = course_commit(sources)
+    commit = course_commit(short=True, checkout=sources)
     return f"Built from the run {run_dir.name} (preset {preset}{k}{smoke}) executed on {day}" + (
         f", course commit {commit}." if commit else ".")
-
-
-def course_commit(sources: Path) -> str:
-    """`git rev-parse --short HEAD` of the checkout, or '' outside git (a copy of the course, no git installed)."""
-    try:
-        git = subprocess.run(["git", "-C", str(sources), "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True)
-    except FileNotFoundError:
-        return ""
-    return git.stdout.strip() if git.returncode == 0 else ""
 
 
 def header(pages: list[Page], current: Page, run: str) -> str:
